@@ -1,0 +1,330 @@
+"""The ``icrm`` command line: parse options, call the library, report errors.
+
+Every option can also come from ``--config file.yaml`` (the command line
+wins). A user mistake prints one line and exits 2; any other failure exits 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from .errors import UserError
+from .outputs import console, set_quiet
+
+app = typer.Typer(
+    help="Reward models with intra-trajectory consistency regularization (ICRM).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Make data files (embedded synthetic tasks, converters).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+LOG_FORMAT = {"value": "text"}
+
+
+def _load_config(ctx: typer.Context, param, value: Optional[Path]):
+    """Eager ``--config``: YAML values become the defaults of the other options."""
+    if value is None:
+        return value
+    try:
+        loaded = yaml.safe_load(Path(value).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise typer.BadParameter(f"{value}: cannot read config ({err.__class__.__name__})") from err
+    if not isinstance(loaded, dict):
+        raise typer.BadParameter(f"{value}: expected a mapping of option names to values")
+    names = {}
+    for p in ctx.command.params:
+        for opt in p.opts:
+            names[opt.lstrip("-").replace("-", "_")] = p.name
+    defaults = {}
+    for key, val in loaded.items():
+        name = names.get(str(key).replace("-", "_"))
+        if name is None:
+            raise typer.BadParameter(f"{value}: unknown option {key!r}")
+        defaults[name] = val
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+ConfigOption = typer.Option(
+    None, "--config", help="YAML file of option values (command line wins).", is_eager=True, callback=_load_config
+)
+
+
+def guarded(fn):
+    """Run a command, mapping user errors to one line + exit 2, others to exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            _fail(str(err), 2)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except typer.Exit:
+            raise
+        except Exception as err:  # noqa: BLE001 — the last line of defence
+            if os.environ.get("ICRM_DEBUG"):
+                raise
+            _fail(f"{err.__class__.__name__}: {err} (set ICRM_DEBUG=1 for a traceback)", 1)
+
+    return wrapper
+
+
+def _fail(message: str, code: int) -> None:
+    message = " ".join(message.split())
+    if LOG_FORMAT["value"] == "json":
+        print(json.dumps({"level": "error", "message": message, "exit_code": code}), file=sys.stderr)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _report(payload: dict) -> None:
+    """Final summary of a command, as text or one JSON line."""
+    if LOG_FORMAT["value"] == "json":
+        print(json.dumps(payload, default=str))
+    else:
+        for key, value in payload.items():
+            console.print(f"[bold]{key}[/bold]: {value}")
+
+
+@app.callback()
+def main_options(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or info logs."),
+    log_format: str = typer.Option("text", "--log-format", help="text or json."),
+):
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format must be text or json")
+    LOG_FORMAT["value"] = log_format
+    set_quiet(quiet or log_format == "json")
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "datasets", "peft", "accelerate", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+# ----------------------------------------------------------------- options
+
+ModelOpt = typer.Option("tiny", "--model", "-m", help="tiny, small, a local model/checkpoint dir, or a hub id.")
+LoraROpt = typer.Option(0, "--lora-r", help="LoRA rank on all linear layers (0 = full fine-tuning).")
+LoraAlphaOpt = typer.Option(16, "--lora-alpha", help="LoRA alpha.")
+EpochsOpt = typer.Option(1.0, "--epochs", help="Training epochs.")
+MaxStepsOpt = typer.Option(-1, "--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")
+BatchOpt = typer.Option(8, "--batch-size", help="Examples (pairs) per device per step.")
+GradAccOpt = typer.Option(1, "--grad-accum", help="Gradient accumulation steps.")
+MaxLenOpt = typer.Option(1024, "--max-length", help="Max tokens of prompt+response.")
+TruncOpt = typer.Option("left", "--truncation", help="left: cut the prompt's left; drop: skip over-long rows.")
+SeedOpt = typer.Option(0, "--seed")
+SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
+TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
+PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
+Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
+
+
+def _training_kwargs(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps):
+    return dict(
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=lr,
+        lr_scheduler_type=scheduler,
+        warmup_steps=warmup,
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not _has_accelerator(),
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------- commands
+
+
+@app.command()
+@guarded
+def sft(
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise (chosen) or pointwise (label 1) data."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
+    model: str = ModelOpt,
+    lora_r: int = LoraROpt,
+    lora_alpha: int = LoraAlphaOpt,
+    epochs: float = EpochsOpt,
+    max_steps: int = MaxStepsOpt,
+    batch_size: int = BatchOpt,
+    grad_accum: int = GradAccOpt,
+    lr: float = typer.Option(1e-3, "--lr"),
+    warmup: float = typer.Option(0.03, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
+    scheduler: str = typer.Option("cosine", "--scheduler"),
+    max_length: int = MaxLenOpt,
+    truncation: str = TruncOpt,
+    seed: int = SeedOpt,
+    bf16: bool = Bf16Opt,
+    skip_invalid: bool = SkipOpt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Train a generator/policy (causal LM) on the chosen responses."""
+    from transformers import TrainingArguments
+
+    from .training import ModelSpec, train_sft
+
+    args = TrainingArguments(
+        output_dir=str(output), **_training_kwargs(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10)
+    )
+    spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
+    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid)
+    _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
+
+
+@app.command()
+@guarded
+def train(
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise or pointwise training data."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (the reward model)."),
+    model: str = ModelOpt,
+    method: str = typer.Option("icrm", "--method", help="bt, grm, icrm or icrm-nosft."),
+    generator: str = typer.Option("self", "--generator", help="PATH of a frozen causal LM, 'self' or 'uniform'."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="Consistency weight λ (overrides --method)."),
+    sft_weight: Optional[float] = typer.Option(None, "--sft-weight", help="SFT weight α (overrides --method)."),
+    sft_backbone_grad: float = typer.Option(1e-3, "--sft-backbone-grad"),
+    center_rewards: float = typer.Option(0.0, "--center-rewards-coefficient"),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Pairwise/pointwise data to evaluate on."),
+    lora_r: int = LoraROpt,
+    lora_alpha: int = LoraAlphaOpt,
+    epochs: float = EpochsOpt,
+    max_steps: int = MaxStepsOpt,
+    batch_size: int = BatchOpt,
+    grad_accum: int = GradAccOpt,
+    lr: float = typer.Option(1e-5, "--lr", help="Learning rate (reference: 1e-5; tiny models want ~1e-3)."),
+    warmup: float = typer.Option(0.03, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
+    scheduler: str = typer.Option("cosine", "--scheduler"),
+    max_length: int = MaxLenOpt,
+    truncation: str = TruncOpt,
+    seed: int = SeedOpt,
+    bf16: bool = Bf16Opt,
+    logging_steps: int = typer.Option(10, "--logging-steps"),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Generator-probability cache (default ~/.cache/icrm, or $ICRM_CACHE)."),
+    skip_invalid: bool = SkipOpt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Train a reward model (Bradley–Terry / pointwise + ICRM regularizers)."""
+    from .training import ModelSpec, RewardConfig, train_reward_model
+
+    if warmup < 0:
+        raise typer.BadParameter("--warmup must be >= 0")
+    reward_config = RewardConfig(
+        output_dir=str(output),
+        method=method,
+        lambda_icrm=lam,
+        sft_weight=sft_weight,
+        sft_backbone_grad=sft_backbone_grad,
+        center_rewards_coefficient=center_rewards,
+        generator=generator,
+        cache_dir=cache_dir,
+        max_length=max_length,
+        truncation=truncation,
+        eval_strategy="epoch" if eval_data else "no",
+        **_training_kwargs(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps),
+    )
+    spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
+    metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid)
+    summary = {"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]}
+    if "eval_accuracy" in metrics:
+        summary["eval_accuracy"] = round(metrics["eval_accuracy"], 4)
+    _report(summary)
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise data (RewardBench-style subset column optional)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics.json to write (+ a margin plot)."),
+    split: Optional[str] = typer.Option(None, "--split"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
+    skip_invalid: bool = SkipOpt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Pairwise accuracy overall, per subset and per RewardBench section."""
+    from .scoring import evaluate_pairs
+
+    metrics = evaluate_pairs(
+        model, data, output, split=split, batch_size=batch_size, limit=limit, skip_invalid=skip_invalid,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+    _report({"accuracy": round(metrics["accuracy"], 4), "n": metrics["n"], "output": str(output) if output else "-"})
+
+
+@app.command()
+@guarded
+def score(
+    model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise, pointwise or best-of-N data."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL with a reward per response."),
+    normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
+    split: Optional[str] = typer.Option(None, "--split"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    skip_invalid: bool = SkipOpt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Add a reward to every response of a data file."""
+    from .scoring import score_file
+
+    count = score_file(
+        model, data, output, normalize=normalize, split=split, batch_size=batch_size, skip_invalid=skip_invalid,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+    _report({"rows": count, "output": str(output)})
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

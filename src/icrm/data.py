@@ -1,0 +1,572 @@
+"""Load, validate, template and tokenize preference data; collate batches.
+
+Rows come from JSONL/JSON/Parquet/CSV files, a ``datasets.load_from_disk``
+directory, or a hub dataset id. Every row is checked before anything is
+trained or written, and a bad row raises :class:`DataError` naming the file,
+the line (or row) and the field, which the CLI turns into a one-line message
+and exit code 2.
+
+Prompts are kept as chat-message lists and responses as the assistant's text.
+Sequences are rendered with the tokenizer's chat template, exactly as a
+transformers user would render ``[user, assistant]`` messages, so that the
+scores icrm computes and the scores of the exported HF model agree.
+"""
+
+from __future__ import annotations
+
+from .errors import UserError
+
+import gzip
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+Message = dict[str, str]
+
+
+class DataError(UserError):
+    """A problem with the user's input, located as precisely as possible."""
+
+    def __init__(self, source: str, message: str, line: int | None = None, field: str | None = None):
+        where = f"{source}:{line}" if line is not None else str(source)
+        text = f"{where}: {field}: {message}" if field else f"{where}: {message}"
+        super().__init__(text)
+        self.source, self.line, self.field = source, line, field
+
+
+# ---------------------------------------------------------------- reading rows
+
+
+@dataclass
+class Row:
+    """One raw record and where it came from (1-based line or row number)."""
+
+    line: int
+    data: dict[str, Any]
+
+
+def read_rows(source: str | Path, split: str | None = None) -> list[Row]:
+    """Read raw records from a file, a saved dataset directory or a hub id."""
+    path = Path(source)
+    name = str(source)
+    if path.is_dir():
+        return _read_saved_dataset(path, split)
+    if not path.exists():
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.endswith((".json", ".jsonl", ".csv", ".parquet", ".gz")):
+            return _read_hub_dataset(name, split)
+        raise DataError(name, "file not found")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    try:
+        if kind == ".jsonl":
+            rows = _read_jsonl(path)
+        elif kind == ".json":
+            rows = _read_json(path)
+        elif kind in (".parquet", ".csv"):
+            rows = _read_table(path, kind)
+        else:
+            raise DataError(name, f"unknown file type {path.suffix!r} (expected .jsonl, .json, .parquet, .csv)")
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise DataError(name, f"cannot read file ({err.__class__.__name__}: {err})") from err
+    if not rows:
+        raise DataError(name, "no rows (empty file)")
+    return rows
+
+
+def _open_text(path: Path):
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    rows = []
+    with _open_text(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataError(str(path), f"invalid JSON ({err.msg} at column {err.colno})", number) from err
+            if not isinstance(data, dict):
+                raise DataError(str(path), "expected a JSON object per line", number)
+            rows.append(Row(number, data))
+    return rows
+
+
+def _read_json(path: Path) -> list[Row]:
+    with _open_text(path) as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise DataError(str(path), f"invalid JSON ({err.msg})", err.lineno) from err
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(str(path), "expected a JSON list of objects (or an object holding one list)")
+        data = lists[0]
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise DataError(str(path), "expected a JSON list of objects")
+    return [Row(i, item) for i, item in enumerate(data, start=1)]
+
+
+def _read_table(path: Path, kind: str) -> list[Row]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path) if kind == ".parquet" else pd.read_csv(path, keep_default_na=False)
+    except Exception as err:  # pandas/pyarrow raise many types for unreadable files
+        raise DataError(str(path), f"cannot read {kind[1:]} file ({err})") from err
+    offset = 2 if kind == ".csv" else 1  # CSV line 1 is the header
+    return [Row(i + offset, _plain(record)) for i, record in enumerate(frame.to_dict("records"))]
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy scalars/arrays from pandas/arrow into plain Python values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_saved_dataset(path: Path, split: str | None) -> list[Row]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as err:
+        raise DataError(str(path), f"not a saved dataset directory ({err})") from err
+    if isinstance(loaded, datasets.DatasetDict):
+        split = split or ("train" if "train" in loaded else next(iter(loaded)))
+        if split not in loaded:
+            raise DataError(str(path), f"no split {split!r} (have {', '.join(loaded)})")
+        loaded = loaded[split]
+    return [Row(i, _plain(record)) for i, record in enumerate(loaded, start=1)]
+
+
+def _read_hub_dataset(name: str, split: str | None) -> list[Row]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(name, split=split or "train")
+    except Exception as err:
+        raise DataError(name, f"cannot load hub dataset ({err.__class__.__name__}: {err})") from err
+    return [Row(i, _plain(record)) for i, record in enumerate(loaded, start=1)]
+
+
+# ------------------------------------------------------------ normalized examples
+
+
+@dataclass
+class PairExample:
+    prompt: list[Message]
+    chosen: str
+    rejected: str
+    margin: float | None = None
+    subset: str | None = None
+    id: str | None = None
+    line: int = 0
+
+
+@dataclass
+class PointExample:
+    prompt: list[Message]
+    response: str
+    label: float
+    id: str | None = None
+    line: int = 0
+
+
+@dataclass
+class BonExample:
+    prompt: list[Message]
+    candidates: list[str]
+    labels: list[int] | None = None
+    answer: str | None = None
+    id: str | None = None
+    line: int = 0
+
+
+FORMAT_FIELDS = {
+    "pairwise": ("chosen", "rejected"),
+    "pointwise": ("response", "label"),
+    "bon": ("candidates",),
+}
+
+
+def detect_format(row: Row, source: str) -> str:
+    """Which of the DESIGN.md §2 formats a row is in."""
+    for name, fields in FORMAT_FIELDS.items():
+        if all(f in row.data for f in fields):
+            return name
+    present = ", ".join(sorted(row.data)) or "none"
+    missing = "chosen/rejected (pairwise), response/label (pointwise) or candidates (best-of-N)"
+    for name, fields in FORMAT_FIELDS.items():
+        found = [f for f in fields if f in row.data]
+        if found:
+            absent = next(f for f in fields if f not in row.data)
+            raise DataError(source, f"missing column (row has {present})", row.line, absent)
+    raise DataError(source, f"no known columns: need {missing}; row has {present}", row.line)
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_hh_dialogue(text: str) -> list[Message] | None:
+    """Split an Anthropic-HH style ``\\n\\nHuman: … \\n\\nAssistant: …`` string."""
+    if not text.startswith("\n\nHuman:") and not text.startswith("Human:"):
+        return None
+    text = text if text.startswith("\n\n") else "\n\n" + text
+    parts = _HH_TURN.split(text)[1:]
+    messages = []
+    for role, content in zip(parts[0::2], parts[1::2]):
+        messages.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    return messages
+
+
+def _as_messages(value: Any, source: str, line: int, name: str) -> list[Message]:
+    if isinstance(value, str):
+        return parse_hh_dialogue(value) or [{"role": "user", "content": value}]
+    if isinstance(value, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    ):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise DataError(source, "expected a string or a list of {role, content} messages", line, name)
+
+
+def _response_text(value: Any, source: str, line: int, name: str) -> str:
+    """The assistant text of a response given as a string or a message list."""
+    if isinstance(value, list):
+        messages = _as_messages(value, source, line, name)
+        if len(messages) != 1 or messages[0]["role"] != "assistant":
+            raise DataError(source, "a message-list response must be one assistant message", line, name)
+        value = messages[0]["content"]
+    if not isinstance(value, str):
+        raise DataError(source, f"expected text, got {type(value).__name__}", line, name)
+    if not value.strip():
+        raise DataError(source, "empty response", line, name)
+    return value
+
+
+def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], Any, Any]:
+    """TRL-style implicit prompt: chosen/rejected are whole conversations that
+    share a prefix; the shared turns are the prompt, the last turn the answer."""
+    chosen, rejected = row.data["chosen"], row.data["rejected"]
+    conv_c = _as_messages(chosen, source, row.line, "chosen")
+    conv_r = _as_messages(rejected, source, row.line, "rejected")
+    if isinstance(chosen, str) and parse_hh_dialogue(chosen) is None:
+        raise DataError(source, "no prompt column, and chosen is not a conversation", row.line, "prompt")
+    if len(conv_c) < 2 or len(conv_r) < 2 or conv_c[:-1] != conv_r[:-1]:
+        raise DataError(source, "chosen and rejected must share every turn but the last (implicit prompt)", row.line, "prompt")
+    for name, conv in (("chosen", conv_c), ("rejected", conv_r)):
+        if conv[-1]["role"] != "assistant":
+            raise DataError(source, "the last turn must be the assistant's", row.line, name)
+    return conv_c[:-1], conv_c[-1]["content"], conv_r[-1]["content"]
+
+
+def _optional_float(row: Row, source: str, name: str) -> float | None:
+    value = row.data.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(source, f"expected a number, got {type(value).__name__}", row.line, name)
+    return float(value)
+
+
+def _optional_str(row: Row, name: str) -> str | None:
+    value = row.data.get(name)
+    return None if value is None else str(value)
+
+
+def _label(value: Any, source: str, line: int, name: str) -> int:
+    if isinstance(value, bool) or value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in ("0", "1", "true", "false"):
+        return int(value.strip().lower() in ("1", "true"))
+    raise DataError(source, f"label must be 0/1 or true/false, got {value!r}", line, name)
+
+
+def to_pair(row: Row, source: str) -> PairExample:
+    if "prompt" in row.data and row.data["prompt"] is not None:
+        prompt = _as_messages(row.data["prompt"], source, row.line, "prompt")
+        chosen, rejected = row.data["chosen"], row.data["rejected"]
+        if isinstance(chosen, str) and isinstance(rejected, str) and prompt and prompt[-1]["role"] == "assistant":
+            prompt = prompt[:-1]  # HH prompt strings end with an empty "Assistant:" turn
+    else:
+        prompt, chosen, rejected = _split_implicit_prompt(row, source)
+    chosen = _response_text(chosen, source, row.line, "chosen")
+    rejected = _response_text(rejected, source, row.line, "rejected")
+    if chosen == rejected:
+        raise DataError(source, "chosen and rejected are identical", row.line, "rejected")
+    return PairExample(
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        margin=_optional_float(row, source, "margin"),
+        subset=_optional_str(row, "subset"),
+        id=_optional_str(row, "id"),
+        line=row.line,
+    )
+
+
+def to_point(row: Row, source: str) -> PointExample:
+    prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    return PointExample(
+        prompt=prompt,
+        response=_response_text(row.data["response"], source, row.line, "response"),
+        label=_label(row.data["label"], source, row.line, "label"),
+        id=_optional_str(row, "id"),
+        line=row.line,
+    )
+
+
+def to_bon(row: Row, source: str) -> BonExample:
+    prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    candidates = row.data["candidates"]
+    if not isinstance(candidates, list) or not candidates:
+        raise DataError(source, "expected a non-empty list of responses", row.line, "candidates")
+    texts = [_response_text(c, source, row.line, "candidates") for c in candidates]
+    labels = row.data.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list):
+            raise DataError(source, "expected a list of 0/1 labels", row.line, "labels")
+        if len(labels) != len(texts):
+            raise DataError(
+                source, f"{len(labels)} labels for {len(texts)} candidates (lengths must match)", row.line, "labels"
+            )
+        labels = [_label(v, source, row.line, "labels") for v in labels]
+    return BonExample(prompt, texts, labels, _optional_str(row, "answer"), _optional_str(row, "id"), row.line)
+
+
+CONVERTERS = {"pairwise": to_pair, "pointwise": to_point, "bon": to_bon}
+
+
+@dataclass
+class LoadedData:
+    """Validated examples of one format, with a count of the rows skipped."""
+
+    source: str
+    format: str
+    examples: list
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def load_examples(
+    source: str | Path,
+    *,
+    expect: Iterable[str] | None = None,
+    split: str | None = None,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+) -> LoadedData:
+    """Read and validate a data file; every row must be in one format.
+
+    ``expect`` restricts the accepted formats (e.g. ``("pairwise",)`` for
+    ``icrm eval``). With ``skip_invalid`` a bad row is counted and skipped
+    instead of stopping the run.
+    """
+    name = str(source)
+    rows = read_rows(source, split)
+    if limit is not None:
+        rows = rows[:limit]
+    fmt = None
+    examples, errors = [], []
+    for row in rows:
+        try:
+            kind = detect_format(row, name)
+            if fmt is None:
+                if expect is not None and kind not in expect:
+                    raise DataError(name, f"this command needs {' or '.join(expect)} data, got {kind}", row.line)
+                fmt = kind
+            elif kind != fmt:
+                raise DataError(name, f"mixed formats in one file ({fmt} rows, then a {kind} row)", row.line)
+            examples.append(CONVERTERS[kind](row, name))
+        except DataError as err:
+            if not skip_invalid:
+                raise
+            errors.append(str(err))
+    if not examples:
+        raise DataError(name, f"no valid rows ({len(errors)} skipped; first: {errors[0] if errors else '-'})")
+    return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors)
+
+
+def example_texts(examples: Iterable) -> Iterable[str]:
+    """All prompt and response text, e.g. to train a tokenizer on."""
+    for ex in examples:
+        for message in ex.prompt:
+            yield message["content"]
+        if isinstance(ex, PairExample):
+            yield ex.chosen
+            yield ex.rejected
+        elif isinstance(ex, PointExample):
+            yield ex.response
+        else:
+            yield from ex.candidates
+
+
+# ------------------------------------------------------------------ tokenizing
+
+
+@dataclass
+class Sequence:
+    """A tokenized prompt+response; response tokens run from ``start`` to the end."""
+
+    input_ids: list[int]
+    start: int
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class TokenizeStats:
+    truncated: int = 0
+    dropped: int = 0
+
+
+def encode(tokenizer, prompt: list[Message], response: str) -> Sequence:
+    """Render with the chat template and find where the response starts.
+
+    The full conversation is tokenized in one piece, as a transformers user
+    would, and the response is located by character offsets; tokenizing the
+    prompt and the response separately could split the boundary differently.
+    """
+    prefix = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
+    if not full.startswith(prefix):
+        raise ValueError("the chat template renders the prompt differently with and without a response")
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    start = next((i for i, (_, end) in enumerate(offsets) if end > len(prefix)), len(offsets))
+    return Sequence(list(enc["input_ids"]), start)
+
+
+def fit_length(seq: Sequence, max_length: int, truncation: str, stats: TokenizeStats) -> Sequence | None:
+    """Cut an over-long sequence from the prompt's left, or drop it.
+
+    A response that alone exceeds ``max_length`` is always dropped: cutting it
+    would lose the final token, where the outcome reward is read.
+    """
+    if seq.length <= max_length:
+        return seq
+    response_len = seq.length - seq.start
+    if truncation == "drop" or response_len > max_length:
+        stats.dropped += 1
+        return None
+    stats.truncated += 1
+    cut = seq.length - max_length
+    return Sequence(seq.input_ids[cut:], seq.start - cut)
+
+
+def tokenize_examples(examples: list, tokenizer, max_length: int, truncation: str = "left", progress=None):
+    """Tokenize pairwise or pointwise examples into lists of sequences.
+
+    Returns ``(items, kept, stats)``: ``items[i]`` is the list of sequences of
+    example ``kept[i]`` (chosen and rejected for a pair, one for a point).
+    """
+    if truncation not in ("left", "drop"):
+        raise ValueError(f"truncation must be 'left' or 'drop', got {truncation!r}")
+    stats = TokenizeStats()
+    items, kept = [], []
+    for index, ex in enumerate(examples):
+        responses = [ex.chosen, ex.rejected] if isinstance(ex, PairExample) else [ex.response]
+        seqs = [fit_length(encode(tokenizer, ex.prompt, r), max_length, truncation, stats) for r in responses]
+        if progress is not None:
+            progress()
+        if any(s is None for s in seqs):
+            continue
+        items.append(seqs)
+        kept.append(index)
+    return items, kept, stats
+
+
+# ------------------------------------------------------------------- batching
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, from the attention mask.
+
+    Works for right and left padding and whatever ``pad_token_id`` is (it is
+    often equal to EOS, which a pad-id search would mistake for padding).
+    """
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.bool()).argmax(-1)
+
+
+class RewardCollator:
+    """Pads a list of items into one batch: all first sequences, then all second.
+
+    For pairs that puts every chosen row before every rejected row, so chosen
+    and rejected go through the model in a single forward pass.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        seqs = [seq for slot in range(len(items[0]["sequences"])) for seq in (it["sequences"][slot] for it in items)]
+        width = max(s.length for s in seqs)
+        n = len(seqs)
+        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        response = torch.zeros((n, width), dtype=torch.bool)
+        for row, seq in enumerate(seqs):
+            input_ids[row, : seq.length] = torch.tensor(seq.input_ids)
+            attention[row, : seq.length] = 1
+            response[row, seq.start : seq.length] = True
+        batch = {"input_ids": input_ids, "attention_mask": attention, "response_mask": response}
+        if items[0].get("weights") is not None:
+            weights = torch.zeros((n, width), dtype=torch.float32)
+            flat = [w for slot in range(len(items[0]["weights"])) for w in (it["weights"][slot] for it in items)]
+            for row, w in enumerate(flat):
+                weights[row, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+            batch["gen_weights"] = weights
+        if "margin" in items[0]:
+            batch["margin"] = torch.tensor([it["margin"] for it in items], dtype=torch.float32)
+        if "label" in items[0]:
+            batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.float32)
+        return batch
+
+
+class RewardDataset(torch.utils.data.Dataset):
+    """Tokenized examples, with generator weights read lazily from the cache."""
+
+    def __init__(self, examples: list, items: list[list[Sequence]], weights=None):
+        self.examples, self.items, self.weights = examples, items, weights
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        seqs = self.items[index]
+        item: dict[str, Any] = {"sequences": seqs, "length": max(s.length for s in seqs)}
+        if self.weights is not None:
+            base = index * len(seqs)
+            item["weights"] = [self.weights[base + k] for k in range(len(seqs))]
+        ex = self.examples[index]
+        if isinstance(ex, PairExample):
+            item["margin"] = ex.margin or 0.0
+        else:
+            item["label"] = ex.label
+        return item
+
+    @property
+    def lengths(self) -> list[int]:
+        return [max(s.length for s in seqs) for seqs in self.items]
+
+    def all_sequences(self) -> list[Sequence]:
+        return [seq for seqs in self.items for seq in seqs]

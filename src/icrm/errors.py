@@ -1,0 +1,10 @@
+"""The one exception type for user mistakes.
+
+Anything raised as a :class:`UserError` (bad data, a bad option, a model that
+cannot be used as asked) is reported by the CLI as one line and exit code 2;
+anything else is a bug or an environment failure and exits 1.
+"""
+
+
+class UserError(ValueError):
+    """A problem with the user's input or options, with a message that says where."""

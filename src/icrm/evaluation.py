@@ -1,0 +1,485 @@
+"""Metrics for reward models: pairwise accuracy, RewardBench sections, best-of-N.
+
+Everything here is a pure function of numbers that were scored elsewhere
+(``icrm eval`` / ``icrm bon`` run the model and pass the rewards in), so the
+metrics can be checked against hand-computed values without any model.
+
+The plotting helpers write PNG files with matplotlib's Agg canvas (no GUI, no
+global pyplot state) via a temporary file and a rename, so an interrupted run
+never leaves a half-written image behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "LENGTH_BUCKETS",
+    "bon_metrics",
+    "expected_pass_at_n",
+    "expected_random_at_n",
+    "pairwise_metrics",
+    "plot_accuracy_bars",
+    "plot_bon_curve",
+    "plot_loss_curves",
+    "plot_margin_histogram",
+    "reward_normalizer",
+    "rewardbench_sections",
+]
+
+# Length buckets for pairwise accuracy. Length bias is one of the shortcuts a
+# reward model can learn, so accuracy is reported separately for pairs where the
+# chosen response is longer, of similar length, or shorter.
+LENGTH_BUCKETS = ("chosen longer", "similar", "chosen shorter")
+SIMILAR_LENGTH_FRACTION = 0.10  # |len_c - len_r| <= 10% of the longer one
+
+
+# --------------------------------------------------------------------------- #
+# RewardBench sections
+# --------------------------------------------------------------------------- #
+
+
+@lru_cache(maxsize=1)
+def _load_sections() -> dict[str, tuple[str, ...]]:
+    text = resources.files("icrm").joinpath("resources", "rewardbench_sections.json").read_text("utf-8")
+    return {section: tuple(subsets) for section, subsets in json.loads(text)["sections"].items()}
+
+
+def rewardbench_sections() -> dict[str, list[str]]:
+    """RewardBench section -> subset names (Chat, Chat Hard, Safety, Reasoning).
+
+    Kept as data in ``icrm/resources/rewardbench_sections.json`` so that the
+    mapping can be read and corrected without touching code.
+    """
+    return {section: list(subsets) for section, subsets in _load_sections().items()}
+
+
+def _subset_to_section() -> dict[str, str]:
+    return {subset: section for section, subsets in _load_sections().items() for subset in subsets}
+
+
+# --------------------------------------------------------------------------- #
+# Pairwise accuracy
+# --------------------------------------------------------------------------- #
+
+
+def _as_finite_array(values: Sequence[float], name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(f"line {bad[0] + 1}: {name} reward is not finite ({array[bad[0]]})")
+    return array
+
+
+def _accuracy_entry(credit: np.ndarray) -> dict[str, Any]:
+    return {"accuracy": float(credit.mean()), "n": int(credit.size)}
+
+
+def _length_buckets(
+    credit: np.ndarray, chosen_lengths: Sequence[int], rejected_lengths: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Accuracy split by how the chosen response's length compares with the rejected one's.
+
+    A reward model that has learned "longer is better" looks good on the
+    "chosen longer" bucket and bad on "chosen shorter"; the gap between the
+    two is a direct read-out of length bias.
+    """
+    lc = np.asarray(chosen_lengths, dtype=np.float64).reshape(-1)
+    lr = np.asarray(rejected_lengths, dtype=np.float64).reshape(-1)
+    if lc.size != credit.size or lr.size != credit.size:
+        raise ValueError(
+            f"length lists must have one entry per pair ({credit.size}); "
+            f"got {lc.size} chosen and {lr.size} rejected lengths"
+        )
+    diff = lc - lr
+    similar = np.abs(diff) <= SIMILAR_LENGTH_FRACTION * np.maximum(lc, lr)
+    masks = {
+        "chosen longer": ~similar & (diff > 0),
+        "similar": similar,
+        "chosen shorter": ~similar & (diff < 0),
+    }
+    buckets = []
+    for name in LENGTH_BUCKETS:
+        selected = credit[masks[name]]
+        accuracy = float(selected.mean()) if selected.size else None
+        buckets.append({"bucket": name, "accuracy": accuracy, "n": int(selected.size)})
+    return buckets
+
+
+def pairwise_metrics(
+    chosen: Sequence[float],
+    rejected: Sequence[float],
+    subsets: Sequence[str | None] | None = None,
+    *,
+    chosen_lengths: Sequence[int] | None = None,
+    rejected_lengths: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Pairwise preference accuracy of a reward model, as ``icrm eval`` reports it.
+
+    A pair counts as correct when ``chosen > rejected`` and as half correct on
+    a tie (a model that gives every response the same reward scores 0.5, the
+    chance level, instead of 0 or 1).
+
+    Sections: when every pair's ``subset`` is a RewardBench subset, pairs are
+    grouped into RewardBench sections; a section's accuracy is the
+    example-weighted accuracy over its subsets and the overall ``accuracy`` is
+    the unweighted mean of the sections present (so a large section such as
+    Safety does not drown out a small one). This is simpler than the official
+    RewardBench score, which weights some subsets per section (Reasoning =
+    mean of math-prm and of the hep-* average), so numbers can differ slightly.
+    Otherwise there is one section, ``"all"``, and ``accuracy`` is the plain
+    accuracy over all pairs. ``example_accuracy`` is always the plain mean.
+
+    Mixing RewardBench subset names with other names (or with rows that have
+    no subset) is almost certainly a mistake in the data, so it raises.
+
+    Returns a JSON-friendly dict with keys ``accuracy``, ``example_accuracy``,
+    ``n``, ``subsets`` ({name: {accuracy, n}}), ``sections`` ({name:
+    {accuracy, n}}), ``reward_stats`` (chosen/rejected mean and population std,
+    mean margin) and ``length_buckets`` (a list of {bucket, accuracy, n};
+    empty unless both length lists are given; accuracy is None for an empty
+    bucket).
+    """
+    c = _as_finite_array(chosen, "chosen")
+    r = _as_finite_array(rejected, "rejected")
+    if c.size != r.size:
+        raise ValueError(f"chosen and rejected differ in length ({c.size} vs {r.size})")
+    if c.size == 0:
+        raise ValueError("no pairs to evaluate")
+    credit = np.where(c > r, 1.0, np.where(c == r, 0.5, 0.0))
+
+    names: list[str | None] = [None] * c.size if subsets is None else list(subsets)
+    if len(names) != c.size:
+        raise ValueError(f"subsets has {len(names)} entries for {c.size} pairs")
+    subset_results = {
+        name: _accuracy_entry(credit[[i for i, s in enumerate(names) if s == name]])
+        for name in sorted({s for s in names if s is not None})
+    }
+
+    lookup = _subset_to_section()
+    known = {s for s in names if s in lookup}
+    unknown = sorted({s for s in names if s is not None and s not in lookup})
+    missing = sum(s is None for s in names)
+    if known and (unknown or missing):
+        problems = []
+        if unknown:
+            problems.append(f"unknown subset(s) {', '.join(repr(s) for s in unknown)}")
+        if missing:
+            problems.append(f"{missing} pair(s) without a subset")
+        raise ValueError(
+            "subset names mix RewardBench subsets with " + " and ".join(problems)
+            + "; use only RewardBench subset names, or none of them"
+        )
+
+    example_accuracy = float(credit.mean())
+    if known:
+        sections = {}
+        for section, members in _load_sections().items():
+            mask = np.array([s in members for s in names])
+            if mask.any():
+                sections[section] = _accuracy_entry(credit[mask])
+        accuracy = float(np.mean([entry["accuracy"] for entry in sections.values()]))
+    else:
+        sections = {"all": _accuracy_entry(credit)}
+        accuracy = example_accuracy
+
+    if (chosen_lengths is None) != (rejected_lengths is None):
+        raise ValueError("give both chosen_lengths and rejected_lengths, or neither")
+    buckets = [] if chosen_lengths is None else _length_buckets(credit, chosen_lengths, rejected_lengths)
+
+    return {
+        "accuracy": accuracy,
+        "example_accuracy": example_accuracy,
+        "n": int(c.size),
+        "subsets": subset_results,
+        "sections": sections,
+        "reward_stats": {
+            "chosen_mean": float(c.mean()),
+            "chosen_std": float(c.std()),
+            "rejected_mean": float(r.mean()),
+            "rejected_std": float(r.std()),
+            "margin_mean": float((c - r).mean()),
+        },
+        "length_buckets": buckets,
+    }
+
+
+def reward_normalizer(rewards: Sequence[float]) -> tuple[float, float]:
+    """Mean and std of rewards, for z-scoring them (``(r - mean) / std``).
+
+    Reward models are only defined up to a shift (Bradley-Terry sees
+    differences), so comparing or thresholding rewards across models needs a
+    common scale. The std is floored at 1e-6 so a constant reward model does
+    not cause a division by zero.
+    """
+    values = _as_finite_array(rewards, "reward")
+    if values.size == 0:
+        raise ValueError("no rewards to normalize")
+    return float(values.mean()), max(float(values.std()), 1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# Best-of-N
+# --------------------------------------------------------------------------- #
+
+
+def expected_pass_at_n(k: int, c: int, n: int) -> float:
+    """Chance that a uniformly random n-subset of k candidates (c correct) holds a correct one."""
+    return 1.0 - math.comb(k - c, n) / math.comb(k, n)
+
+
+def expected_random_at_n(k: int, c: int, n: int) -> float:
+    """Expected accuracy of a uniformly random pick: c/k for every subset size n."""
+    return c / k
+
+
+def _subsets(k: int, n: int, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Index subsets of size n out of k, shape (draws, n).
+
+    All C(k, n) subsets when there are at most ``n_draws`` of them (exact, and
+    the full set once when n == k); otherwise ``n_draws`` uniform random ones.
+    """
+    if math.comb(k, n) <= n_draws:
+        return np.array(list(itertools.combinations(range(k), n)), dtype=np.int64).reshape(-1, n)
+    return np.argsort(rng.random((n_draws, k)), axis=1)[:, :n]
+
+
+def _mean_tied_credit(keys: np.ndarray, credit: np.ndarray) -> np.ndarray:
+    """Per row: mean of ``credit`` over the positions where ``keys`` reaches its row maximum.
+
+    This is how ties are scored: if several candidates (or answers) share the
+    top score, each is picked with equal probability, so the credit is split.
+    """
+    top = keys == keys.max(axis=1, keepdims=True)
+    return (credit * top).sum(axis=1) / top.sum(axis=1)
+
+
+def _validate_bon_row(
+    line: int,
+    scores: Sequence[float],
+    labels: Sequence[int],
+    answers: Sequence[str | None] | None,
+    max_n: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if s.size != y.size:
+        raise ValueError(f"line {line}: candidates and labels differ in length ({s.size} vs {y.size})")
+    if s.size == 0:
+        raise ValueError(f"line {line}: no candidates")
+    if not np.isfinite(s).all():
+        raise ValueError(f"line {line}: a candidate's reward is not finite")
+    if not np.isin(y, (0.0, 1.0)).all():
+        bad = y[~np.isin(y, (0.0, 1.0))][0]
+        raise ValueError(f"line {line}: labels must be 0 or 1 (got {bad:g})")
+    if answers is not None and len(answers) != s.size:
+        raise ValueError(f"line {line}: candidates and answers differ in length ({s.size} vs {len(answers)})")
+    if max_n > s.size:
+        raise ValueError(f"line {line}: n={max_n} exceeds the {s.size} candidates")
+    return s, y
+
+
+def bon_metrics(
+    scores: Sequence[Sequence[float]],
+    labels: Sequence[Sequence[int]],
+    ns: Sequence[int],
+    *,
+    answers: Sequence[Sequence[str | None]] | None = None,
+    n_draws: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Best-of-N metrics, as ``icrm bon`` reports them.
+
+    For every prompt and every n, the reward model picks the highest-reward
+    candidate of a size-n subset of the prompt's candidates. Which n
+    candidates are "the first n" is arbitrary, so instead of using one subset
+    the metrics are averaged over subsets: all C(k, n) of them when there are
+    at most ``n_draws`` (exact; n == k uses the full set once), else
+    ``n_draws`` uniform random subsets drawn from a generator seeded by
+    ``(seed, row, n)`` (reproducible, and independent of which other n are
+    requested). Per subset:
+
+    * ``accuracy``: the picked candidate is correct; if several candidates tie
+      for the top reward, the credit is split evenly among them.
+    * ``pass``: oracle, some candidate in the subset is correct (the ceiling).
+    * ``random``: expected accuracy of a uniformly random pick, the subset's
+      mean label (the floor a reward model must beat).
+    * ``majority`` (only with ``answers``): the most frequent answer in the
+      subset wins, ties split evenly; an answer is correct if any candidate of
+      the prompt with that answer has label 1. Candidates whose answer is None
+      do not vote; a subset with no votes scores 0.
+
+    Each metric is averaged over subsets, then over prompts. Rows are reported
+    as 1-based "line N" in errors, matching the input file. Returns
+    ``{"n": [...], "accuracy": {"n": float}, "pass": {...}, "random": {...},
+    "majority": {...} (with answers), "num_prompts": int}`` with string keys.
+    """
+    ns = sorted({int(n) for n in ns})
+    if not ns:
+        raise ValueError("no n given")
+    if ns[0] < 1:
+        raise ValueError(f"n must be at least 1 (got {ns[0]})")
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be at least 1 (got {n_draws})")
+    if len(scores) != len(labels):
+        raise ValueError(f"scores and labels have different numbers of rows ({len(scores)} vs {len(labels)})")
+    if answers is not None and len(answers) != len(scores):
+        raise ValueError(f"scores and answers have different numbers of rows ({len(scores)} vs {len(answers)})")
+    if not scores:
+        raise ValueError("no prompts to evaluate")
+
+    metrics = ["accuracy", "pass", "random"] + (["majority"] if answers is not None else [])
+    totals = {metric: {n: 0.0 for n in ns} for metric in metrics}
+    for row, (row_scores, row_labels) in enumerate(zip(scores, labels)):
+        row_answers = None if answers is None else list(answers[row])
+        s, y = _validate_bon_row(row + 1, row_scores, row_labels, row_answers, ns[-1])
+        if row_answers is not None:
+            # Answer ids per candidate (-1 = no answer) and whether each answer is correct.
+            distinct = sorted({a for a in row_answers if a is not None})
+            answer_id = np.array([-1 if a is None else distinct.index(a) for a in row_answers])
+            answer_correct = np.array([y[answer_id == i].max() for i in range(len(distinct))])
+        for n in ns:
+            idx = _subsets(s.size, n, n_draws, np.random.default_rng([seed, row, n]))
+            sub_scores, sub_labels = s[idx], y[idx]
+            totals["accuracy"][n] += _mean_tied_credit(sub_scores, sub_labels).mean()
+            totals["pass"][n] += sub_labels.max(axis=1).mean()
+            totals["random"][n] += sub_labels.mean()
+            if row_answers is not None and distinct:  # with no votes at all, majority gets no credit
+                votes = (answer_id[idx][:, :, None] == np.arange(len(distinct))).sum(axis=1)
+                credit = _mean_tied_credit(votes, np.broadcast_to(answer_correct, votes.shape))
+                totals["majority"][n] += np.where(votes.max(axis=1) > 0, credit, 0.0).mean()
+
+    num_prompts = len(scores)
+    result: dict[str, Any] = {"n": ns}
+    for metric in metrics:
+        result[metric] = {str(n): float(totals[metric][n] / num_prompts) for n in ns}
+    result["num_prompts"] = num_prompts
+    return result
+
+
+# --------------------------------------------------------------------------- #
+# Plots
+# --------------------------------------------------------------------------- #
+
+
+def _new_figure(width: float = 6.4, height: float = 4.2):
+    # Figure + Agg canvas directly: no pyplot, so no GUI backend and no global state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_png(figure, path: str | os.PathLike) -> Path:
+    """Save to a temporary file next to ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            figure.savefig(handle, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_margin_histogram(
+    chosen: Sequence[float], rejected: Sequence[float], path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """Histogram of reward margins (chosen - rejected); mass right of 0 is accuracy."""
+    margins = _as_finite_array(chosen, "chosen") - _as_finite_array(rejected, "rejected")
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    ax.hist(margins, bins=min(50, max(10, margins.size // 10)), color="tab:blue", alpha=0.8)
+    ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
+    accuracy = float(np.mean(np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0)))) if margins.size else 0.0
+    ax.set_xlabel("reward margin (chosen - rejected)")
+    ax.set_ylabel("pairs")
+    ax.set_title(title or f"Reward margins (n={margins.size}, accuracy={accuracy:.3f})")
+    return _save_png(figure, path)
+
+
+_BON_STYLES = {
+    "pass": ("pass@n (oracle)", "tab:green", "--"),
+    "accuracy": ("reward model", "tab:blue", "-"),
+    "majority": ("majority vote", "tab:orange", "-."),
+    "random": ("random pick", "tab:gray", ":"),
+}
+
+
+def plot_bon_curve(bon_result: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Best-of-N accuracy vs n (log2 axis), between the random floor and the oracle ceiling."""
+    ns = [int(n) for n in bon_result["n"]]
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    for metric, (label, color, style) in _BON_STYLES.items():
+        if metric in bon_result:
+            values = [bon_result[metric][str(n)] for n in ns]
+            ax.plot(ns, values, marker="o", label=label, color=color, linestyle=style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("n (candidates per prompt)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title or f"Best-of-N ({bon_result.get('num_prompts', '?')} prompts)")
+    return _save_png(figure, path)
+
+
+def plot_accuracy_bars(
+    table: Mapping[str, Mapping[str, float]], path: str | os.PathLike, title: str
+) -> Path:
+    """Grouped bars: one group per split, one bar per method (``table[method][split]``)."""
+    methods = list(table)
+    splits = list(dict.fromkeys(split for row in table.values() for split in row))
+    figure = _new_figure(width=max(6.4, 1.2 * len(splits) + 2))
+    ax = figure.add_subplot()
+    width = 0.8 / max(1, len(methods))
+    positions = np.arange(len(splits))
+    for i, method in enumerate(methods):
+        values = [table[method].get(split, np.nan) for split in splits]
+        bars = ax.bar(positions + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")  # chance level for pairwise accuracy
+    ax.set_xticks(positions, splits)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title)
+    return _save_png(figure, path)
+
+
+def plot_loss_curves(
+    histories: Mapping[str, Sequence[tuple[int, float]]], path: str | os.PathLike, title: str = "Training loss"
+) -> Path:
+    """Training loss vs step, one line per method (``histories[method] = [(step, loss), ...]``)."""
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    for method, history in histories.items():
+        if history:
+            steps, losses = zip(*history)
+            ax.plot(steps, losses, label=method)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    if any(histories.values()):
+        ax.legend()
+    ax.set_title(title)
+    return _save_png(figure, path)

@@ -1,0 +1,199 @@
+"""Generation weights ``w_t = p_gen(tok_{t+1} | tok_{<=t})`` and their disk cache.
+
+The weights depend only on the frozen generator and the tokenized data, so
+they are computed once, in a separate no-grad pass batched by length, and
+stored on disk as one flat float16 array plus row offsets (numpy ``.npy``,
+memory-mapped on load). The cache key is a fingerprint of the generator's
+weights, the tokenizer and the token ids themselves (which already reflect
+the data, the chat template, the max length and the truncation), so a re-run
+or a resumed run reuses it and any change to those inputs recomputes it. A
+checksum of the stored array detects a corrupted or truncated cache, which is
+then recomputed with a warning.
+"""
+
+from __future__ import annotations
+
+from .errors import UserError
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data import RewardCollator, Sequence
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "ICRM_CACHE"
+FORMAT_VERSION = 1
+
+
+class GeneratorError(UserError):
+    """A generator that cannot be paired with the reward model."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "icrm") / "genprobs"
+
+
+def check_same_tokenizer(rm_tokenizer, gen_tokenizer, generator: str) -> None:
+    """A generator must share the RM's vocabulary, or its probabilities are of other tokens."""
+    rm_vocab, gen_vocab = rm_tokenizer.get_vocab(), gen_tokenizer.get_vocab()
+    if rm_vocab != gen_vocab:
+        differing = len(set(rm_vocab.items()) ^ set(gen_vocab.items()))
+        raise GeneratorError(
+            f"{generator}: the generator's tokenizer differs from the reward model's "
+            f"({len(gen_vocab)} vs {len(rm_vocab)} tokens, {differing} entries differ); "
+            "use a generator trained from the same base model"
+        )
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of every parameter and buffer of the generator."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(tokenizer, sequences: list[Sequence]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    for seq in sequences:
+        digest.update(np.asarray(seq.input_ids, dtype=np.int64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def next_token_probs(
+    model: torch.nn.Module,
+    sequences: list[Sequence],
+    pad_token_id: int,
+    batch_size: int = 16,
+    advance: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """``p(tok_{t+1} | tok_{<=t})`` for every position (0 at the last), batched by length."""
+    device = next(model.parameters()).device
+    collate = RewardCollator(pad_token_id)
+    order = sorted(range(len(sequences)), key=lambda i: sequences[i].length)
+    out: list[np.ndarray] = [np.empty(0, dtype=np.float16)] * len(sequences)
+    model.eval()
+    for lo in range(0, len(order), batch_size):
+        chunk = order[lo : lo + batch_size]
+        batch = collate([{"sequences": [sequences[i]]} for i in chunk])
+        ids = batch["input_ids"].to(device)
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+        probs = gathered_next_token_probs(logits, ids)
+        for row, i in enumerate(chunk):
+            n = sequences[i].length
+            w = np.zeros(n, dtype=np.float16)
+            w[: n - 1] = probs[row, : n - 1].float().cpu().numpy()
+            out[i] = w
+        if advance is not None:
+            advance(len(chunk))
+    return out
+
+
+def gathered_next_token_probs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``[N, L-1]`` probabilities of each actual next token under ``logits``."""
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1).exp()
+
+
+@dataclass
+class GenerationWeights:
+    """Memory-mapped per-sequence weights, indexed like the sequence list."""
+
+    flat: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.flat[self.offsets[index] : self.offsets[index + 1]]
+
+
+def _checksum(flat: np.ndarray, offsets: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(flat).tobytes())
+    digest.update(np.ascontiguousarray(offsets).tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(entry: Path, key: str) -> GenerationWeights | None:
+    meta_file = entry / "meta.json"
+    if not meta_file.exists():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        flat = np.load(entry / "probs.npy", mmap_mode="r")
+        offsets = np.load(entry / "offsets.npy")
+        valid = meta.get("key") == key and meta.get("checksum") == _checksum(flat, offsets)
+    except (OSError, ValueError, json.JSONDecodeError):
+        valid = False
+    if not valid:
+        logger.warning("generator cache at %s is corrupted or stale; recomputing", entry)
+        return None
+    return GenerationWeights(flat, offsets)
+
+
+def _write_cache(entry: Path, key: str, rows: list[np.ndarray], meta: dict) -> GenerationWeights:
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in rows])
+    flat = np.concatenate(rows).astype(np.float16) if rows else np.zeros(0, dtype=np.float16)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+    np.save(staging / "probs.npy", flat)
+    np.save(staging / "offsets.npy", offsets)
+    full_meta = {**meta, "key": key, "checksum": _checksum(flat, offsets), "version": FORMAT_VERSION}
+    (staging / "meta.json").write_text(json.dumps(full_meta, indent=2))
+    if entry.exists():
+        shutil.rmtree(entry)
+    staging.rename(entry)
+    return GenerationWeights(np.load(entry / "probs.npy", mmap_mode="r"), offsets)
+
+
+def cached_generation_weights(
+    generator: str,
+    tokenizer,
+    sequences: list[Sequence],
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    progress_factory=None,
+) -> tuple[GenerationWeights, bool]:
+    """Weights for ``sequences`` under the generator at ``generator``; reuses the cache.
+
+    Returns the weights and whether they came from the cache.
+    """
+    from .modeling import load_causal_lm
+
+    model, gen_tokenizer = load_causal_lm(generator, trust_remote_code, allow_pickle)
+    check_same_tokenizer(tokenizer, gen_tokenizer, generator)
+    key = hashlib.sha256(
+        f"{FORMAT_VERSION}:{weights_fingerprint(model)}:{data_fingerprint(tokenizer, sequences)}".encode()
+    ).hexdigest()
+    entry = (cache_dir or default_cache_dir()) / key[:32]
+    found = _read_cache(entry, key)
+    if found is not None and len(found) == len(sequences):
+        return found, True
+    model.to(device)
+    advance = None
+    if progress_factory is not None:
+        advance = progress_factory("generator pass", len(sequences))
+    rows = next_token_probs(model, sequences, tokenizer.pad_token_id, batch_size, advance)
+    meta = {"generator": str(generator), "sequences": len(sequences), "tokens": int(sum(len(r) for r in rows))}
+    return _write_cache(entry, key, rows, meta), False

@@ -1,0 +1,165 @@
+"""Loss functions of icrm, as pure functions of tensors.
+
+Nothing here knows about models, tokenizers or trainers: every function takes
+rewards, masks and weights and returns tensors, so each one can be checked
+against a value computed by hand (tests/test_losses.py). DESIGN.md §1 is the
+specification; the names below follow its notation.
+
+Shapes: ``B`` rows, ``L`` positions. ``rewards[b, t]`` is the reward of the
+prefix ending at token ``t``; ``response_mask[b, t]`` is 1 on response tokens;
+``weights[b, t]`` is the generator probability of token ``t + 1`` given the
+prefix ending at ``t`` (always treated as a constant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+EMA_MOMENTUM = 0.95
+EMA_INIT = 0.5
+
+
+def bradley_terry(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    center_rewards_coefficient: float = 0.0,
+) -> torch.Tensor:
+    """``-mean log σ(R_c - R_r - margin)`` plus TRL's optional centering term.
+
+    The centering term ``coef * mean((R_c + R_r)^2)`` pins the reward scale,
+    which otherwise drifts freely under a pairwise loss.
+    """
+    diff = chosen - rejected
+    if margin is not None:
+        diff = diff - margin
+    loss = -F.logsigmoid(diff).mean()
+    if center_rewards_coefficient:
+        loss = loss + center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
+    return loss
+
+
+def pointwise_bce(rewards: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``BCE(σ(R), z)`` for graded responses (e.g. a verified math answer)."""
+    return F.binary_cross_entropy_with_logits(rewards, labels.to(rewards.dtype))
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` is set, per row."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+def adjacent_pair_weights(response_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weight of each pair of adjacent prefixes ``(t, t+1)``, shape ``[B, L-1]``.
+
+    A pair counts when both ends are response tokens (``s <= t < e``); its
+    weight is ``w_t``, the probability of the token that connects them.
+    """
+    mask = response_mask[:, :-1].bool() & response_mask[:, 1:].bool()
+    return weights[:, :-1].detach() * mask.to(weights.dtype)
+
+
+def pairwise_consistency_targets(
+    chosen_rewards: torch.Tensor,
+    chosen_mask: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    rejected_mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squash each prefix reward against the other side's mean reward.
+
+    ``d_c = σ(r_c - sg(mean r_r))``, ``d_r = 1 - σ(r_r - sg(mean r_c))``: the
+    probability, seen from that prefix, that its response is the right one.
+    The reference code averages over all positions (prompt and padding
+    included); we average over response tokens only.
+    """
+    mean_c = masked_mean(chosen_rewards, chosen_mask).detach()
+    mean_r = masked_mean(rejected_rewards, rejected_mask).detach()
+    d_c = torch.sigmoid(chosen_rewards - mean_r[:, None])
+    d_r = 1.0 - torch.sigmoid(rejected_rewards - mean_c[:, None])
+    return d_c, d_r
+
+
+def pointwise_consistency_targets(rewards: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``d = σ(r)`` for a correct response, ``1 - σ(r)`` for a wrong one."""
+    p = torch.sigmoid(rewards)
+    z = labels.to(rewards.dtype)[:, None]
+    return z * p + (1.0 - z) * (1.0 - p)
+
+
+@dataclass
+class ConsistencyOutput:
+    """The regularizer, its raw form, and the normalizer state after the step."""
+
+    loss: torch.Tensor
+    raw: torch.Tensor
+    normalizer: torch.Tensor
+    ema: torch.Tensor
+
+
+def consistency_loss(
+    d: torch.Tensor,
+    pair_weights: torch.Tensor,
+    ema: torch.Tensor,
+    *,
+    update_ema: bool = True,
+    momentum: float = EMA_MOMENTUM,
+    eps: float = EPS,
+) -> ConsistencyOutput:
+    """Intra-trajectory consistency of ``d`` along each trajectory.
+
+    For each adjacent pair ``(t, t+1)`` with weight ``w_t``:
+    ``ℓ_t = -½ [log(d_t + ε)·sg(d_{t+1}) + sg(d_t)·log(d_{t+1} + ε)]``, a
+    symmetric cross-entropy that pulls each side towards the other; a
+    high-probability connecting token makes the pull strong. ``L_raw = Σ ℓ_t
+    w_t / N_pairs``. Since ℓ scales with ``d`` itself, it is divided by an EMA
+    of ``n = sg(Σ ((d_t + d_{t+1})/2) w_t / N_pairs)`` so the regularizer keeps
+    a stable magnitude as rewards separate. The EMA moves only when
+    ``update_ema`` (training steps) and is updated before it divides.
+
+    ``d`` is ``[B, L]``; ``pair_weights`` is ``[B, L-1]`` from
+    :func:`adjacent_pair_weights`; ``ema`` is a scalar tensor.
+    """
+    left, right = d[:, :-1], d[:, 1:]
+    n_pairs = (pair_weights > 0).sum().clamp(min=1)
+    per_pair = -0.5 * (torch.log(left + eps) * right.detach() + left.detach() * torch.log(right + eps))
+    raw = (per_pair * pair_weights).sum() / n_pairs
+    normalizer = (((left + right) / 2).detach() * pair_weights).sum() / n_pairs
+    ema = ema.detach()
+    if update_ema:
+        ema = momentum * ema + (1.0 - momentum) * normalizer.to(ema.dtype)
+    return ConsistencyOutput(loss=raw / (ema + eps), raw=raw, normalizer=normalizer, ema=ema)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``scale``.
+
+    The SFT regularizer uses it on the backbone's hidden states so the
+    language-modelling loss trains the LM head fully but nudges the shared
+    backbone only slightly (1e-3 in the reference), without a second forward.
+    """
+    return _ScaleGrad.apply(x, scale)
+
+
+def sft_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``-mean_token log π(y)`` over the given (already selected) tokens.
+
+    ``logits`` is ``[N, V]`` at the positions that predict each target token,
+    ``targets`` is ``[N]``.
+    """
+    return F.cross_entropy(logits.float(), targets)

@@ -1,0 +1,339 @@
+"""RewardModel: a causal-LM backbone with a scalar value head.
+
+``r_t = v(h_t)`` is the reward of the prefix ending at token ``t``; the
+outcome reward is ``r`` at the last real token. The model keeps the backbone's
+LM head too, because the SFT regularizer and the ``self`` generator need it.
+
+Checkpoints are plain transformers sequence-classification directories
+(``AutoModelForSequenceClassification.from_pretrained`` loads them with no
+custom code: value head saved as ``score``, ``num_labels=1``, ``pad_token_id``
+set, LoRA merged) plus icrm side files: the LM head, the training config and
+the state of the consistency normalizer.
+"""
+
+from __future__ import annotations
+
+from .errors import UserError
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .data import Message, RewardCollator, encode, last_token_index
+
+ICRM_CONFIG = "icrm_config.json"
+ICRM_STATE = "icrm_state.json"
+LM_HEAD_FILE = "icrm_lm_head.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+
+PRESETS = {
+    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, vocab_size=1024),
+    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8, vocab_size=4096),
+}
+
+# One turn per message, each closed by <|end|>, which is also EOS: the outcome
+# reward is read at the <|end|> that closes the assistant's answer.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<pad>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+PAD_TOKEN = "<|pad|>"
+
+
+class ModelError(UserError):
+    """A model path or checkpoint that cannot be used as asked."""
+
+
+# ------------------------------------------------------------- tiny backbones
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """Train a byte-level BPE tokenizer on the given text, with a chat template.
+
+    Used by ``--model tiny|small`` so tests and the demo need no download.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<|end|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_causal_lm(preset: str, tokenizer, seed: int = 0):
+    """A freshly initialised small Llama with the tokenizer's vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    spec = dict(PRESETS[preset])
+    spec["vocab_size"] = len(tokenizer)
+    config = LlamaConfig(
+        **spec,
+        num_key_value_heads=spec["num_attention_heads"],
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+# --------------------------------------------------------- loading backbones
+
+
+def prepare_tokenizer(tokenizer) -> bool:
+    """Give the tokenizer a pad token distinct from EOS and a chat template.
+
+    HF sequence classifiers find the last token by searching for
+    ``pad_token_id``; with pad == EOS they would read the token before EOS.
+    Returns True when a token was added (the embeddings must grow).
+    """
+    added = False
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        added = True
+    if not tokenizer.chat_template:
+        eos = tokenizer.eos_token or ""
+        tokenizer.chat_template = CHAT_TEMPLATE.replace("<|end|>", eos)
+    tokenizer.padding_side = "right"
+    return added
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise ModelError(f"{path}: cannot load a tokenizer ({err.__class__.__name__}: {err})") from err
+
+
+def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """A pretrained causal LM and its prepared tokenizer, from a path or hub id."""
+    from transformers import AutoModelForCausalLM
+
+    require_safetensors(path, allow_pickle)
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None
+        )
+    except Exception as err:
+        raise ModelError(f"{path}: cannot load a causal language model ({err.__class__.__name__}: {err})") from err
+    if prepare_tokenizer(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def require_safetensors(path: str, allow_pickle: bool) -> None:
+    """Refuse local checkpoints that only have pickle weights (unsafe to load)."""
+    local = Path(path)
+    if not local.is_dir() or allow_pickle:
+        return
+    if not any(local.glob("*.safetensors")) and any(local.glob("*.bin")):
+        raise ModelError(f"{path}: only pickle (.bin) weights found; pass --allow-pickle to load them anyway")
+
+
+def model_kind(path: str) -> str:
+    """``icrm`` (our checkpoint), ``classifier`` (any HF RM) or ``causal``."""
+    local = Path(path)
+    if (local / ICRM_CONFIG).exists():
+        return "icrm"
+    config_file = local / "config.json"
+    if local.is_dir() and not config_file.exists():
+        raise ModelError(f"{path}: not a model directory (no config.json)")
+    if config_file.exists():
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+        if any(a.endswith("ForSequenceClassification") for a in architectures):
+            return "classifier"
+    return "causal"
+
+
+# ------------------------------------------------------------- the reward model
+
+
+def _decoder_of(model) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+class RewardModel(nn.Module):
+    """Backbone decoder + value head (``score``) + optional LM head."""
+
+    def __init__(self, decoder: nn.Module, score: nn.Linear, lm_head: nn.Linear | None, config, tokenizer):
+        super().__init__()
+        self.decoder = decoder
+        self.score_head = score
+        self.lm_head = lm_head
+        self.config = config
+        self.tokenizer = tokenizer
+        self.register_buffer("consistency_ema", torch.tensor(0.5))
+        self.reward_stats: dict[str, float] = {}
+        self.training_config: dict = {}
+
+    # -- construction
+
+    @classmethod
+    def from_causal_lm(cls, model, tokenizer) -> "RewardModel":
+        """A new value head on a causal LM (TRL's value-head init std)."""
+        hidden = model.config.hidden_size
+        score = nn.Linear(hidden, 1, bias=False)
+        nn.init.normal_(score.weight, std=1.0 / math.sqrt(hidden + 1))
+        return cls(_decoder_of(model), score, model.get_output_embeddings(), model.config, tokenizer)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, trust_remote_code: bool = False, allow_pickle: bool = False
+    ) -> "RewardModel":
+        """Load an icrm checkpoint, any HF sequence classifier, or a causal LM."""
+        kind = model_kind(path)
+        if kind == "causal":
+            model, tokenizer = load_causal_lm(path, trust_remote_code, allow_pickle)
+            return cls.from_causal_lm(model, tokenizer)
+        from transformers import AutoModelForSequenceClassification
+
+        require_safetensors(path, allow_pickle)
+        tokenizer = load_tokenizer(path, trust_remote_code)
+        try:
+            seq = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except Exception as err:
+            raise ModelError(f"{path}: cannot load a reward model ({err.__class__.__name__}: {err})") from err
+        if seq.config.num_labels != 1 or not isinstance(getattr(seq, "score", None), nn.Linear):
+            raise ModelError(f"{path}: not a reward model (need num_labels=1 and a linear `score` head)")
+        prepare_tokenizer(tokenizer)
+        lm_head = None
+        local = Path(path)
+        if (local / LM_HEAD_FILE).exists():
+            weight = load_file(str(local / LM_HEAD_FILE))["weight"]
+            lm_head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+            lm_head.weight.data.copy_(weight)
+        rm = cls(_decoder_of(seq), seq.score, lm_head, seq.config, tokenizer)
+        if (local / ICRM_STATE).exists():
+            state = json.loads((local / ICRM_STATE).read_text())
+            rm.consistency_ema.fill_(state.get("consistency_ema", 0.5))
+            rm.reward_stats = state.get("reward_stats", {})
+        if (local / ICRM_CONFIG).exists():
+            rm.training_config = json.loads((local / ICRM_CONFIG).read_text())
+        return rm
+
+    # -- forward
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
+        """Per-token rewards ``[N, L]`` and the hidden states ``[N, L, H]``."""
+        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+        hidden = out.last_hidden_state
+        rewards = self.score_head(hidden).squeeze(-1).float()
+        return rewards, hidden
+
+    @staticmethod
+    def outcome(rewards: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``R = r_e`` at the last real token of each row."""
+        index = last_token_index(attention_mask)
+        return rewards.gather(1, index[:, None]).squeeze(1)
+
+    # -- inference API
+
+    @torch.no_grad()
+    def score(
+        self, prompts: list[str | list[Message]], responses: list[str], batch_size: int = 16
+    ) -> list[float]:
+        """Outcome reward of each (prompt, response), batched by length."""
+        return [float(r[-1]) for r in self.token_rewards_batch(prompts, responses, batch_size)]
+
+    @torch.no_grad()
+    def token_rewards_batch(
+        self, prompts: list[str | list[Message]], responses: list[str], batch_size: int = 16
+    ) -> list[torch.Tensor]:
+        """Prefix rewards over the response tokens of each pair (the last one is R)."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        seqs = [encode(self.tokenizer, _messages(p), r) for p, r in zip(prompts, responses)]
+        order = sorted(range(len(seqs)), key=lambda i: seqs[i].length)
+        collate = RewardCollator(self.tokenizer.pad_token_id)
+        device = next(self.parameters()).device
+        results: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+        was_training = self.training
+        self.eval()
+        for lo in range(0, len(order), batch_size):
+            chunk = order[lo : lo + batch_size]
+            batch = collate([{"sequences": [seqs[i]]} for i in chunk])
+            rewards, _ = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            for row, i in enumerate(chunk):
+                results[i] = rewards[row, seqs[i].start : seqs[i].length].cpu()
+        self.train(was_training)
+        return results
+
+    def token_rewards(self, prompt: str | list[Message], response: str) -> torch.Tensor:
+        return self.token_rewards_batch([prompt], [response])[0]
+
+    # -- saving
+
+    def save_pretrained(self, directory: str | Path, extra_config: dict | None = None) -> None:
+        """Write a transformers sequence-classification checkpoint + icrm side files."""
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        import transformers
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        decoder = self.decoder
+        if hasattr(decoder, "merge_and_unload"):
+            decoder = decoder.merge_and_unload()
+            self.decoder = decoder
+        class_name = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(self.config.model_type)
+        if class_name is None:
+            raise ModelError(f"transformers has no sequence classifier for model type {self.config.model_type!r}")
+        prefix = getattr(transformers, class_name).base_model_prefix
+        state = {f"{prefix}.{k}": v.detach().contiguous().cpu() for k, v in decoder.state_dict().items()}
+        state["score.weight"] = self.score_head.weight.detach().contiguous().cpu()
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+
+        config = self.config.__class__.from_dict(self.config.to_dict())
+        config.architectures = [class_name]
+        config.num_labels = 1
+        config.pad_token_id = self.tokenizer.pad_token_id
+        config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        if self.lm_head is not None:
+            save_file({"weight": self.lm_head.weight.detach().contiguous().cpu()}, str(directory / LM_HEAD_FILE))
+        state = {"consistency_ema": float(self.consistency_ema), "reward_stats": self.reward_stats}
+        (directory / ICRM_STATE).write_text(json.dumps(state, indent=2))
+        config_out = {"format": "icrm-reward-model", "version": 1, **self.training_config, **(extra_config or {})}
+        (directory / ICRM_CONFIG).write_text(json.dumps(config_out, indent=2, default=str))
+
+
+def _messages(prompt: str | list[Message]) -> list[Message]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def add_lora(rm: RewardModel, r: int, alpha: int, dropout: float = 0.0) -> RewardModel:
+    """LoRA on every linear layer of the backbone; the value head stays fully trained.
+
+    The LM head is frozen under LoRA (it is part of the pretrained backbone).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear")
+    rm.decoder = get_peft_model(rm.decoder, config)
+    if rm.lm_head is not None:
+        rm.lm_head.requires_grad_(False)
+    rm.score_head.requires_grad_(True)
+    return rm

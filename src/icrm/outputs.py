@@ -1,0 +1,120 @@
+"""Progress bars and all-or-nothing outputs.
+
+Every command writes its results into a staging path next to the target and
+renames it into place only at the end, so a failed or interrupted run never
+leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+QUIET = {"value": os.environ.get("ICRM_QUIET") == "1"}
+
+
+def set_quiet(quiet: bool) -> None:
+    QUIET["value"] = quiet
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar; yields ``advance(n)``. Silent under ``--quiet``."""
+    if QUIET["value"]:
+        yield lambda n=1: None
+        return
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def progress_factory(description: str, total: int) -> Callable[[int], None]:
+    """An ``advance`` callback for code that cannot hold a ``with`` block open.
+
+    The bar ends when it reaches ``total``.
+    """
+    manager = progress(description, total)
+    advance = manager.__enter__()
+    done = {"n": 0}
+
+    def step(n: int = 1) -> None:
+        advance(n)
+        done["n"] += n
+        if done["n"] >= total:
+            manager.__exit__(None, None, None)
+
+    if total == 0:
+        manager.__exit__(None, None, None)
+    return step
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a fresh directory that replaces ``target`` only if the block succeeds."""
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_path(staging, target)
+
+
+def replace_path(source: Path, target: Path) -> None:
+    """Move ``source`` onto ``target``, replacing whatever was there."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+        source.rename(target)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    else:
+        source.rename(target)
+
+
+@contextlib.contextmanager
+def staged_file(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary file path that replaces ``target`` only on success."""
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.partial-")
+    os.close(handle)
+    staging = Path(name)
+    try:
+        yield staging
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    os.replace(staging, target)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with staged_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    with staged_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")

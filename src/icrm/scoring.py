@@ -1,0 +1,139 @@
+"""Score data files with a reward model, and run ``icrm eval`` / ``icrm bon``.
+
+The metric definitions live in :mod:`icrm.evaluation` (pure functions of
+floats); this module loads the model and the data, scores every response
+with :meth:`RewardModel.score`, and writes the outputs atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import BonExample, PairExample, PointExample, load_examples
+from .errors import UserError
+from .evaluation import bon_metrics, pairwise_metrics, plot_bon_curve, plot_margin_histogram
+from .modeling import RewardModel
+from .outputs import progress, staged_file, write_json, write_jsonl
+
+
+def load_reward_model(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> RewardModel:
+    rm = RewardModel.from_pretrained(path, trust_remote_code, allow_pickle)
+    rm.eval()
+    return rm
+
+
+def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_size: int = 16) -> list[float]:
+    """Scores in chunks, with a progress bar."""
+    scores: list[float] = []
+    chunk = max(batch_size * 8, 1)
+    with progress("scoring", len(responses)) as advance:
+        for lo in range(0, len(responses), chunk):
+            scores.extend(rm.score(prompts[lo : lo + chunk], responses[lo : lo + chunk], batch_size))
+            advance(len(responses[lo : lo + chunk]))
+    return scores
+
+
+def _flatten(examples: list) -> tuple[list, list[str]]:
+    prompts, responses = [], []
+    for ex in examples:
+        texts = _responses_of(ex)
+        prompts.extend([ex.prompt] * len(texts))
+        responses.extend(texts)
+    return prompts, responses
+
+
+def _responses_of(ex) -> list[str]:
+    if isinstance(ex, PairExample):
+        return [ex.chosen, ex.rejected]
+    if isinstance(ex, PointExample):
+        return [ex.response]
+    return list(ex.candidates)
+
+
+def evaluate_pairs(
+    model: str,
+    data: str,
+    output: Path | None,
+    *,
+    split: str | None = None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> dict:
+    """Pairwise accuracy (overall, per subset, per section) of a reward model."""
+    loaded = load_examples(data, expect=("pairwise",), split=split, skip_invalid=skip_invalid, limit=limit)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    prompts, responses = _flatten(loaded.examples)
+    scores = score_responses(rm, prompts, responses, batch_size)
+    chosen, rejected = scores[0::2], scores[1::2]
+    lengths = [len(rm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
+    subsets = [ex.subset for ex in loaded.examples]
+    try:
+        metrics = pairwise_metrics(
+            chosen,
+            rejected,
+            subsets if any(s is not None for s in subsets) else None,
+            chosen_lengths=lengths[0::2],
+            rejected_lengths=lengths[1::2],
+        )
+    except ValueError as err:
+        raise UserError(f"{data}: {err}") from err
+    metrics["skipped_rows"] = loaded.skipped
+    metrics["model"] = model
+    metrics["data"] = data
+    if output is not None:
+        write_json(output, metrics)
+        plot_margin_histogram(chosen, rejected, Path(output).with_name(Path(output).stem + "_margins.png"))
+    return metrics
+
+
+def score_file(
+    model: str,
+    data: str,
+    output: Path,
+    *,
+    normalize: bool = False,
+    split: str | None = None,
+    batch_size: int = 16,
+    skip_invalid: bool = False,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> int:
+    """Write ``data`` back with a reward per response; returns the row count."""
+    loaded = load_examples(data, split=split, skip_invalid=skip_invalid)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    if normalize and not rm.reward_stats:
+        raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
+    prompts, responses = _flatten(loaded.examples)
+    scores = score_responses(rm, prompts, responses, batch_size)
+    if normalize:
+        mean, std = rm.reward_stats["mean"], rm.reward_stats["std"]
+        scores = [(s - mean) / std for s in scores]
+    rows, at = [], 0
+    for ex in loaded.examples:
+        n = len(_responses_of(ex))
+        rows.append(_scored_row(ex, scores[at : at + n]))
+        at += n
+    write_jsonl(output, rows)
+    return len(rows)
+
+
+def _scored_row(ex, scores: list[float]) -> dict:
+    row: dict = {"prompt": ex.prompt}
+    if ex.id is not None:
+        row["id"] = ex.id
+    if isinstance(ex, PairExample):
+        row.update(chosen=ex.chosen, rejected=ex.rejected, chosen_reward=scores[0], rejected_reward=scores[1])
+        if ex.subset is not None:
+            row["subset"] = ex.subset
+    elif isinstance(ex, PointExample):
+        row.update(response=ex.response, label=ex.label, reward=scores[0])
+    else:
+        row.update(candidates=ex.candidates, rewards=scores)
+        if ex.labels is not None:
+            row["labels"] = ex.labels
+        if ex.answer is not None:
+            row["answer"] = ex.answer
+    return row

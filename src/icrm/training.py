@@ -1,0 +1,449 @@
+"""Training: the ICRM reward trainer, its config, and the ``sft``/``train`` entry points.
+
+:class:`RewardConfig` extends ``transformers.TrainingArguments`` (TRL's
+config/trainer split), so gradient accumulation, bf16, accelerate/DeepSpeed/
+FSDP, checkpointing and resume come from transformers. :class:`ICRMTrainer`
+only overrides ``compute_loss`` (and evaluation's ``prediction_step``) to
+combine the pure losses of :mod:`icrm.losses`:
+
+    L = α·L_SFT + λ·L_ICRM + (1-λ)·L_BT      (or L_pt for pointwise data)
+"""
+
+from __future__ import annotations
+
+from .errors import UserError
+
+import math
+import shutil
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import Trainer, TrainingArguments
+
+from . import losses
+from .data import PairExample, PointExample, RewardCollator, RewardDataset, example_texts, load_examples, tokenize_examples
+from .modeling import RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer, PRESETS
+from .outputs import progress, progress_factory, staged_directory, write_json
+
+METHODS = {
+    # name: (λ consistency weight, α SFT weight)
+    "bt": (0.0, 0.0),
+    "grm": (0.0, 1.0),
+    "icrm": (0.1, 1.0),
+    "icrm-nosft": (0.1, 0.0),
+}
+GENERATOR_SOURCES = ("self", "uniform")
+
+
+class ConfigError(UserError):
+    """An option value that cannot work."""
+
+
+@dataclass
+class RewardConfig(TrainingArguments):
+    """Options of ``icrm train``, on top of ``transformers.TrainingArguments``."""
+
+    method: str = field(default="icrm", metadata={"help": "bt, grm, icrm or icrm-nosft"})
+    lambda_icrm: float | None = field(default=None, metadata={"help": "override the preset's consistency weight λ"})
+    sft_weight: float | None = field(default=None, metadata={"help": "override the preset's SFT weight α"})
+    sft_backbone_grad: float = field(default=1e-3, metadata={"help": "gradient scale of L_SFT into the backbone"})
+    center_rewards_coefficient: float = 0.0
+    generator: str = field(default="self", metadata={"help": "PATH of a frozen causal LM, 'self' or 'uniform'"})
+    generator_batch_size: int = 16
+    cache_dir: str | None = None
+    max_length: int = 1024
+    truncation: str = "left"
+    model_preset_vocab: int | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+        lam = self.consistency_weight
+        if not 0.0 <= lam <= 1.0:
+            raise ConfigError(f"--lambda must be in [0, 1], got {lam}")
+        if self.sft_coef < 0:
+            raise ConfigError(f"--sft-weight must be >= 0, got {self.sft_coef}")
+        if self.truncation not in ("left", "drop"):
+            raise ConfigError(f"--truncation must be left or drop, got {self.truncation!r}")
+        if self.max_length < 8:
+            raise ConfigError(f"--max-length must be at least 8, got {self.max_length}")
+        super().__post_init__()
+
+    @property
+    def consistency_weight(self) -> float:
+        return METHODS[self.method][0] if self.lambda_icrm is None else self.lambda_icrm
+
+    @property
+    def sft_coef(self) -> float:
+        return METHODS[self.method][1] if self.sft_weight is None else self.sft_weight
+
+
+class ICRMTrainer(Trainer):
+    """A ``transformers.Trainer`` whose loss is the ICRM objective."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._terms: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args: RewardConfig = self.args
+        rm: RewardModel = self.accelerator.unwrap_model(model)
+        mask = inputs["attention_mask"]
+        rewards, hidden = model(inputs["input_ids"], mask)
+        outcome = RewardModel.outcome(rewards, mask)
+        lam, alpha = args.consistency_weight, args.sft_coef
+        pairwise = "margin" in inputs
+        terms: dict[str, torch.Tensor] = {}
+
+        if pairwise:
+            half = outcome.shape[0] // 2
+            chosen, rejected = outcome[:half], outcome[half:]
+            margin = inputs["margin"] if inputs["margin"].any() else None
+            terms["bt"] = losses.bradley_terry(chosen, rejected, margin, args.center_rewards_coefficient)
+            terms["accuracy"] = (chosen > rejected).float().mean() + 0.5 * (chosen == rejected).float().mean()
+            loss = (1.0 - lam) * terms["bt"]
+        else:
+            terms["bce"] = losses.pointwise_bce(outcome, inputs["labels"])
+            terms["accuracy"] = ((outcome > 0).float() == inputs["labels"]).float().mean()
+            loss = (1.0 - lam) * terms["bce"]
+
+        if lam > 0:
+            consistency = self._consistency(rm, inputs, rewards, hidden, model.training)
+            terms["icrm"], terms["icrm_raw"] = consistency.loss, consistency.raw
+            terms["icrm_ema"] = consistency.ema
+            loss = loss + lam * consistency.loss
+        if alpha > 0:
+            terms["sft"] = self._sft(rm, inputs, hidden, pairwise)
+            loss = loss + alpha * terms["sft"]
+
+        split = "train" if model.training else "eval"
+        for name, value in terms.items():
+            self._terms[split][name].append(float(value.detach()))
+        return (loss, {"rewards": outcome}) if return_outputs else loss
+
+    def _consistency(self, rm: RewardModel, inputs, rewards, hidden, training: bool) -> losses.ConsistencyOutput:
+        response = inputs["response_mask"]
+        weights = self._generation_weights(rm, inputs, hidden)
+        pair_weights = losses.adjacent_pair_weights(response, weights)
+        if "margin" in inputs:
+            half = rewards.shape[0] // 2
+            d_c, d_r = losses.pairwise_consistency_targets(
+                rewards[:half], response[:half], rewards[half:], response[half:]
+            )
+            d = torch.cat([d_c, d_r])
+        else:
+            d = losses.pointwise_consistency_targets(rewards, inputs["labels"])
+        out = losses.consistency_loss(d, pair_weights, rm.consistency_ema, update_ema=training)
+        if training:
+            rm.consistency_ema.copy_(out.ema)
+        return out
+
+    def _generation_weights(self, rm: RewardModel, inputs, hidden) -> torch.Tensor:
+        """``w_t`` from the cache, the RM's own LM head (``self``), or ones."""
+        if "gen_weights" in inputs:
+            return inputs["gen_weights"]
+        if self.args.generator == "uniform":
+            return torch.ones_like(inputs["response_mask"], dtype=hidden.dtype)
+        if rm.lm_head is None:
+            raise ConfigError("--generator self needs a backbone with an LM head")
+        with torch.no_grad():
+            response = inputs["response_mask"]
+            pairs = response[:, :-1] & response[:, 1:]
+            logits = rm.lm_head(hidden[:, :-1][pairs].detach())
+            targets = inputs["input_ids"][:, 1:][pairs]
+            probs = torch.log_softmax(logits.float(), -1).gather(-1, targets[:, None]).squeeze(-1).exp()
+            weights = torch.zeros(response.shape, dtype=torch.float32, device=hidden.device)
+            weights[:, :-1][pairs] = probs
+        return weights
+
+    def _sft(self, rm: RewardModel, inputs, hidden, pairwise: bool) -> torch.Tensor:
+        """``-mean log π(y)`` over chosen (or correct) responses through the LM head."""
+        if rm.lm_head is None:
+            raise ConfigError("the SFT regularizer needs a backbone with an LM head; use --sft-weight 0")
+        rows = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        if pairwise:
+            rows[: hidden.shape[0] // 2] = True
+        else:
+            rows = inputs["labels"] > 0.5
+        predict = inputs["response_mask"][:, 1:] & rows[:, None]
+        if not predict.any():
+            return hidden.new_zeros(())
+        states = losses.scale_grad(hidden[:, :-1][predict], self.args.sft_backbone_grad)
+        return losses.sft_nll(rm.lm_head(states), inputs["input_ids"][:, 1:][predict])
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        outcome = outputs["rewards"].detach()
+        if "margin" in inputs:
+            half = outcome.shape[0] // 2
+            logits = torch.stack([outcome[:half], outcome[half:]], dim=1)
+            labels = torch.zeros(half, device=outcome.device)
+        else:
+            logits, labels = outcome, inputs["labels"]
+        return loss.detach(), logits, labels
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._terms[split].items():
+            if values:
+                logs[f"{prefix}{name}"] = sum(values) / len(values)
+        self._terms[split].clear()
+        super().log(logs, start_time)
+
+
+def pairwise_accuracy(eval_pred) -> dict[str, float]:
+    logits = torch.as_tensor(eval_pred.predictions)
+    if logits.ndim == 2:
+        chosen, rejected = logits[:, 0], logits[:, 1]
+        acc = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+    else:
+        acc = ((logits > 0).float() == torch.as_tensor(eval_pred.label_ids)).float()
+    return {"accuracy": float(acc.mean())}
+
+
+# ------------------------------------------------------------------ entry points
+
+
+@dataclass
+class ModelSpec:
+    """What ``--model`` names and how to adapt it."""
+
+    name: str = "tiny"
+    lora_r: int = 0
+    lora_alpha: int = 16
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+def build_reward_model(spec: ModelSpec, texts, seed: int) -> RewardModel:
+    """A RewardModel from ``tiny|small``, an icrm checkpoint, an HF RM, or a causal LM."""
+    if spec.name in PRESETS:
+        tokenizer = train_tokenizer(texts, PRESETS[spec.name]["vocab_size"])
+        rm = RewardModel.from_causal_lm(build_causal_lm(spec.name, tokenizer, seed), tokenizer)
+    else:
+        rm = RewardModel.from_pretrained(spec.name, spec.trust_remote_code, spec.allow_pickle)
+    if spec.lora_r > 0:
+        add_lora(rm, spec.lora_r, spec.lora_alpha)
+    return rm
+
+
+def _dataset(loaded, tokenizer, max_length: int, truncation: str, label: str):
+    examples = loaded.examples
+    with progress(f"tokenizing {label}", len(examples)) as advance:
+        items, kept, stats = tokenize_examples(examples, tokenizer, max_length, truncation, advance)
+    if not items:
+        raise ConfigError(f"{loaded.source}: every row is longer than --max-length {max_length}")
+    return RewardDataset([examples[i] for i in kept], items), stats
+
+
+def train_reward_model(
+    data: str,
+    output: str,
+    config: RewardConfig,
+    spec: ModelSpec,
+    eval_data: str | None = None,
+    skip_invalid: bool = False,
+) -> dict:
+    """``icrm train``: validate everything, train, and write the checkpoint atomically."""
+    train_loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    eval_loaded = None
+    if eval_data:
+        eval_loaded = load_examples(eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid)
+    generator = config.generator
+    if config.consistency_weight > 0 and generator not in GENERATOR_SOURCES:
+        model_kind(generator)  # fail early on a path that is not a model
+
+    rm = build_reward_model(spec, example_texts(train_loaded.examples), config.seed)
+    train_set, train_stats = _dataset(train_loaded, rm.tokenizer, config.max_length, config.truncation, "train")
+    eval_set = None
+    if eval_loaded is not None:
+        eval_set, _ = _dataset(eval_loaded, rm.tokenizer, config.max_length, config.truncation, "eval")
+
+    cache_hit = None
+    if config.consistency_weight > 0 and generator not in GENERATOR_SOURCES:
+        from .generator import cached_generation_weights
+
+        train_set.weights, cache_hit = cached_generation_weights(
+            generator,
+            rm.tokenizer,
+            train_set.all_sequences(),
+            cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+            batch_size=config.generator_batch_size,
+            trust_remote_code=spec.trust_remote_code,
+            allow_pickle=spec.allow_pickle,
+            progress_factory=progress_factory,
+        )
+        if eval_set is not None:
+            eval_set.weights, _ = cached_generation_weights(
+                generator, rm.tokenizer, eval_set.all_sequences(),
+                cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+                batch_size=config.generator_batch_size, progress_factory=progress_factory,
+            )
+
+    with staged_directory(output) as staging:
+        config.output_dir = str(staging / "trainer")
+        trainer = ICRMTrainer(
+            model=rm,
+            args=config,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=RewardCollator(rm.tokenizer.pad_token_id),
+            compute_metrics=pairwise_accuracy,
+        )
+        _use_rich_progress(trainer)
+        result = trainer.train()
+        metrics = {"train_loss": result.training_loss, "steps": result.global_step}
+        if eval_set is not None:
+            metrics.update(trainer.evaluate())
+        rm.reward_stats = _reward_stats(rm, train_set)
+        rm.training_config = _resolved_config(config, spec, data, eval_data)
+        rm.save_pretrained(staging)
+        metrics.update(
+            format=train_loaded.format,
+            train_examples=len(train_set),
+            skipped_rows=train_loaded.skipped,
+            truncated=train_stats.truncated,
+            dropped_over_length=train_stats.dropped,
+            generator_cache={None: "unused", True: "hit", False: "miss"}[cache_hit],
+            log_history=trainer.state.log_history,
+        )
+        write_json(staging / "metrics.json", metrics)
+        (staging / "config.yaml").write_text(yaml.safe_dump(rm.training_config, sort_keys=False))
+        _plot_losses(trainer.state.log_history, staging / "losses.png")
+        shutil.rmtree(staging / "trainer", ignore_errors=True)
+    return metrics
+
+
+def _use_rich_progress(trainer: Trainer) -> None:
+    """Replace transformers' tqdm bar with TRL's rich one (or none under --quiet)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from .outputs import QUIET
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if not QUIET["value"]:
+        from trl.trainer.callbacks import RichProgressCallback
+
+        trainer.add_callback(RichProgressCallback())
+
+
+@torch.no_grad()
+def _reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
+    """Mean/std of training outcome rewards, stored for ``score --normalize``."""
+    prompts, responses = [], []
+    for ex in dataset.examples:
+        for r in [ex.chosen, ex.rejected] if isinstance(ex, PairExample) else [ex.response]:
+            prompts.append(ex.prompt)
+            responses.append(r)
+    rewards = rm.score(prompts, responses)
+    mean = sum(rewards) / len(rewards)
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+    return {"mean": mean, "std": max(std, 1e-6), "n": len(rewards)}
+
+
+def _resolved_config(config: RewardConfig, spec: ModelSpec, data: str, eval_data: str | None) -> dict:
+    return {
+        "data": data,
+        "eval_data": eval_data,
+        "model": asdict(spec),
+        "method": config.method,
+        "lambda": config.consistency_weight,
+        "sft_weight": config.sft_coef,
+        "sft_backbone_grad": config.sft_backbone_grad,
+        "center_rewards_coefficient": config.center_rewards_coefficient,
+        "generator": config.generator,
+        "max_length": config.max_length,
+        "truncation": config.truncation,
+        "learning_rate": config.learning_rate,
+        "epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "lr_scheduler": str(config.lr_scheduler_type),
+        "warmup_ratio": getattr(config, "warmup_ratio", None),
+        "seed": config.seed,
+    }
+
+
+def _plot_losses(history: list[dict], path: Path) -> None:
+    from .evaluation import plot_loss_curves
+
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for entry in history:
+        for name in ("loss", "bt", "bce", "icrm", "sft"):
+            if name in entry:
+                curves[name].append((entry["step"], entry[name]))
+    if curves:
+        plot_loss_curves(dict(curves), path)
+
+
+# ---------------------------------------------------------------------- SFT
+
+
+class SFTCollator(RewardCollator):
+    """Padded prompt+response batches with loss only on response tokens."""
+
+    def __call__(self, items):
+        batch = super().__call__(items)
+        labels = batch["input_ids"].masked_fill(~batch.pop("response_mask"), -100)
+        batch.pop("margin", None)
+        batch.pop("labels", None)
+        batch["labels"] = labels
+        return batch
+
+
+def train_sft(data: str, output: str, args: TrainingArguments, spec: ModelSpec, max_length: int = 1024,
+              truncation: str = "left", skip_invalid: bool = False) -> dict:
+    """``icrm sft``: train a causal LM on chosen (or correct) responses.
+
+    The result is a plain transformers causal-LM directory: a generator for
+    ``--generator``, a backbone for ``--model`` and a policy for DPO.
+    """
+    loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    if spec.name in PRESETS:
+        tokenizer = train_tokenizer(example_texts(loaded.examples), PRESETS[spec.name]["vocab_size"])
+        model = build_causal_lm(spec.name, tokenizer, args.seed)
+    else:
+        model, tokenizer = load_causal_lm(spec.name, spec.trust_remote_code, spec.allow_pickle)
+    if spec.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules="all-linear"))
+    good = [
+        PointExample(ex.prompt, ex.chosen, 1.0) if isinstance(ex, PairExample) else ex
+        for ex in loaded.examples
+        if isinstance(ex, PairExample) or ex.label > 0.5
+    ]
+    with progress("tokenizing", len(good)) as advance:
+        items, kept, stats = tokenize_examples(good, tokenizer, max_length, truncation, advance)
+    dataset = RewardDataset([good[i] for i in kept], items)
+
+    with staged_directory(output) as staging:
+        args.output_dir = str(staging / "trainer")
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id))
+        _use_rich_progress(trainer)
+        result = trainer.train()
+        if spec.lora_r > 0:
+            model = model.merge_and_unload()
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        metrics = {
+            "train_loss": result.training_loss,
+            "steps": result.global_step,
+            "train_examples": len(dataset),
+            "truncated": stats.truncated,
+            "dropped_over_length": stats.dropped,
+            "log_history": trainer.state.log_history,
+        }
+        write_json(staging / "metrics.json", metrics)
+        shutil.rmtree(staging / "trainer", ignore_errors=True)
+    return metrics
