@@ -260,20 +260,34 @@ def _response_text(value: Any, source: str, line: int, name: str) -> str:
     return value
 
 
-def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], Any, Any]:
-    """TRL-style implicit prompt: chosen/rejected are whole conversations that
-    share a prefix; the shared turns are the prompt, the last turn the answer."""
+def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], str, str]:
+    """TRL-style implicit prompt: chosen/rejected are whole conversations; their
+    shared leading turns are the prompt and the rest is the answer.
+
+    The answer may be several assistant turns (HH has a few rows where a stray
+    "Human:" inside a turn splits it); they are joined. An empty final turn is
+    a real answer here (in HH, saying nothing is sometimes the preferred
+    reply), unlike an empty ``chosen``/``rejected`` column.
+    """
     chosen, rejected = row.data["chosen"], row.data["rejected"]
-    conv_c = _as_messages(chosen, source, row.line, "chosen")
-    conv_r = _as_messages(rejected, source, row.line, "rejected")
     if isinstance(chosen, str) and parse_hh_dialogue(chosen) is None:
         raise DataError(source, "no prompt column, and chosen is not a conversation", row.line, "prompt")
-    if len(conv_c) < 2 or len(conv_r) < 2 or conv_c[:-1] != conv_r[:-1]:
-        raise DataError(source, "chosen and rejected must share every turn but the last (implicit prompt)", row.line, "prompt")
+    conv_c = _as_messages(chosen, source, row.line, "chosen")
+    conv_r = _as_messages(rejected, source, row.line, "rejected")
+    shared = 0
+    while shared < min(len(conv_c), len(conv_r)) and conv_c[shared] == conv_r[shared]:
+        shared += 1
+    while shared > 0 and conv_c[shared - 1]["role"] == "assistant":
+        shared -= 1  # the answer starts after the last shared user turn
+    if shared == 0:
+        raise DataError(source, "chosen and rejected share no prompt turn (implicit prompt)", row.line, "prompt")
+    answers = []
     for name, conv in (("chosen", conv_c), ("rejected", conv_r)):
-        if conv[-1]["role"] != "assistant":
-            raise DataError(source, "the last turn must be the assistant's", row.line, name)
-    return conv_c[:-1], conv_c[-1]["content"], conv_r[-1]["content"]
+        tail = conv[shared:]
+        if not tail or any(m["role"] != "assistant" for m in tail):
+            raise DataError(source, "after the shared prompt, only assistant turns may follow", row.line, name)
+        answers.append("\n\n".join(m["content"] for m in tail))
+    return conv_c[:shared], answers[0], answers[1]
 
 
 def _optional_float(row: Row, source: str, name: str) -> float | None:
@@ -304,10 +318,10 @@ def to_pair(row: Row, source: str) -> PairExample:
         chosen, rejected = row.data["chosen"], row.data["rejected"]
         if isinstance(chosen, str) and isinstance(rejected, str) and prompt and prompt[-1]["role"] == "assistant":
             prompt = prompt[:-1]  # HH prompt strings end with an empty "Assistant:" turn
+        chosen = _response_text(chosen, source, row.line, "chosen")
+        rejected = _response_text(rejected, source, row.line, "rejected")
     else:
         prompt, chosen, rejected = _split_implicit_prompt(row, source)
-    chosen = _response_text(chosen, source, row.line, "chosen")
-    rejected = _response_text(rejected, source, row.line, "rejected")
     if chosen == rejected:
         raise DataError(source, "chosen and rejected are identical", row.line, "rejected")
     return PairExample(

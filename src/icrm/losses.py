@@ -124,6 +124,7 @@ def consistency_loss(
     ``d`` is ``[B, L]``; ``pair_weights`` is ``[B, L-1]`` from
     :func:`adjacent_pair_weights`; ``ema`` is a scalar tensor.
     """
+    pair_weights = pair_weights.detach()
     left, right = d[:, :-1], d[:, 1:]
     n_pairs = (pair_weights > 0).sum().clamp(min=1)
     per_pair = -0.5 * (torch.log(left + eps) * right.detach() + left.detach() * torch.log(right + eps))
