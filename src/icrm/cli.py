@@ -146,34 +146,6 @@ PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weig
 Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
 
 
-def _training_kwargs(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps):
-    return dict(
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=lr,
-        lr_scheduler_type=scheduler,
-        warmup_steps=warmup,
-        seed=seed,
-        data_seed=seed,
-        bf16=bf16,
-        logging_steps=logging_steps,
-        save_strategy="no",
-        report_to=[],
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        use_cpu=not _has_accelerator(),
-    )
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 # ----------------------------------------------------------------- commands
 
 
@@ -204,10 +176,10 @@ def sft(
     """Train a generator/policy (causal LM) on the chosen responses."""
     from transformers import TrainingArguments
 
-    from .training import ModelSpec, train_sft
+    from .training import ModelSpec, train_sft, trainer_arguments
 
     args = TrainingArguments(
-        output_dir=str(output), **_training_kwargs(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10)
+        output_dir=str(output), **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10)
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
     metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid)
@@ -248,7 +220,7 @@ def train(
     config: Optional[Path] = ConfigOption,
 ):
     """Train a reward model (Bradley–Terry / pointwise + ICRM regularizers)."""
-    from .training import ModelSpec, RewardConfig, train_reward_model
+    from .training import ModelSpec, RewardConfig, train_reward_model, trainer_arguments
 
     if warmup < 0:
         raise typer.BadParameter("--warmup must be >= 0")
@@ -264,7 +236,7 @@ def train(
         max_length=max_length,
         truncation=truncation,
         eval_strategy="epoch" if eval_data else "no",
-        **_training_kwargs(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps),
+        **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
     metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid)
@@ -320,6 +292,82 @@ def score(
         trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
     )
     _report({"rows": count, "output": str(output)})
+
+
+@app.command()
+@guarded
+def bon(
+    model: str = typer.Option(..., "--model", "-m", help="Reward model directory (icrm or any HF sequence classifier)."),
+    data: str = typer.Option(..., "--data", "-d", help="Best-of-N data: prompt, candidates, labels and/or answer."),
+    n: Optional[str] = typer.Option(None, "--n", help="Comma-separated n values (default 1,2,4,... up to all)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="report.json to write (+ a PNG curve)."),
+    draws: int = typer.Option(32, "--draws", help="Random candidate subsets per prompt when n < all."),
+    seed: int = SeedOpt,
+    batch_size: int = typer.Option(16, "--batch-size"),
+    skip_invalid: bool = SkipOpt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Best-of-N verification: accuracy@n, oracle pass@n, random@n, majority@n."""
+    from .scoring import best_of_n
+
+    report = best_of_n(
+        model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, skip_invalid=skip_invalid,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+    summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
+    summary.update({f"pass@{k}": round(v, 4) for k, v in report["pass"].items()})
+    summary["output"] = str(output) if output else "-"
+    _report(summary)
+
+
+@data_app.command("synth")
+@guarded
+def data_synth(
+    task: str = typer.Option(..., "--task", help="noisy, length, suffix or arithmetic."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the JSONL files."),
+    seed: int = SeedOpt,
+    n_train: Optional[int] = typer.Option(None, "--n-train"),
+    n_test: Optional[int] = typer.Option(None, "--n-test"),
+    flip: Optional[float] = typer.Option(None, "--flip", help="Share of training labels flipped."),
+    config: Optional[Path] = ConfigOption,
+):
+    """Write an embedded synthetic task as ordinary data files."""
+    from .synthetic import write_task
+
+    info = write_task(task, output, seed=seed, n_train=n_train, n_test=n_test, flip=flip)
+    _report({"task": info["task"], "files": info["files"], "output": str(output)})
+
+
+@data_app.command("gsm8k-bon")
+@guarded
+def data_gsm8k_bon(
+    data: str = typer.Option(..., "--data", "-d", help="GSM8K example_model_solutions.jsonl(.gz)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for bon_/pointwise_ train/test files."),
+    seed: int = SeedOpt,
+    test_fraction: float = typer.Option(0.5, "--test-fraction"),
+):
+    """Split GSM8K graded model solutions by question into best-of-N and pointwise files."""
+    from .converters import gsm8k_best_of_n
+
+    counts = gsm8k_best_of_n(data, output, seed, test_fraction)
+    _report({"questions": counts, "output": str(output)})
+
+
+@app.command()
+@guarded
+def demo(
+    output: Path = typer.Option(Path("icrm-demo"), "--output", "-o", help="Report directory."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller run (about 2 minutes on 2 CPU cores)."),
+):
+    """Embedded end-to-end run on CPU: synthetic data, SFT, BT/GRM/ICRM, eval, best-of-N."""
+    from .demo import run_demo
+
+    metrics = run_demo(output, quick)
+    summary = {f"{m} {split}": round(acc, 3) for m, per in metrics["accuracy"].items() for split, acc in per.items()}
+    summary["report"] = str(Path(output) / "report.md")
+    _report(summary)
 
 
 def main() -> None:

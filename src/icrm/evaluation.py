@@ -443,6 +443,29 @@ def plot_bon_curve(bon_result: Mapping[str, Any], path: str | os.PathLike, title
     return _save_png(figure, path)
 
 
+def plot_bon_comparison(
+    results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """accuracy@n of several verifiers on the same candidates, with the oracle and random curves."""
+    first = next(iter(results.values()))
+    ns = [int(n) for n in first["n"]]
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    for name, result in results.items():
+        ax.plot(ns, [result["accuracy"][str(n)] for n in ns], marker="o", label=f"accuracy@n ({name})")
+    ax.plot(ns, [first["pass"][str(n)] for n in ns], color="gray", linestyle="--", label="oracle pass@n")
+    ax.plot(ns, [first["random"][str(n)] for n in ns], color="gray", linestyle=":", label="random@n")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("n (candidates per prompt)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title or f"Best-of-N ({first.get('num_prompts', '?')} prompts)")
+    return _save_png(figure, path)
+
+
 def plot_accuracy_bars(
     table: Mapping[str, Mapping[str, float]], path: str | os.PathLike, title: str
 ) -> Path:

@@ -258,7 +258,8 @@ h1{font-size:1.3em;margin:0 0 .5em}
 h2{font-size:1.05em;margin:.2em 0 .5em}
 .prompt{white-space:pre-wrap;background:#f0f0f0;border:1px solid #ddd;border-radius:4px;padding:8px;
  font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;max-height:14em;overflow:auto}
-.legend{display:flex;align-items:center;gap:8px;margin:12px 0;font-size:13px}
+.legend{display:flex;flex-wrap:wrap;align-items:center;gap:8px;margin:12px 0;font-size:13px}
+.legend .lab,.legend .min,.legend .max{white-space:nowrap}
 .bar{width:260px;height:14px;border:1px solid #999;
  background:linear-gradient(to right,rgb(33,102,172),rgb(255,255,255),rgb(178,24,43))}
 .model{border:1px solid #ccc;border-radius:6px;background:#fff;padding:10px;margin:14px 0}
@@ -363,7 +364,7 @@ def render_html(title: str, prompt_text: str | list[Message], rows: Seq[Seq[Expl
         )
     has_w = any(ex.w is not None for row in rows for ex in row)
     legend = (
-        '<div class="legend"><span>Δr<sub>t</sub> = r<sub>t</sub> − r<sub>t−1</sub>:</span>'
+        '<div class="legend"><span class="lab">Δr<sub>t</sub> = r<sub>t</sub> − r<sub>t−1</sub>:</span>'
         f'<span class="min">{-scale:+.4g}</span><span class="bar" title="blue: reward falls, red: reward rises">'
         f'</span><span class="max">{scale:+.4g}</span>'
         "<span>&nbsp;(white = 0; r<sub>s−1</sub> is the prompt-only reward; hover a token for r, Δr"
@@ -448,7 +449,7 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     ax.axis("off")
     fontsize = 8
     cell_pt = 0.96 * fig_w / (ncols * col_w) * 72  # a character cell's width in points
-    token_font = min(10.0, cell_pt / 0.62)  # DejaVu Sans Mono advances 0.6 em
+    token_font = cell_pt / 0.6  # DejaVu Sans Mono advances 0.6 em: one character per cell
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing glyphs in the monospace font
         y0 = 0
@@ -490,7 +491,9 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing glyphs (emoji, CJK) in the monospace font
+            fig.savefig(tmp, format="png")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,13 +7,14 @@ with :meth:`RewardModel.score`, and writes the outputs atomically.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .data import BonExample, PairExample, PointExample, load_examples
 from .errors import UserError
 from .evaluation import bon_metrics, pairwise_metrics, plot_bon_curve, plot_margin_histogram
 from .modeling import RewardModel
-from .outputs import progress, staged_file, write_json, write_jsonl
+from .outputs import progress, write_json, write_jsonl
 
 
 def load_reward_model(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> RewardModel:
@@ -137,3 +138,101 @@ def _scored_row(ex, scores: list[float]) -> dict:
         if ex.answer is not None:
             row["answer"] = ex.answer
     return row
+
+
+_ANSWER_PATTERNS = (
+    re.compile(r"####\s*(-?[\d,]*\.?\d+)"),
+    re.compile(r"Answer:\s*(-?[\d,]*\.?\d+)"),
+    re.compile(r"(?:^|\n)A:\s*\$?(-?[\d,]*\.?\d+)"),
+    re.compile(r"\\boxed\{([^}]*)\}"),
+)
+_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a solution: ``#### 42``, ``Answer: 42``, ``\\boxed{42}``, else the last number."""
+    for pattern in _ANSWER_PATTERNS:
+        found = pattern.findall(text)
+        if found:
+            return _canonical(found[-1])
+    numbers = _NUMBER.findall(text)
+    return _canonical(numbers[-1]) if numbers else None
+
+
+def _canonical(answer: str) -> str:
+    answer = answer.strip().replace(",", "").rstrip(".")
+    try:
+        value = float(answer)
+    except ValueError:
+        return answer
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def parse_ns(text: str | None, max_candidates: int) -> list[int]:
+    """``"1,2,4"`` → [1, 2, 4]; default: powers of two up to the candidate count."""
+    if not text:
+        ns, n = [], 1
+        while n < max_candidates:
+            ns.append(n)
+            n *= 2
+        return ns + [max_candidates]
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError as err:
+        raise UserError(f"--n must be comma-separated integers, got {text!r}") from err
+
+
+def best_of_n(
+    model: str,
+    data: str,
+    output: Path | None,
+    *,
+    ns: list[int] | str | None = None,
+    n_draws: int = 32,
+    seed: int = 0,
+    batch_size: int = 16,
+    skip_invalid: bool = False,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> dict:
+    """Best-of-N verification: accuracy@n, pass@n, random@n (+ majority@n with answers).
+
+    A candidate is correct by its ``labels`` entry, or, without labels, when its
+    extracted final answer equals the row's ``answer``.
+    """
+    loaded = load_examples(data, expect=("bon",), skip_invalid=skip_invalid)
+    examples: list[BonExample] = loaded.examples
+    labels = []
+    for ex in examples:
+        if ex.labels is not None:
+            labels.append(ex.labels)
+        elif ex.answer is not None:
+            labels.append([int(extract_answer(c) == _canonical(ex.answer)) for c in ex.candidates])
+        else:
+            raise UserError(f"{data}:{ex.line}: labels: best-of-N needs `labels` or an `answer` per row")
+    if not isinstance(ns, list):
+        ns = parse_ns(ns, min(len(ex.candidates) for ex in examples))
+    if not ns or ns[0] < 1:
+        raise UserError(f"--n values must be at least 1, got {ns}")
+    for ex in examples:
+        if ns[-1] > len(ex.candidates):
+            raise UserError(f"{data}:{ex.line}: candidates: n={ns[-1]} exceeds the {len(ex.candidates)} candidates")
+    answers = None
+    if all(ex.answer is not None for ex in examples):
+        answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
+    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    prompts, responses = _flatten(examples)
+    flat = score_responses(rm, prompts, responses, batch_size)
+    scores, at = [], 0
+    for ex in examples:
+        scores.append(flat[at : at + len(ex.candidates)])
+        at += len(ex.candidates)
+    try:
+        report = bon_metrics(scores, labels, ns, answers=answers, n_draws=n_draws, seed=seed)
+    except ValueError as err:
+        raise UserError(f"{data}: {err}") from err
+    report.update(model=model, data=data, skipped_rows=loaded.skipped)
+    if output is not None:
+        write_json(output, report)
+        plot_bon_curve(report, Path(output).with_suffix(".png"))
+    return report

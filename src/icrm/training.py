@@ -212,6 +212,40 @@ def pairwise_accuracy(eval_pred) -> dict[str, float]:
 # ------------------------------------------------------------------ entry points
 
 
+def trainer_arguments(
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    batch_size: int = 8,
+    grad_accum: int = 1,
+    lr: float = 1e-5,
+    seed: int = 0,
+    bf16: bool = False,
+    warmup: float = 0.03,
+    scheduler: str = "cosine",
+    logging_steps: int = 10,
+) -> dict:
+    """The ``TrainingArguments`` fields icrm's commands set (warmup < 1 is a ratio)."""
+    return dict(
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=lr,
+        lr_scheduler_type=scheduler,
+        warmup_steps=warmup,
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
 @dataclass
 class ModelSpec:
     """What ``--model`` names and how to adapt it."""
@@ -369,7 +403,7 @@ def _resolved_config(config: RewardConfig, spec: ModelSpec, data: str, eval_data
         "batch_size": config.per_device_train_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "lr_scheduler": str(config.lr_scheduler_type),
-        "warmup_ratio": getattr(config, "warmup_ratio", None),
+        "warmup": config.warmup_steps,
         "seed": config.seed,
     }
 

@@ -1,0 +1,101 @@
+"""CLI tests of score / bon / data synth / data gsm8k-bon on tiny models and the shipped data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import GSM8K_SOLUTIONS, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory, tiny_rm):
+    path = tmp_path_factory.mktemp("rm") / "rm"
+    tiny_rm.reward_stats = {"mean": 0.5, "std": 2.0, "n": 10}
+    tiny_rm.save_pretrained(path)
+    return path
+
+
+def test_score_adds_rewards_to_every_format(tmp_path, cli, rm_dir, tiny_rm):
+    pair = write_jsonl(tmp_path / "pair.jsonl", [{"prompt": "hello", "chosen": "world", "rejected": "dog"}])
+    point = write_jsonl(tmp_path / "point.jsonl", [{"prompt": "hello", "response": "world", "label": 1}])
+    bon = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": "hello", "candidates": ["world", "dog"], "labels": [1, 0]}])
+    for data, key in ((pair, "chosen_reward"), (point, "reward"), (bon, "rewards")):
+        out = tmp_path / f"{data.stem}.scored.jsonl"
+        result = cli("score", "--model", rm_dir, "--data", data, "--output", out)
+        assert result.exit_code == 0, result.output
+        row = json.loads(out.read_text())
+        assert key in row
+    expected = tiny_rm.score(["hello"], ["world"])[0]
+    assert json.loads((tmp_path / "point.scored.jsonl").read_text())["reward"] == pytest.approx(expected, abs=1e-5)
+    out = tmp_path / "norm.jsonl"
+    assert cli("score", "--model", rm_dir, "--data", point, "--output", out, "--normalize").exit_code == 0
+    assert json.loads(out.read_text())["reward"] == pytest.approx((expected - 0.5) / 2.0, abs=1e-5)
+
+
+def test_bon_on_shipped_gsm8k_solutions(tmp_path, cli, rm_dir):
+    converted = tmp_path / "gsm8k"
+    result = cli("data", "gsm8k-bon", "--data", GSM8K_SOLUTIONS, "--output", converted, "--seed", "0")
+    assert result.exit_code == 0, result.output
+    train = [json.loads(l) for l in (converted / "bon_train.jsonl").read_text().splitlines()]
+    test = [json.loads(l) for l in (converted / "bon_test.jsonl").read_text().splitlines()]
+    assert len(train) + len(test) == 1319
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    assert all(len(r["candidates"]) == 4 == len(r["labels"]) for r in test)
+    small = write_jsonl(tmp_path / "small.jsonl", test[:12])
+    report_path = tmp_path / "report.json"
+    result = cli("bon", "--model", rm_dir, "--data", small, "--n", "1,2,4", "--output", report_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["n"] == [1, 2, 4] and report["num_prompts"] == 12
+    labels = [r["labels"] for r in test[:12]]
+    assert report["pass"]["4"] == pytest.approx(sum(any(l) for l in labels) / 12)
+    assert report["random"]["1"] == pytest.approx(sum(sum(l) / 4 for l in labels) / 12)
+    assert "majority" in report and report_path.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize(
+    "row, args, message",
+    [
+        ({"prompt": "q", "candidates": ["a", "b"], "labels": [1]}, [], ":1: labels: 1 labels for 2 candidates"),
+        ({"prompt": "q", "candidates": ["a", "b"], "labels": [1, 0]}, ["--n", "1,4"], ":1: candidates: n=4 exceeds the 2"),
+        ({"prompt": "q", "candidates": ["a", "b"]}, [], ":1: labels: best-of-N needs"),
+    ],
+)
+def test_bon_bad_input(tmp_path, cli, rm_dir, row, args, message):
+    data = write_jsonl(tmp_path / "b.jsonl", [row])
+    out = tmp_path / "report.json"
+    result = cli("bon", "--model", rm_dir, "--data", data, "--output", out, *args)
+    assert result.exit_code == 2 and message in result.stderr
+    assert not out.exists()
+
+
+def test_eval_unknown_subset_names_mixed_with_rewardbench(tmp_path, cli, rm_dir):
+    rows = [
+        {"prompt": "q", "chosen": "a", "rejected": "b", "subset": "alpacaeval-easy"},
+        {"prompt": "q", "chosen": "a", "rejected": "b", "subset": "my-own-subset"},
+    ]
+    result = cli("eval", "--model", rm_dir, "--data", write_jsonl(tmp_path / "e.jsonl", rows), "--output", tmp_path / "m.json")
+    assert result.exit_code == 2 and "my-own-subset" in result.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_eval_rewardbench_sections(tmp_path, cli, rm_dir):
+    rows = [
+        {"prompt": "q", "chosen": "a", "rejected": "b", "subset": s}
+        for s in ("alpacaeval-easy", "mt-bench-hard", "donotanswer", "math-prm")
+    ]
+    out = tmp_path / "m.json"
+    result = cli("eval", "--model", rm_dir, "--data", write_jsonl(tmp_path / "e.jsonl", rows), "--output", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert set(metrics["sections"]) == {"Chat", "Chat Hard", "Safety", "Reasoning"}
+
+
+def test_data_synth_writes_files(tmp_path, cli):
+    result = cli("data", "synth", "--task", "noisy", "--output", tmp_path / "noisy", "--n-train", "20", "--n-test", "10")
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "noisy" / "train.jsonl").read_text().splitlines()) == 20
+    bad = cli("data", "synth", "--task", "nope", "--output", tmp_path / "x")
+    assert bad.exit_code == 2 and "nope" in bad.stderr

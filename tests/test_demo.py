@@ -1,0 +1,37 @@
+"""`icrm demo --quick` end to end, as a new user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
+    icrm = shutil.which("icrm") or str(Path(sys.executable).with_name("icrm"))
+    env = {**os.environ, "ICRM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "demo"
+    done = subprocess.run([icrm, "--quiet", "demo", "--quick", "--output", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("report.md", "metrics.json", "accuracy.png", "bon.png", "losses.png"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    methods, splits = {"BT", "GRM", "ICRM"}, {"noisy/test", "noisy/train"}
+    assert set(metrics["accuracy"]) == methods
+    for method in methods:
+        for split in splits:
+            value = metrics["accuracy"][method][split]
+            assert isinstance(value, float) and 0.0 <= value <= 1.0
+    assert set(metrics["bon"]) == {"BT", "ICRM"}
+    for bon in metrics["bon"].values():
+        assert set(bon["accuracy"]) == {"1", "2", "4", "8"}
+    report = (out / "report.md").read_text()
+    assert "noisy/test" in report and "![accuracy](accuracy.png)" in report
+    assert not list(tmp_path.glob(".demo.partial-*"))
