@@ -370,6 +370,30 @@ def demo(
     _report(summary)
 
 
+@app.command()
+@guarded
+def explain(
+    model: list[str] = typer.Option(..., "--model", "-m", help="Reward model dir; repeat to compare models row by row."),
+    output: Path = typer.Option(..., "--output", "-o", help="HTML page (or a directory, with --data)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt"),
+    response: Optional[str] = typer.Option(None, "--response"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Explain the first --limit rows of a data file."),
+    limit: int = typer.Option(20, "--limit"),
+    generator: Optional[str] = typer.Option(None, "--generator", help="Show generator probabilities w (PATH or self)."),
+    png: bool = typer.Option(False, "--png", help="Also render PNGs with matplotlib."),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    config: Optional[Path] = ConfigOption,
+):
+    """Per-token reward heatmap: each response token coloured by its reward change Δr."""
+    from .explain import explain_to_files
+
+    written = explain_to_files(
+        model, output, prompt=prompt, response=response, data=data, limit=limit, generator=generator, png=png,
+        max_length=max_length,
+    )
+    _report({"written": ", ".join(str(p) for p in written)})
+
+
 def main() -> None:
     app()
 

@@ -541,3 +541,82 @@ def rank_correlation(delta: Seq[float], true_delta: Seq[float]) -> float:
     if denom == 0:
         return float("nan")
     return float((ra * rb).sum() / denom)
+
+
+# ------------------------------------------------------------------ pages from the CLI
+
+
+def _responses_of(example) -> list[tuple[str, str]]:
+    from .data import BonExample, PairExample
+
+    if isinstance(example, PairExample):
+        return [("chosen", example.chosen), ("rejected", example.rejected)]
+    if isinstance(example, BonExample):
+        return [(f"candidate {i + 1}", c) for i, c in enumerate(example.candidates)]
+    return [("response", example.response)]
+
+
+def explain_to_files(
+    models: Seq[str],
+    output: str | Path,
+    *,
+    prompt: str | None = None,
+    response: str | None = None,
+    data: str | None = None,
+    limit: int = 20,
+    generator: str | None = None,
+    png: bool = False,
+    max_length: int | None = None,
+) -> list[Path]:
+    """``icrm explain``: one page for a prompt/response, or an index of pages for a data file.
+
+    With ``--data`` the output is a directory holding ``index.html`` and one page
+    per example; otherwise it is the page itself. Written atomically.
+    """
+    from .data import load_examples
+    from .errors import UserError
+    from .generator import check_same_tokenizer
+    from .modeling import RewardModel, load_causal_lm
+    from .outputs import staged_directory, staged_file
+
+    if (data is None) == (prompt is None or response is None):
+        raise UserError("give either --prompt and --response, or --data")
+    if data is not None:
+        examples = load_examples(data, limit=limit).examples
+    else:
+        examples = None
+    loaded = [(name, RewardModel.from_pretrained(name)) for name in models]
+    gen = None
+    if generator == "self":
+        gen = "self"
+    elif generator not in (None, "uniform"):
+        gen, gen_tokenizer = load_causal_lm(generator)
+        check_same_tokenizer(loaded[0][1].tokenizer, gen_tokenizer, generator)
+
+    def rows_for(prompt_value, responses):
+        try:
+            return [explain_responses(rm, prompt_value, responses, Path(name).name or name, gen, max_length)
+                    for name, rm in loaded]
+        except ValueError as err:
+            raise UserError(str(err)) from err
+
+    if examples is None:
+        rows = rows_for(prompt, [("response", response)])
+        with staged_file(output) as tmp:
+            tmp.write_text(render_html("icrm explain", prompt, rows))
+        written = [Path(output)]
+        if png:
+            written.append(render_png(rows, Path(output).with_suffix(".png")))
+        return written
+    with staged_directory(output) as staging:
+        entries = []
+        for i, ex in enumerate(examples, start=1):
+            rows = rows_for(ex.prompt, _responses_of(ex))
+            name = f"example-{i:04d}.html"
+            (staging / name).write_text(render_html(f"example {i} (line {ex.line})", ex.prompt, rows))
+            if png:
+                render_png(rows, staging / name.replace(".html", ".png"))
+            first = ex.prompt[-1]["content"] if ex.prompt else ""
+            entries.append((name, f"{i}. {first[:80]}"))
+        (staging / "index.html").write_text(render_index(entries, f"icrm explain: {data}"))
+    return [Path(output) / "index.html"]

@@ -78,6 +78,13 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     replace_path(staging, target)
 
 
+def _default_mode(directory: bool) -> int:
+    """Permissions a plain ``open``/``mkdir`` would give (temp files are private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def replace_path(source: Path, target: Path) -> None:
     """Move ``source`` onto ``target``, replacing whatever was there."""
     if target.exists():
@@ -105,6 +112,7 @@ def staged_file(target: str | Path) -> Iterator[Path]:
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+    staging.chmod(_default_mode(directory=False))
     os.replace(staging, target)
 
 

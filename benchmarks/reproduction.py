@@ -1,0 +1,260 @@
+"""Miniature reproduction of the ICRM paper's claim on the embedded tasks (CPU).
+
+BT vs GRM vs ICRM (λ ∈ {0.1, 0.3, 0.5}; generator = SFT policy, the RM's own
+LM head, or uniform weights) on the noisy-preference task (clean held-out
+pairs) and on the length / suffix probes (test_mixed / test_reversed), over
+several seeds. Per (task, seed): one dataset, one SFT generator, then every
+row's reward model is initialised from that SFT model and trained with the
+same seed, so rows are paired by seed. Reports mean ± std per row and split,
+the paired difference to BT with a 95 % t-interval, and the number of seeds
+where the row beats BT.
+
+    python benchmarks/reproduction.py --seeds 5                 # full grid
+    python benchmarks/reproduction.py --quick                   # smoke test, ~1 min
+    python benchmarks/reproduction.py --seeds 5 --variants      # + regularizer variants
+
+Raw per-seed accuracies go to benchmarks/results/<out>.json (written after
+every model, and reused: a re-run with the same --out resumes), the table to
+benchmarks/results/<out>.md. Settings are fixed to the demo's (DESIGN.md §6)
+before any method was compared; they are not tuned per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("ICRM_QUIET", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import TrainingArguments  # noqa: E402
+
+import icrm.training as training  # noqa: E402
+from icrm.scoring import evaluate_pairs  # noqa: E402
+from icrm.synthetic import write_task  # noqa: E402
+from icrm.training import ModelSpec, RewardConfig, train_reward_model, train_sft, trainer_arguments  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+# Task design, fixed before comparing methods: the demo's full settings.
+SETTINGS = dict(n_train=300, n_test=500, epochs=3.0, sft_epochs=3.0, batch_size=16, lr=1e-3, max_length=128)
+TASKS = {  # task -> (label-flip share in training, evaluation splits)
+    "noisy": (0.25, ["test"]),
+    "length": (0.0, ["test_mixed", "test_reversed"]),
+    "suffix": (0.0, ["test_mixed", "test_reversed"]),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    method: str  # icrm.training preset
+    lam: float | None = None  # λ override
+    generator: str = "sft"  # sft | self | uniform
+    variant: str | None = None  # consistency variant (benchmarks/variants.py)
+
+
+ROWS = [
+    Row("BT", "bt"),
+    Row("GRM", "grm"),
+    Row("ICRM λ=0.1 SFT", "icrm", 0.1),
+    Row("ICRM λ=0.3 SFT", "icrm", 0.3),
+    Row("ICRM λ=0.5 SFT", "icrm", 0.5),
+    Row("ICRM λ=0.3 self", "icrm", 0.3, "self"),
+    Row("ICRM λ=0.3 uniform", "icrm", 0.3, "uniform"),
+    Row("ICRM-nosft λ=0.3 SFT", "icrm-nosft", 0.3),
+]
+QUICK_ROWS = ROWS[:3]
+
+
+def variant_rows() -> list[Row]:
+    from variants import VARIANTS  # noqa: PLC0415  (benchmarks/variants.py)
+
+    return [Row(f"ICRM λ=0.3 SFT [{v}]", "icrm", 0.3, "sft", v) for v in VARIANTS]
+
+
+# ---------------------------------------------------------------- training
+
+
+def _args(seed: int, epochs: float) -> dict:
+    s = SETTINGS
+    return trainer_arguments(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=seed, logging_steps=50)
+
+
+def run_row(row: Row, data: Path, sft: Path, work: Path, seed: int, splits: list[str]) -> dict[str, float]:
+    generator = str(sft) if row.generator == "sft" else row.generator
+    out = work / "rm"
+    config = RewardConfig(output_dir=str(out), method=row.method, lambda_icrm=row.lam, generator=generator,
+                          max_length=SETTINGS["max_length"], **_args(seed, SETTINGS["epochs"]))
+    trainer_cls = training.ICRMTrainer
+    if row.variant:
+        from variants import VARIANTS  # noqa: PLC0415
+
+        training.ICRMTrainer = VARIANTS[row.variant]
+    try:
+        train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(sft)))
+    finally:
+        training.ICRMTrainer = trainer_cls
+    return {split: evaluate_pairs(str(out), str(data / f"{split}.jsonl"), None)["accuracy"] for split in splits}
+
+
+def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict, save) -> None:
+    for task in tasks:
+        flip, splits = TASKS[task]
+        for seed in seeds:
+            todo = [r for r in rows if r.name not in results.get(task, {}).get(str(seed), {})]
+            if not todo:
+                continue
+            with tempfile.TemporaryDirectory(prefix="icrm-repro-") as tmp:
+                work = Path(tmp)
+                data, sft = work / "data", work / "sft"
+                write_task(task, data, seed=seed, n_train=SETTINGS["n_train"], n_test=SETTINGS["n_test"], flip=flip)
+                t0 = time.time()
+                targs = TrainingArguments(output_dir=str(sft), **_args(seed, SETTINGS["sft_epochs"]))
+                train_sft(str(data / "train.jsonl"), str(sft), targs, ModelSpec("tiny"), max_length=SETTINGS["max_length"])
+                print(f"[{task} seed {seed}] SFT {time.time() - t0:.0f}s", flush=True)
+                for row in todo:
+                    t0 = time.time()
+                    acc = run_row(row, data, sft, work, seed, splits)
+                    results.setdefault(task, {}).setdefault(str(seed), {})[row.name] = acc
+                    save()
+                    accs = " ".join(f"{k}={v:.3f}" for k, v in acc.items())
+                    print(f"[{task} seed {seed}] {row.name:28s} {accs}  ({time.time() - t0:.0f}s)", flush=True)
+
+
+# ---------------------------------------------------------------- statistics
+
+# Two-sided 95 % critical values of Student's t, df = 1..30 (scipy is not a dependency).
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t95(df: int) -> float:
+    try:
+        from scipy.stats import t  # noqa: PLC0415
+
+        return float(t.ppf(0.975, df))
+    except ImportError:
+        return T95[df - 1] if df <= 30 else 1.960
+
+
+def mean_std(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+    return f"{100 * statistics.mean(xs):.1f} ± {100 * sd:.1f}"
+
+
+def paired(xs: list[float], ys: list[float]) -> str:
+    """Mean of x − y in points, its 95 % t-interval, and wins/n."""
+    d = [100 * (x - y) for x, y in zip(xs, ys)]
+    if len(d) < 2:
+        return "–"
+    m, half = statistics.mean(d), t95(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    wins = sum(x > 0 for x in d)
+    return f"{m:+.1f} [{m - half:+.1f}, {m + half:+.1f}] {wins}/{len(d)}"
+
+
+def table(results: dict, rows: list[Row]) -> str:
+    lines = []
+    for task, per_seed in results.items():
+        seeds = sorted(per_seed, key=int)
+        for split in TASKS[task][1]:
+            def acc(name: str) -> list[float]:
+                return [per_seed[s][name][split] for s in seeds if name in per_seed[s]]
+
+            lines += [f"### {task} / {split} ({len(seeds)} seeds: {', '.join(seeds)})", "",
+                      "| row | accuracy % (mean ± std) | Δ vs BT, pts [95% CI] wins | Δ vs GRM, pts [95% CI] wins |",
+                      "|---|---|---|---|"]
+            for row in rows:
+                if not acc(row.name):
+                    continue
+                common = [s for s in seeds if row.name in per_seed[s] and "BT" in per_seed[s]]
+                vs = {}
+                for base in ("BT", "GRM"):
+                    both = [s for s in common if base in per_seed[s]]
+                    vs[base] = "" if row.name in ("BT", base) else paired(
+                        [per_seed[s][row.name][split] for s in both], [per_seed[s][base][split] for s in both])
+                lines.append(f"| {row.name} | {mean_std(acc(row.name))} | {vs['BT']} | {vs['GRM']} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--tasks", default="noisy,length,suffix")
+    p.add_argument("--quick", action="store_true", help="1 seed, noisy, BT/GRM/ICRM λ=0.1, 200 test pairs")
+    p.add_argument("--variants", action="store_true", help="also run the regularizer variants in variants.py")
+    p.add_argument("--only-variants", action="store_true", help="run BT, GRM, ICRM λ=0.3 SFT and the variants")
+    p.add_argument("--out", default="reproduction", help="name of the results files under benchmarks/results/")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+
+    torch.set_num_threads(a.threads)
+    sys.path.insert(0, str(HERE))
+    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
+    rows = list(ROWS)
+    if a.only_variants:
+        rows = [ROWS[0], ROWS[1], ROWS[3]] + variant_rows()
+    elif a.variants:
+        rows += variant_rows()
+    tasks, seeds = a.tasks.split(","), list(range(a.first_seed, a.first_seed + a.seeds))
+    if a.quick:
+        rows, tasks, seeds = QUICK_ROWS, ["noisy"], [a.first_seed]
+        SETTINGS["n_test"] = 200
+
+    results_dir = HERE / "results"
+    results_dir.mkdir(exist_ok=True)
+    raw_path = results_dir / f"{a.out}.json"
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    if raw and raw.get("settings") != SETTINGS:
+        sys.exit(f"{raw_path} was made with other settings; choose another --out")
+    results = raw.get("results", {})
+    runtime = raw.get("runtime_s", 0.0)
+    start = time.time()
+
+    def save() -> None:
+        raw_path.write_text(json.dumps({"settings": SETTINGS, "machine": machine(), "runtime_s": runtime + time.time() - start,
+                                        "results": results}, indent=1))
+
+    run_grid(tasks, seeds, rows, results, save)
+    save()
+    info = json.loads(raw_path.read_text())
+    all_rows = ROWS + (variant_rows() if (a.variants or a.only_variants) else [])
+    m = info["machine"]
+    header = (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
+              f"torch {m['torch']}, transformers {m['transformers']}; total runtime {info['runtime_s'] / 60:.1f} min.\n"
+              f"Settings: {json.dumps(SETTINGS)}. Δ columns: paired by seed, mean difference in accuracy points, "
+              f"95 % t-interval, seeds where the row wins.\n")
+    text = header + "\n" + table(results, all_rows)
+    (results_dir / f"{a.out}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
