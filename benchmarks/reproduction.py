@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", action="store_true", help="also run the regularizer variants in variants.py")
     p.add_argument("--only-variants", action="store_true", help="run BT, GRM, ICRM λ=0.3 SFT and the variants")
     p.add_argument("--out", default="reproduction", help="name of the results files under benchmarks/results/")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)

@@ -394,6 +394,148 @@ def explain(
     _report({"written": ", ".join(str(p) for p in written)})
 
 
+# ------------------------------------------------------- policies (sample, DPO)
+
+SamplingOpts = dict(
+    n=typer.Option(4, "--n", help="Samples per prompt."),
+    temperature=typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
+    top_p=typer.Option(1.0, "--top-p", help="Nucleus sampling threshold."),
+    top_k=typer.Option(0, "--top-k", help="Top-k sampling (0 = off)."),
+    max_new_tokens=typer.Option(128, "--max-new-tokens", help="Longest response, in tokens."),
+    engine=typer.Option("hf", "--engine", help="hf (transformers generate) or vllm (if installed)."),
+)
+
+
+@app.command()
+@guarded
+def sample(
+    policy: str = typer.Option(..., "--policy", "-p", help="Policy directory (a causal LM with a chat template)."),
+    prompts: str = typer.Option(..., "--prompts", help="JSONL with `prompt` (text or messages), or any data file."),
+    output: Path = typer.Option(..., "--output", "-o", help="Best-of-N JSONL: prompt, candidates."),
+    n: int = SamplingOpts["n"],
+    temperature: float = SamplingOpts["temperature"],
+    top_p: float = SamplingOpts["top_p"],
+    top_k: int = SamplingOpts["top_k"],
+    max_new_tokens: int = SamplingOpts["max_new_tokens"],
+    engine: str = SamplingOpts["engine"],
+    seed: int = SeedOpt,
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Sample N responses per prompt from a policy (best-of-N candidates)."""
+    from .policy import SamplingConfig, sample_to_file
+
+    sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
+    _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle))
+
+
+@app.command("dpo-pairs")
+@guarded
+def dpo_pairs(
+    model: str = typer.Option(..., "--model", "-m", help="Reward model directory (the judge)."),
+    data: str = typer.Option(..., "--data", "-d", help="Best-of-N candidates, e.g. from `icrm sample`."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL of prompt/chosen/rejected (TRL format)."),
+    min_gap: float = typer.Option(0.0, "--min-gap", help="Keep a pair only if best - worst reward >= this."),
+    exclude_prompts: Optional[str] = typer.Option(None, "--exclude-prompts", help="Drop prompts that occur in this file (e.g. a test set)."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    skip_invalid: bool = SkipOpt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Score candidates and keep the best/worst of each prompt as a DPO pair."""
+    from .policy import build_dpo_pairs_file
+
+    counts = build_dpo_pairs_file(
+        model, data, output, min_gap=min_gap, exclude_prompts=exclude_prompts, batch_size=batch_size,
+        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+    _report({**counts, "output": str(output)})
+
+
+@app.command()
+@guarded
+def dpo(
+    policy: str = typer.Option(..., "--policy", "-p", help="Starting policy (also the DPO reference)."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise data, e.g. from `icrm dpo-pairs`."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
+    beta: float = typer.Option(0.1, "--beta", help="DPO β: higher stays closer to the reference."),
+    loss_type: str = typer.Option("sigmoid", "--loss-type", help="TRL loss: sigmoid, ipo, hinge, robust, ..."),
+    lora_r: int = LoraROpt,
+    lora_alpha: int = LoraAlphaOpt,
+    epochs: float = EpochsOpt,
+    max_steps: int = MaxStepsOpt,
+    batch_size: int = BatchOpt,
+    grad_accum: int = GradAccOpt,
+    lr: float = typer.Option(1e-6, "--lr", help="Learning rate (TRL default 1e-6; tiny models want ~1e-4)."),
+    warmup: float = typer.Option(0.1, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
+    scheduler: str = typer.Option("linear", "--scheduler"),
+    max_length: int = MaxLenOpt,
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+    logging_steps: int = typer.Option(10, "--logging-steps"),
+    seed: int = SeedOpt,
+    bf16: bool = Bf16Opt,
+    skip_invalid: bool = SkipOpt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Train a policy with DPO (TRL DPOTrainer) on chosen/rejected pairs."""
+    from .policy import DPOSettings, train_dpo
+    from .training import trainer_arguments
+
+    training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
+    settings = DPOSettings(beta, loss_type, max_length, lora_r, lora_alpha, gradient_checkpointing, skip_invalid,
+                           trust_remote_code, allow_pickle)
+    metrics = train_dpo(policy, data, output, training, settings)
+    summary = {"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]}
+    if metrics["final_reward_accuracy"] is not None:
+        summary["reward_accuracy"] = round(metrics["final_reward_accuracy"], 4)
+    _report(summary)
+
+
+@app.command("compare-policies")
+@guarded
+def compare_policies_cmd(
+    policies: list[str] = typer.Option(..., "--policies", help="Policy dirs: --policies A B C (the first is the baseline)."),
+    more: Optional[list[str]] = typer.Argument(None, help="More policy dirs (so `--policies A B C` works).", show_default=False),
+    prompts: str = typer.Option(..., "--prompts", help="Prompts file (or any data file)."),
+    judge: str = typer.Option(..., "--judge", help="Reward model dir, or true-reward (synthetic tasks)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Synthetic task for true-reward (default: from task.json)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="report.json to write."),
+    n: int = SamplingOpts["n"],
+    temperature: float = SamplingOpts["temperature"],
+    top_p: float = SamplingOpts["top_p"],
+    top_k: int = SamplingOpts["top_k"],
+    max_new_tokens: int = SamplingOpts["max_new_tokens"],
+    engine: str = SamplingOpts["engine"],
+    seed: int = SeedOpt,
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate / scoring call."),
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Sample from each policy; mean reward and win/tie/lose vs the first, under a judge."""
+    from .policy import SamplingConfig, compare_policies
+
+    sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
+    report = compare_policies(
+        list(policies) + list(more or []), prompts, judge, sampling, task=task, output=output, batch_size=batch_size,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+    if LOG_FORMAT["value"] == "json" or output is None:
+        print(json.dumps(report, default=str))
+    else:
+        for entry in report["policies"]:
+            console.print(
+                f"[bold]{entry['policy']}[/bold]: reward {entry['mean_reward']:.4f}, words {entry['mean_words']:.1f}, "
+                f"win/tie/lose {entry['win_rate']:.3f}/{entry['tie_rate']:.3f}/{entry['lose_rate']:.3f}"
+            )
+        console.print(f"[bold]output[/bold]: {output}")
+
+
 def main() -> None:
     app()
 

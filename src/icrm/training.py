@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import losses
 from .data import PairExample, PointExample, RewardCollator, RewardDataset, example_texts, load_examples, tokenize_examples
 from .modeling import RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer, PRESETS
-from .outputs import progress, progress_factory, staged_directory, write_json
+from .outputs import QUIET, console, progress, progress_factory, staged_directory, write_json
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -336,7 +336,8 @@ def train_reward_model(
         result = trainer.train()
         metrics = {"train_loss": result.training_loss, "steps": result.global_step}
         if eval_set is not None:
-            metrics.update(trainer.evaluate())
+            evals = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+            metrics.update(evals[-1] if evals else trainer.evaluate())
         rm.reward_stats = _reward_stats(rm, train_set)
         rm.training_config = _resolved_config(config, spec, data, eval_data)
         rm.save_pretrained(staging)
@@ -356,18 +357,44 @@ def train_reward_model(
     return metrics
 
 
-def _use_rich_progress(trainer: Trainer) -> None:
-    """Replace transformers' tqdm bar with TRL's rich one (or none under --quiet)."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+class RichProgress(TrainerCallback):
+    """A rich progress bar over optimizer steps, with the latest loss terms.
 
-    from .outputs import QUIET
+    Replaces transformers' tqdm bar; safe to use with ``evaluate()`` after
+    training (which TRL's RichProgressCallback is not).
+    """
+
+    SHOWN = ("loss", "bt", "bce", "icrm", "sft", "accuracy", "eval_accuracy")
+
+    def __init__(self):
+        self._bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._bar = progress_factory("training", state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._bar is not None:
+            self._bar(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            shown = "  ".join(f"{k}={logs[k]:.4g}" for k in self.SHOWN if isinstance(logs.get(k), (int, float)))
+            if shown:
+                console.print(f"[dim]step {state.global_step}[/dim]  {shown}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._bar = None
+
+
+def _use_rich_progress(trainer: Trainer) -> None:
+    """Replace transformers' tqdm bar and log printer with ours (nothing under --quiet)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     if not QUIET["value"]:
-        from trl.trainer.callbacks import RichProgressCallback
-
-        trainer.add_callback(RichProgressCallback())
+        trainer.add_callback(RichProgress())
 
 
 @torch.no_grad()
