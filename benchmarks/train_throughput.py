@@ -456,7 +456,7 @@ def run_spec(base: dict, workdir: Path, case: str, method: str, **extra) -> dict
         "data": str(workdir / f"{case}.jsonl"),
         "cache_dir": str(workdir / f"cache-{case}"),
         # bt and trl ignore the generator; icrm methods read it from the warm cache
-        "generator": base["generator"] if method.startswith("icrm") else "self",
+        "generator": base["generator"] if method.startswith("icrm") or method == "genpass" else "self",
         **extra,
     }
 

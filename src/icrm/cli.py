@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 import yaml
 
-from .errors import UserError
+from .errors import TrainingStopped, UserError
 from .outputs import console, set_quiet
 
 app = typer.Typer(
@@ -70,6 +70,8 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except UserError as err:
             _fail(str(err), 2)
+        except TrainingStopped as err:
+            _fail(str(err), err.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except typer.Exit:
@@ -144,6 +146,8 @@ SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows in
 TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
 PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
 Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
+SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
 
 
 # ----------------------------------------------------------------- commands
@@ -168,6 +172,8 @@ def sft(
     truncation: str = TruncOpt,
     seed: int = SeedOpt,
     bf16: bool = Bf16Opt,
+    save_steps: int = SaveStepsOpt,
+    resume: bool = ResumeOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -179,10 +185,11 @@ def sft(
     from .training import ModelSpec, train_sft, trainer_arguments
 
     args = TrainingArguments(
-        output_dir=str(output), **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10)
+        output_dir=str(output),
+        **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10, save_steps),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid)
+    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume)
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
 
@@ -213,6 +220,8 @@ def train(
     seed: int = SeedOpt,
     bf16: bool = Bf16Opt,
     logging_steps: int = typer.Option(10, "--logging-steps"),
+    save_steps: int = SaveStepsOpt,
+    resume: bool = ResumeOpt,
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Generator-probability cache (default ~/.cache/icrm, or $ICRM_CACHE)."),
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
@@ -236,10 +245,12 @@ def train(
         max_length=max_length,
         truncation=truncation,
         eval_strategy="epoch" if eval_data else "no",
-        **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps),
+        **trainer_arguments(
+            epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps
+        ),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid)
+    metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid, resume)
     summary = {"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]}
     if "eval_accuracy" in metrics:
         summary["eval_accuracy"] = round(metrics["eval_accuracy"], 4)
@@ -475,6 +486,8 @@ def dpo(
     max_length: int = MaxLenOpt,
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
     logging_steps: int = typer.Option(10, "--logging-steps"),
+    save_steps: int = SaveStepsOpt,
+    resume: bool = ResumeOpt,
     seed: int = SeedOpt,
     bf16: bool = Bf16Opt,
     skip_invalid: bool = SkipOpt,

@@ -11,10 +11,14 @@ combine the pure losses of :mod:`icrm.losses`:
 
 from __future__ import annotations
 
-from .errors import UserError
+from .errors import TrainingStopped, UserError
 
+import contextlib
+import json
 import math
+import os
 import shutil
+import signal
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +30,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from . import losses
 from .data import PairExample, PointExample, RewardCollator, RewardDataset, example_texts, load_examples, tokenize_examples
 from .modeling import RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer, PRESETS
-from .outputs import QUIET, console, progress, progress_factory, staged_directory, write_json
+from .outputs import QUIET, console, progress, progress_factory, replace_path, write_json
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -121,6 +125,13 @@ class ICRMTrainer(Trainer):
             terms["sft"] = self._sft(rm, inputs, hidden, pairwise)
             loss = loss + alpha * terms["sft"]
 
+        if model.training and not torch.isfinite(loss):
+            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise TrainingStopped(
+                f"non-finite loss at step {self.state.global_step + 1} ({shown}); try a lower --lr. "
+                f"The last good checkpoint (if --save-steps was set) is in {Path(self.args.output_dir).parent}",
+                1,
+            )
         split = "train" if model.training else "eval"
         for name, value in terms.items():
             self._terms[split][name].append(float(value.detach()))
@@ -176,6 +187,18 @@ class ICRMTrainer(Trainer):
         states = losses.scale_grad(hidden[:, :-1][predict], self.args.sft_backbone_grad)
         return losses.sft_nll(rm.lm_head(states), inputs["input_ids"][:, 1:][predict])
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Checkpoint the full training state (LoRA unmerged) with safetensors.
+
+        ``save_model`` (unlike transformers' fallback ``save_file``) handles
+        tied embeddings, whose tensors share memory.
+        """
+        from safetensors.torch import save_model
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_model(self.accelerator.unwrap_model(self.model), os.path.join(output_dir, "model.safetensors"))
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
@@ -223,8 +246,13 @@ def trainer_arguments(
     warmup: float = 0.03,
     scheduler: str = "cosine",
     logging_steps: int = 10,
+    save_steps: int = 0,
 ) -> dict:
-    """The ``TrainingArguments`` fields icrm's commands set (warmup < 1 is a ratio)."""
+    """The ``TrainingArguments`` fields icrm's commands set (warmup < 1 is a ratio).
+
+    ``save_steps`` > 0 keeps periodic checkpoints (model, optimizer, scheduler,
+    RNG and data position) for ``--resume``.
+    """
     return dict(
         num_train_epochs=epochs,
         max_steps=max_steps,
@@ -238,7 +266,9 @@ def trainer_arguments(
         data_seed=seed,
         bf16=bf16,
         logging_steps=logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if save_steps > 0 else "no",
+        save_steps=save_steps if save_steps > 0 else 500,
+        save_total_limit=2 if save_steps > 0 else None,
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -285,14 +315,21 @@ def train_reward_model(
     spec: ModelSpec,
     eval_data: str | None = None,
     skip_invalid: bool = False,
+    resume: bool = False,
 ) -> dict:
-    """``icrm train``: validate everything, train, and write the checkpoint atomically."""
+    """``icrm train``: validate everything, train, and write the checkpoint atomically.
+
+    Training runs in ``.<output>.partial`` next to the output; an interrupted
+    or crashed run leaves it there for ``resume=True`` to continue from its
+    last checkpoint (``--save-steps``).
+    """
     train_loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
     eval_loaded = None
     if eval_data:
         eval_loaded = load_examples(eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid)
     generator = config.generator
-    if config.consistency_weight > 0 and generator not in GENERATOR_SOURCES:
+    uses_cache = config.consistency_weight > 0 and generator not in GENERATOR_SOURCES
+    if uses_cache:
         model_kind(generator)  # fail early on a path that is not a model
 
     rm = build_reward_model(spec, example_texts(train_loaded.examples), config.seed)
@@ -302,28 +339,26 @@ def train_reward_model(
         eval_set, _ = _dataset(eval_loaded, rm.tokenizer, config.max_length, config.truncation, "eval")
 
     cache_hit = None
-    if config.consistency_weight > 0 and generator not in GENERATOR_SOURCES:
+    if uses_cache:
         from .generator import cached_generation_weights
 
-        train_set.weights, cache_hit = cached_generation_weights(
-            generator,
-            rm.tokenizer,
-            train_set.all_sequences(),
-            cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-            batch_size=config.generator_batch_size,
-            trust_remote_code=spec.trust_remote_code,
-            allow_pickle=spec.allow_pickle,
-            progress_factory=progress_factory,
-        )
-        if eval_set is not None:
-            eval_set.weights, _ = cached_generation_weights(
-                generator, rm.tokenizer, eval_set.all_sequences(),
-                cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-                batch_size=config.generator_batch_size, progress_factory=progress_factory,
-            )
+        with config.main_process_first(desc="generator pass"):  # rank 0 computes, the others read the cache
+            for dataset in filter(None, (train_set, eval_set)):
+                dataset.weights, hit = cached_generation_weights(
+                    generator,
+                    rm.tokenizer,
+                    dataset.all_sequences(),
+                    cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+                    batch_size=config.generator_batch_size,
+                    trust_remote_code=spec.trust_remote_code,
+                    allow_pickle=spec.allow_pickle,
+                    progress_factory=progress_factory,
+                )
+                cache_hit = hit if cache_hit is None else cache_hit
 
-    with staged_directory(output) as staging:
-        config.output_dir = str(staging / "trainer")
+    resolved = _resolved_config(config, spec, data, eval_data)
+    with run_directory(output, resume, resolved, config) as work:
+        config.output_dir = str(work / "trainer")
         trainer = ICRMTrainer(
             model=rm,
             args=config,
@@ -332,29 +367,102 @@ def train_reward_model(
             data_collator=RewardCollator(rm.tokenizer.pad_token_id),
             compute_metrics=pairwise_accuracy,
         )
-        _use_rich_progress(trainer)
-        result = trainer.train()
+        result = _train(trainer, work, resume)
         metrics = {"train_loss": result.training_loss, "steps": result.global_step}
         if eval_set is not None:
             evals = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
             metrics.update(evals[-1] if evals else trainer.evaluate())
-        rm.reward_stats = _reward_stats(rm, train_set)
-        rm.training_config = _resolved_config(config, spec, data, eval_data)
-        rm.save_pretrained(staging)
-        metrics.update(
-            format=train_loaded.format,
-            train_examples=len(train_set),
-            skipped_rows=train_loaded.skipped,
-            truncated=train_stats.truncated,
-            dropped_over_length=train_stats.dropped,
-            generator_cache={None: "unused", True: "hit", False: "miss"}[cache_hit],
-            log_history=trainer.state.log_history,
-        )
-        write_json(staging / "metrics.json", metrics)
-        (staging / "config.yaml").write_text(yaml.safe_dump(rm.training_config, sort_keys=False))
-        _plot_losses(trainer.state.log_history, staging / "losses.png")
-        shutil.rmtree(staging / "trainer", ignore_errors=True)
+        if trainer.is_world_process_zero():
+            rm.reward_stats = _reward_stats(rm, train_set)
+            rm.training_config = resolved
+            rm.save_pretrained(work)
+            metrics.update(
+                format=train_loaded.format,
+                train_examples=len(train_set),
+                skipped_rows=train_loaded.skipped,
+                truncated=train_stats.truncated,
+                dropped_over_length=train_stats.dropped,
+                generator_cache={None: "unused", True: "hit", False: "miss"}[cache_hit],
+                log_history=trainer.state.log_history,
+            )
+            write_json(work / "metrics.json", metrics)
+            (work / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+            _plot_losses(trainer.state.log_history, work / "losses.png")
     return metrics
+
+
+@contextlib.contextmanager
+def run_directory(output: str, resume: bool, resolved: dict, args: TrainingArguments):
+    """The working directory of a run, renamed onto ``output`` when it succeeds.
+
+    Only the main process touches the file system; the others wait for it.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    target = Path(output).absolute()
+    work = target.with_name(f".{target.name}.partial")
+    record = work / "run.json"
+    if state.is_main_process:
+        if resume:
+            if not record.exists():
+                raise ConfigError(f"--resume: no interrupted run of {output} (expected {work})")
+            previous = json.loads(record.read_text())
+            if previous != json.loads(json.dumps(resolved, default=str)):
+                raise ConfigError(f"--resume: the options or data differ from the interrupted run in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            write_json(record, resolved)
+    state.wait_for_everyone()
+    try:
+        yield work
+    except UserError:
+        if state.is_main_process and not resume:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    state.wait_for_everyone()
+    if state.is_main_process:
+        shutil.rmtree(work / "trainer", ignore_errors=True)
+        record.unlink(missing_ok=True)
+        replace_path(work, target)
+
+
+class GracefulInterrupt(TrainerCallback):
+    """On SIGINT, finish the current step, save a checkpoint and stop."""
+
+    def __init__(self):
+        self.requested = False
+
+    def request(self, *_):
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def _train(trainer: Trainer, work: Path, resume: bool):
+    """``trainer.train()`` with resume, Ctrl-C checkpointing and rich progress."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    _use_rich_progress(trainer)
+    interrupt = GracefulInterrupt()
+    trainer.add_callback(interrupt)
+    checkpoint = get_last_checkpoint(str(work / "trainer")) if resume and (work / "trainer").is_dir() else None
+    previous = signal.signal(signal.SIGINT, interrupt.request)
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupt.requested:
+        raise TrainingStopped(
+            f"interrupted at step {trainer.state.global_step}; checkpoint saved in {work}; "
+            "run the same command with --resume to continue",
+            130,
+        )
+    return result
 
 
 class RichProgress(TrainerCallback):
@@ -462,8 +570,16 @@ class SFTCollator(RewardCollator):
         return batch
 
 
-def train_sft(data: str, output: str, args: TrainingArguments, spec: ModelSpec, max_length: int = 1024,
-              truncation: str = "left", skip_invalid: bool = False) -> dict:
+def train_sft(
+    data: str,
+    output: str,
+    args: TrainingArguments,
+    spec: ModelSpec,
+    max_length: int = 1024,
+    truncation: str = "left",
+    skip_invalid: bool = False,
+    resume: bool = False,
+) -> dict:
     """``icrm sft``: train a causal LM on chosen (or correct) responses.
 
     The result is a plain transformers causal-LM directory: a generator for
@@ -486,17 +602,16 @@ def train_sft(data: str, output: str, args: TrainingArguments, spec: ModelSpec, 
     ]
     with progress("tokenizing", len(good)) as advance:
         items, kept, stats = tokenize_examples(good, tokenizer, max_length, truncation, advance)
+    if not items:
+        raise ConfigError(f"{data}: every row is longer than --max-length {max_length}")
     dataset = RewardDataset([good[i] for i in kept], items)
 
-    with staged_directory(output) as staging:
-        args.output_dir = str(staging / "trainer")
+    resolved = {"data": data, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
+                "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps}
+    with run_directory(output, resume, resolved, args) as work:
+        args.output_dir = str(work / "trainer")
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id))
-        _use_rich_progress(trainer)
-        result = trainer.train()
-        if spec.lora_r > 0:
-            model = model.merge_and_unload()
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        result = _train(trainer, work, resume)
         metrics = {
             "train_loss": result.training_loss,
             "steps": result.global_step,
@@ -505,6 +620,10 @@ def train_sft(data: str, output: str, args: TrainingArguments, spec: ModelSpec, 
             "dropped_over_length": stats.dropped,
             "log_history": trainer.state.log_history,
         }
-        write_json(staging / "metrics.json", metrics)
-        shutil.rmtree(staging / "trainer", ignore_errors=True)
+        if trainer.is_world_process_zero():
+            if spec.lora_r > 0:
+                model = model.merge_and_unload()
+            model.save_pretrained(work)
+            tokenizer.save_pretrained(work)
+            write_json(work / "metrics.json", metrics)
     return metrics
