@@ -74,7 +74,7 @@ def test_deltas_telescope_from_prompt_only_reward(models, pair):
     seq = encode(rm.tokenizer, [{"role": "user", "content": PROMPT}], CHOSEN)
     prefix = torch.tensor([seq.input_ids[: seq.start]])
     with torch.no_grad():
-        rewards, _ = rm(prefix, torch.ones_like(prefix))
+        rewards = rm(prefix, torch.ones_like(prefix)).rewards
     assert pair[0].baseline == pytest.approx(float(rewards[0, -1]), abs=1e-5)
     assert pair[0].baseline == pytest.approx(pair[1].baseline, abs=1e-5)
 

@@ -297,3 +297,16 @@ def test_compare_policies_true_reward_needs_a_task(loop, cli, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hello"}])  # no task.json beside it
     result = cli("compare-policies", "--policies", loop / "sft", "--prompts", prompts, "--judge", "true-reward")
     assert result.exit_code == 2 and "--task" in result.stderr
+
+
+def test_compare_policies_rejects_a_missing_judge_before_sampling(loop, cli, tmp_path):
+    result = cli("compare-policies", "--policies", loop / "sft", "--prompts", loop / "synth" / "prompts.jsonl",
+                 "--judge", tmp_path / "no-such-rm")
+    assert result.exit_code == 2 and "no such reward model directory" in result.stderr
+
+
+def test_dpo_rejects_an_unknown_loss_before_training(loop, cli, tmp_path):
+    out = tmp_path / "dpo"
+    result = cli("dpo", "--policy", loop / "sft", "--data", loop / "pairs.jsonl", "--output", out, "--loss-type", "nope")
+    assert result.exit_code == 2 and "--loss-type must be one of" in result.stderr
+    assert not out.exists()

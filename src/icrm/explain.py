@@ -158,7 +158,7 @@ def explain_responses(
                 raise ValueError(f"{label}: the response has no tokens")
             ids = torch.tensor([seq.input_ids], dtype=torch.long, device=device)
             mask = torch.ones_like(ids)
-            rewards, hidden = rm(ids, mask)
+            rewards, hidden, _ = rm(ids, mask)
             rewards = rewards[0].float().cpu()
             baseline = float(rewards[seq.start - 1]) if seq.start > 0 else 0.0
             r = rewards[seq.start :].tolist()

@@ -18,13 +18,14 @@ from .errors import UserError
 import json
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data import Message, RewardCollator, encode, last_token_index
+from .losses import scale_grad
 
 ICRM_CONFIG = "icrm_config.json"
 ICRM_STATE = "icrm_state.json"
@@ -46,6 +47,12 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<pad>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
 PAD_TOKEN = "<|pad|>"
+
+
+class RewardOutput(NamedTuple):
+    rewards: torch.Tensor
+    hidden: torch.Tensor
+    lm_logits: torch.Tensor | None
 
 
 class ModelError(UserError):
@@ -237,12 +244,28 @@ class RewardModel(nn.Module):
 
     # -- forward
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
-        """Per-token rewards ``[N, L]`` and the hidden states ``[N, L, H]``."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lm_positions: torch.Tensor | None = None,
+        lm_grad_scale: float = 1.0,
+        **kwargs,
+    ) -> RewardOutput:
+        """Per-token rewards ``[N, L]``, hidden states, and LM logits where asked.
+
+        ``lm_positions`` (bool ``[N, L]``) selects the positions whose next-token
+        logits the SFT regularizer needs; the backbone gradient through them is
+        scaled by ``lm_grad_scale``. They are computed here, inside ``forward``,
+        so DDP sees every parameter use.
+        """
         out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
         hidden = out.last_hidden_state
         rewards = self.score_head(hidden).squeeze(-1).float()
-        return rewards, hidden
+        lm_logits = None
+        if lm_positions is not None:
+            lm_logits = self.lm_head(scale_grad(hidden[lm_positions], lm_grad_scale))
+        return RewardOutput(rewards, hidden, lm_logits)
 
     @staticmethod
     def outcome(rewards: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -276,7 +299,7 @@ class RewardModel(nn.Module):
         for lo in range(0, len(order), batch_size):
             chunk = order[lo : lo + batch_size]
             batch = collate([{"sequences": [seqs[i]]} for i in chunk])
-            rewards, _ = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            rewards = self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).rewards
             for row, i in enumerate(chunk):
                 results[i] = rewards[row, seqs[i].start : seqs[i].length].cpu()
         self.train(was_training)

@@ -25,8 +25,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +39,11 @@ from .outputs import progress, staged_directory, write_json, write_jsonl
 
 ENGINES = ("hf", "vllm")
 TRUE_REWARD = "true-reward"
+# The losses TRL 1.x's DPOTrainer implements; it only rejects others mid-training.
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)
 
 
 # ------------------------------------------------------------------- prompts
@@ -65,20 +71,24 @@ def load_prompts(source: str | Path) -> list[Prompt]:
     rows = read_rows(source)
     if any(f in rows[0].data for fields in FORMAT_FIELDS.values() for f in fields):
         examples = load_examples(source).examples
-        return [Prompt(ex.prompt, ex.id, ex.line) for ex in examples]
+        return [Prompt(_without_open_turn(ex.prompt), ex.id, ex.line) for ex in examples]
     prompts = []
     for row in rows:
         if row.data.get("prompt") is None:
             present = ", ".join(sorted(row.data)) or "none"
             raise DataError(name, f"missing column (row has {present})", row.line, "prompt")
-        messages = _as_messages(row.data["prompt"], name, row.line, "prompt")
-        if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"].strip():
-            messages = messages[:-1]
+        messages = _without_open_turn(_as_messages(row.data["prompt"], name, row.line, "prompt"))
         if not messages or not any(m["content"].strip() for m in messages):
             raise DataError(name, "empty prompt", row.line, "prompt")
         row_id = row.data.get("id")
         prompts.append(Prompt(messages, None if row_id is None else str(row_id), row.line))
     return prompts
+
+
+def _without_open_turn(messages: list[Message]) -> list[Message]:
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"].strip():
+        return messages[:-1]
+    return messages
 
 
 def prompt_value(messages: list[Message]) -> str | list[Message]:
@@ -491,6 +501,8 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
 
     if settings.beta <= 0:
         raise UserError(f"--beta must be > 0, got {settings.beta}")
+    if settings.loss_type not in DPO_LOSS_TYPES:
+        raise UserError(f"--loss-type must be one of {', '.join(DPO_LOSS_TYPES)}, got {settings.loss_type!r}")
     if settings.max_length < 8:
         raise UserError(f"--max-length must be at least 8, got {settings.max_length}")
     from .outputs import QUIET
@@ -651,7 +663,9 @@ def compare_policies(
     else:
         from .modeling import model_kind
 
-        model_kind(judge)  # a bad judge path fails before any sampling
+        if not Path(judge).exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", judge):
+            raise UserError(f"--judge {judge!r}: no such reward model directory (or use --judge {TRUE_REWARD})")
+        model_kind(judge)  # a directory that is not a model fails before any sampling
 
     sampled = [generate_samples(p, prompts, config, trust_remote_code, allow_pickle) for p in policies]
     flat_prompts = [p.messages for p in prompts for _ in range(config.n)]

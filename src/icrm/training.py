@@ -98,10 +98,13 @@ class ICRMTrainer(Trainer):
         args: RewardConfig = self.args
         rm: RewardModel = self.accelerator.unwrap_model(model)
         mask = inputs["attention_mask"]
-        rewards, hidden = model(inputs["input_ids"], mask)
-        outcome = RewardModel.outcome(rewards, mask)
         lam, alpha = args.consistency_weight, args.sft_coef
         pairwise = "margin" in inputs
+        sft_positions = self._sft_positions(rm, inputs, pairwise) if alpha > 0 else None
+        rewards, hidden, sft_logits = model(
+            inputs["input_ids"], mask, lm_positions=sft_positions, lm_grad_scale=args.sft_backbone_grad
+        )
+        outcome = RewardModel.outcome(rewards, mask)
         terms: dict[str, torch.Tensor] = {}
 
         if pairwise:
@@ -122,7 +125,7 @@ class ICRMTrainer(Trainer):
             terms["icrm_ema"] = consistency.ema
             loss = loss + lam * consistency.loss
         if alpha > 0:
-            terms["sft"] = self._sft(rm, inputs, hidden, pairwise)
+            terms["sft"] = self._sft(inputs, sft_positions, sft_logits, loss)
             loss = loss + alpha * terms["sft"]
 
         if model.training and not torch.isfinite(loss):
@@ -172,20 +175,28 @@ class ICRMTrainer(Trainer):
             weights[:, :-1][pairs] = probs
         return weights
 
-    def _sft(self, rm: RewardModel, inputs, hidden, pairwise: bool) -> torch.Tensor:
-        """``-mean log π(y)`` over chosen (or correct) responses through the LM head."""
+    @staticmethod
+    def _sft_positions(rm: RewardModel, inputs, pairwise: bool) -> torch.Tensor:
+        """Positions that predict a token of a chosen (or correct) response."""
         if rm.lm_head is None:
             raise ConfigError("the SFT regularizer needs a backbone with an LM head; use --sft-weight 0")
-        rows = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        response = inputs["response_mask"]
         if pairwise:
-            rows[: hidden.shape[0] // 2] = True
+            rows = torch.zeros(response.shape[0], dtype=torch.bool, device=response.device)
+            rows[: response.shape[0] // 2] = True
         else:
             rows = inputs["labels"] > 0.5
-        predict = inputs["response_mask"][:, 1:] & rows[:, None]
-        if not predict.any():
-            return hidden.new_zeros(())
-        states = losses.scale_grad(hidden[:, :-1][predict], self.args.sft_backbone_grad)
-        return losses.sft_nll(rm.lm_head(states), inputs["input_ids"][:, 1:][predict])
+        positions = torch.zeros_like(response)
+        positions[:, :-1] = response[:, 1:] & rows[:, None]
+        return positions
+
+    @staticmethod
+    def _sft(inputs, positions: torch.Tensor, logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``-mean log π(y)`` over chosen (or correct) response tokens."""
+        if not positions.any():
+            return like.new_zeros(())
+        targets = inputs["input_ids"][:, 1:][positions[:, :-1]]
+        return losses.sft_nll(logits, targets)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Checkpoint the full training state (LoRA unmerged) with safetensors.
@@ -288,7 +299,14 @@ class ModelSpec:
 
 
 def build_reward_model(spec: ModelSpec, texts, seed: int) -> RewardModel:
-    """A RewardModel from ``tiny|small``, an icrm checkpoint, an HF RM, or a causal LM."""
+    """A RewardModel from ``tiny|small``, an icrm checkpoint, an HF RM, or a causal LM.
+
+    Seeded first, so a new value head (and LoRA) starts the same in every run
+    and every process.
+    """
+    from transformers import set_seed
+
+    set_seed(seed)
     if spec.name in PRESETS:
         tokenizer = train_tokenizer(texts, PRESETS[spec.name]["vocab_size"])
         rm = RewardModel.from_causal_lm(build_causal_lm(spec.name, tokenizer, seed), tokenizer)
@@ -333,6 +351,8 @@ def train_reward_model(
         model_kind(generator)  # fail early on a path that is not a model
 
     rm = build_reward_model(spec, example_texts(train_loaded.examples), config.seed)
+    if rm.lm_head is not None and config.sft_coef == 0:
+        rm.lm_head.requires_grad_(False)  # unused by the loss; DDP requires every trainable parameter to be used
     train_set, train_stats = _dataset(train_loaded, rm.tokenizer, config.max_length, config.truncation, "train")
     eval_set = None
     if eval_loaded is not None:
