@@ -310,24 +310,34 @@ class RewardModel(nn.Module):
 
     # -- saving
 
-    def save_pretrained(self, directory: str | Path, extra_config: dict | None = None) -> None:
-        """Write a transformers sequence-classification checkpoint + icrm side files."""
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write a transformers sequence-classification checkpoint + icrm side files.
+
+        ``state_dict`` is this module's full state gathered by the caller (e.g.
+        ``accelerator.get_state_dict`` under DeepSpeed ZeRO-3, where the local
+        parameters are only shards). LoRA adapters are merged first.
+        """
         from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
         import transformers
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        decoder = self.decoder
-        if hasattr(decoder, "merge_and_unload"):
-            decoder = decoder.merge_and_unload()
-            self.decoder = decoder
+        if hasattr(self.decoder, "merge_and_unload"):
+            self.decoder = self.decoder.merge_and_unload()
+            state_dict = None  # the gathered state holds unmerged adapters
+        if state_dict is None:
+            state_dict = self.state_dict()
         class_name = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(self.config.model_type)
         if class_name is None:
             raise ModelError(f"transformers has no sequence classifier for model type {self.config.model_type!r}")
         prefix = getattr(transformers, class_name).base_model_prefix
-        state = {f"{prefix}.{k}": v.detach().contiguous().cpu() for k, v in decoder.state_dict().items()}
-        state["score.weight"] = self.score_head.weight.detach().contiguous().cpu()
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        weights = {
+            f"{prefix}.{key[len('decoder.'):]}": value.detach().contiguous().cpu()
+            for key, value in state_dict.items()
+            if key.startswith("decoder.")
+        }
+        weights["score.weight"] = state_dict["score_head.weight"].detach().contiguous().cpu()
+        save_file(weights, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
         config = self.config.__class__.from_dict(self.config.to_dict())
         config.architectures = [class_name]
@@ -335,11 +345,12 @@ class RewardModel(nn.Module):
         config.pad_token_id = self.tokenizer.pad_token_id
         config.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        if self.lm_head is not None:
-            save_file({"weight": self.lm_head.weight.detach().contiguous().cpu()}, str(directory / LM_HEAD_FILE))
+        if "lm_head.weight" in state_dict:
+            lm_head = state_dict["lm_head.weight"].detach().contiguous().cpu().clone()
+            save_file({"weight": lm_head}, str(directory / LM_HEAD_FILE))
         state = {"consistency_ema": float(self.consistency_ema), "reward_stats": self.reward_stats}
         (directory / ICRM_STATE).write_text(json.dumps(state, indent=2))
-        config_out = {"format": "icrm-reward-model", "version": 1, **self.training_config, **(extra_config or {})}
+        config_out = {"format": "icrm-reward-model", "version": 1, **self.training_config}
         (directory / ICRM_CONFIG).write_text(json.dumps(config_out, indent=2, default=str))
 
 

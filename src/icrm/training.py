@@ -392,10 +392,12 @@ def train_reward_model(
         if eval_set is not None:
             evals = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
             metrics.update(evals[-1] if evals else trainer.evaluate())
+        # Collectives (under ZeRO-3 each rank holds shards): every rank takes part.
+        rm.reward_stats = _reward_stats(rm, train_set)
+        full_state = trainer.accelerator.get_state_dict(trainer.model)
         if trainer.is_world_process_zero():
-            rm.reward_stats = _reward_stats(rm, train_set)
             rm.training_config = resolved
-            rm.save_pretrained(work)
+            rm.save_pretrained(work, full_state)
             metrics.update(
                 format=train_loaded.format,
                 train_examples=len(train_set),
