@@ -366,6 +366,33 @@ def data_gsm8k_bon(
     _report({"questions": counts, "output": str(output)})
 
 
+@data_app.command("gsm8k-sft")
+@guarded
+def data_gsm8k_sft(
+    data: str = typer.Option(..., "--data", "-d", help="GSM8K train.jsonl(.gz) with question/answer."),
+    output: Path = typer.Option(..., "--output", "-o", help="Pointwise JSONL (label 1) for icrm sft."),
+):
+    """GSM8K question/answer rows → SFT data for a generator/backbone."""
+    from .converters import gsm8k_sft
+
+    _report({"rows": gsm8k_sft(data, output), "output": str(output)})
+
+
+@data_app.command("split")
+@guarded
+def data_split(
+    data: str = typer.Option(..., "--data", "-d", help="Any pairwise/pointwise/best-of-N file."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for train.jsonl and test.jsonl."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction"),
+    seed: int = SeedOpt,
+):
+    """Split a data file by prompt (no prompt on both sides) with a fixed seed."""
+    from .converters import split_by_prompt
+
+    counts = split_by_prompt(data, output, test_fraction, seed)
+    _report({**counts, "output": str(output)})
+
+
 @app.command()
 @guarded
 def demo(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from .data import DataError, read_rows
@@ -49,3 +50,49 @@ def gsm8k_best_of_n(source: str | Path, output: str | Path, seed: int = 0, test_
             ]
             write_jsonl(staging / f"pointwise_{name}.jsonl", points)
     return {name: len(part) for name, part in halves.items()}
+
+
+def gsm8k_sft(source: str | Path, output: str | Path) -> int:
+    """GSM8K ``question``/``answer`` rows → pointwise rows (label 1) for ``icrm sft``.
+
+    The ``<<…>>`` calculator annotations are removed; the final ``#### N`` is kept.
+    """
+    rows = []
+    for row in read_rows(source):
+        question, answer = row.data.get("question"), row.data.get("answer")
+        if not isinstance(question, str) or not isinstance(answer, str):
+            raise DataError(str(source), "expected `question` and `answer` text", row.line, "question")
+        rows.append({"prompt": question, "response": re.sub(r"<<[^>]*>>", "", answer), "label": 1})
+    write_jsonl(output, rows)
+    return len(rows)
+
+
+def split_by_prompt(
+    source: str | Path, output: str | Path, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, int]:
+    """Split a data file into ``train.jsonl``/``test.jsonl`` with no prompt in both.
+
+    Rows are grouped by their first user turn (HH dialogues often share an
+    opening question) and whole groups are assigned to one side.
+    """
+    from .data import load_examples
+
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(str(source), f"test fraction must be in (0, 1), got {test_fraction}")
+    rows = read_rows(source)
+    loaded = load_examples(source)
+    groups: dict[str, list[dict]] = {}
+    by_line = {row.line: row.data for row in rows}
+    for example in loaded.examples:
+        first = next((m["content"] for m in example.prompt if m["role"] == "user"), "")
+        groups.setdefault(" ".join(first.lower().split()), []).append(by_line[example.line])
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    n_test = int(round(len(loaded.examples) * test_fraction))
+    test, train = [], []
+    for key in keys:
+        (test if len(test) < n_test else train).extend(groups[key])
+    with staged_directory(output) as staging:
+        write_jsonl(staging / "train.jsonl", train)
+        write_jsonl(staging / "test.jsonl", test)
+    return {"train": len(train), "test": len(test), "prompt_groups": len(keys)}
