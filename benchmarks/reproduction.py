@@ -82,7 +82,7 @@ QUICK_ROWS = ROWS[:3]
 def variant_rows() -> list[Row]:
     from variants import VARIANTS  # noqa: PLC0415  (benchmarks/variants.py)
 
-    return [Row(f"ICRM λ=0.3 SFT [{v}]", "icrm", 0.3, "sft", v) for v in VARIANTS]
+    return [Row(f"ICRM λ={lam} SFT [{v}]", "icrm", lam, "sft", v) for v in VARIANTS for lam in (0.3, 0.5)]
 
 
 # ---------------------------------------------------------------- training

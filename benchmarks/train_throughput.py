@@ -431,7 +431,8 @@ def run_worker(spec: dict) -> dict:
 
 def profile(train) -> dict:
     """Run under torch.profiler and print where the time goes (CPU ops, by self time)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
         train()

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 
-
 def _find_shared_data() -> Path:
     """The real data shipped beside the repository (``../shared/data``), or $ICRM_SHARED_DATA."""
     if os.environ.get("ICRM_SHARED_DATA"):

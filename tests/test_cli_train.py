@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import write_jsonl
 
 FAST = ["--max-steps", "3", "--batch-size", "4", "--max-length", "192", "--lr", "1e-3"]

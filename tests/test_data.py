@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 import torch
-
 from conftest import HH_FILE, write_jsonl
+
 from icrm.data import (
     DataError,
     PairExample,

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import write_jsonl
+
 from icrm.errors import UserError
 from icrm.policy import (
     Pick,

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from conftest import write_jsonl
-
 ICRM = shutil.which("icrm") or str(Path(sys.executable).with_name("icrm"))
 
 

@@ -14,8 +14,6 @@ scores icrm computes and the scores of the exported HF model agree.
 
 from __future__ import annotations
 
-from .errors import UserError
-
 import gzip
 import json
 import math
@@ -26,6 +24,8 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+
+from .errors import UserError
 
 Message = dict[str, str]
 

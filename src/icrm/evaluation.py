@@ -15,7 +15,7 @@ import itertools
 import json
 import math
 import os
-import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -383,20 +383,16 @@ def _new_figure(width: float = 6.4, height: float = 4.2):
     return figure
 
 
-def _save_png(figure, path: str | os.PathLike) -> Path:
+def _save_png(figure, path: str | os.PathLike, tight: bool = True) -> Path:
     """Save to a temporary file next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from .outputs import staged_file
+
+    if tight:
+        figure.tight_layout()
+    with staged_file(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # missing glyphs (emoji, CJK) in the fonts
+        figure.savefig(tmp, format="png")
+    return Path(path)
 
 
 def plot_margin_histogram(
@@ -423,23 +419,28 @@ _BON_STYLES = {
 }
 
 
-def plot_bon_curve(bon_result: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
-    """Best-of-N accuracy vs n (log2 axis), between the random floor and the oracle ceiling."""
-    ns = [int(n) for n in bon_result["n"]]
-    figure = _new_figure()
+def _bon_axes(figure, ns: list[int], title: str):
     ax = figure.add_subplot()
-    for metric, (label, color, style) in _BON_STYLES.items():
-        if metric in bon_result:
-            values = [bon_result[metric][str(n)] for n in ns]
-            ax.plot(ns, values, marker="o", label=label, color=color, linestyle=style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("n (candidates per prompt)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    return ax
+
+
+def plot_bon_curve(bon_result: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Best-of-N accuracy vs n (log2 axis), between the random floor and the oracle ceiling."""
+    ns = [int(n) for n in bon_result["n"]]
+    figure = _new_figure()
+    ax = _bon_axes(figure, ns, title or f"Best-of-N ({bon_result.get('num_prompts', '?')} prompts)")
+    for metric, (label, color, style) in _BON_STYLES.items():
+        if metric in bon_result:
+            values = [bon_result[metric][str(n)] for n in ns]
+            ax.plot(ns, values, marker="o", label=label, color=color, linestyle=style)
     ax.legend()
-    ax.set_title(title or f"Best-of-N ({bon_result.get('num_prompts', '?')} prompts)")
     return _save_png(figure, path)
 
 
@@ -450,19 +451,12 @@ def plot_bon_comparison(
     first = next(iter(results.values()))
     ns = [int(n) for n in first["n"]]
     figure = _new_figure()
-    ax = figure.add_subplot()
+    ax = _bon_axes(figure, ns, title or f"Best-of-N ({first.get('num_prompts', '?')} prompts)")
     for name, result in results.items():
         ax.plot(ns, [result["accuracy"][str(n)] for n in ns], marker="o", label=f"accuracy@n ({name})")
     ax.plot(ns, [first["pass"][str(n)] for n in ns], color="gray", linestyle="--", label="oracle pass@n")
     ax.plot(ns, [first["random"][str(n)] for n in ns], color="gray", linestyle=":", label="random@n")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("n (candidates per prompt)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title(title or f"Best-of-N ({first.get('num_prompts', '?')} prompts)")
     return _save_png(figure, path)
 
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 import torch
 
 from .data import Message, Sequence, TokenizeStats, encode, fit_length
+from .evaluation import _save_png
 
 __all__ = [
     "Explained",
@@ -423,8 +422,8 @@ def _layout(tokens: Seq[str], width: int) -> list[tuple[int, int, str, int]]:
 def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max_tokens: int = 800) -> Path:
     """The same heatmap as a PNG (token boxes coloured by ``Δr``), written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import LinearSegmentedColormap, Normalize
     from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LinearSegmentedColormap, Normalize
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -486,19 +485,7 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
         fig.colorbar(ScalarMappable(Normalize(-scale, scale), cmap), cax=bar, orientation="horizontal")
         bar.set_title("Δr = r_t − r_{t−1}", fontsize=8)
         bar.tick_params(labelsize=7)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # missing glyphs (emoji, CJK) in the monospace font
-            fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _save_png(fig, path, tight=False)
 
 
 # ------------------------------------------------------- attribution metrics

@@ -13,8 +13,6 @@ then recomputed with a warning.
 
 from __future__ import annotations
 
-from .errors import UserError
-
 import hashlib
 import json
 import logging
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from .data import RewardCollator, Sequence
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 

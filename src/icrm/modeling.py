@@ -13,8 +13,6 @@ the state of the consistency normalizer.
 
 from __future__ import annotations
 
-from .errors import UserError
-
 import json
 import math
 from pathlib import Path
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data import Message, RewardCollator, encode, last_token_index
+from .errors import UserError
 from .losses import scale_grad
 
 ICRM_CONFIG = "icrm_config.json"
@@ -317,8 +316,8 @@ class RewardModel(nn.Module):
         ``accelerator.get_state_dict`` under DeepSpeed ZeRO-3, where the local
         parameters are only shards). LoRA adapters are merged first.
         """
-        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
         import transformers
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

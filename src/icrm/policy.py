@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from .data import DataError, FORMAT_FIELDS, Message, PairExample, _as_messages, load_examples, read_rows
+from .data import FORMAT_FIELDS, DataError, Message, PairExample, _as_messages, load_examples, read_rows
 from .errors import UserError
 from .outputs import progress, staged_directory, write_json, write_jsonl
 

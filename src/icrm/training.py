@@ -11,8 +11,6 @@ combine the pure losses of :mod:`icrm.losses`:
 
 from __future__ import annotations
 
-from .errors import TrainingStopped, UserError
-
 import contextlib
 import json
 import math
@@ -28,8 +26,17 @@ import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import losses
-from .data import PairExample, PointExample, RewardCollator, RewardDataset, example_texts, load_examples, tokenize_examples
-from .modeling import RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer, PRESETS
+from .data import (
+    PairExample,
+    PointExample,
+    RewardCollator,
+    RewardDataset,
+    example_texts,
+    load_examples,
+    tokenize_examples,
+)
+from .errors import TrainingStopped, UserError
+from .modeling import PRESETS, RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer
 from .outputs import QUIET, console, progress, progress_factory, replace_path, write_json
 
 METHODS = {
