@@ -491,11 +491,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every run (1 is the most stable on a shared machine)")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cases", default="hh,synthetic")
     parser.add_argument("--methods", default=",".join(METHODS + PROTOTYPES))
     parser.add_argument("--no-genpass", action="store_true", help="skip the one-time generator pass measurement")
@@ -607,6 +607,8 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
         entry["pairs_per_s_all"] = [round(r["pairs_per_s"], 3) for r in rs]
         entry["forward_seconds_per_pair"] = entry["forward_seconds"] / rs[0]["pairs"]
         entry["same_batches_as_first"] = all(r["batch_real_tokens"] == rs[0]["batch_real_tokens"] for r in rs)
+        if method in ("icrm-nosft", "icrm"):
+            entry["generator_cache_hits"] = all(r["generator_cache"] == "hit" for r in rs)
         summary["configs"][f"{case}/{method}"] = entry
 
     def paired(case, num, den, key="pairs_per_s"):
@@ -692,6 +694,9 @@ def write_markdown(path: Path, report: dict) -> None:
     for case in ("hh", "synthetic"):
         if f"{case}_same_batches_all_trainers" in s:
             lines.append(f"- {case}: trl, bt, icrm-nosft and icrm saw identical batches: {s[f'{case}_same_batches_all_trainers']}")
+    hits = [c["generator_cache_hits"] for c in s["configs"].values() if "generator_cache_hits" in c]
+    if hits:
+        lines.append(f"- every timed ICRM run read the generator probabilities from the warm cache: {all(hits)}")
     if "genpass" in s:
         g = s["genpass"]
         lines += [

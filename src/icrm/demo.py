@@ -10,14 +10,15 @@ them, then writes ``report.md``, PNG plots and ``metrics.json``.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_curves
-from .outputs import console, staged_directory, write_json
+from .outputs import note, staged_directory, write_json
 from .scoring import best_of_n, evaluate_pairs
-from .synthetic import write_task
+from .synthetic import BAD_WORDS, GOOD_WORDS, write_task
 from .training import ModelSpec, RewardConfig, train_reward_model, train_sft, trainer_arguments
 
 
@@ -77,11 +78,11 @@ def _preference_task(task: str, root: Path, settings: DemoSettings, results: dic
     flip = 0.25 if task == "noisy" else 0.0
     write_task(task, data, seed=settings.seed, n_train=settings.n_train, n_test=settings.n_test, flip=flip)
     generator = root / "models" / f"{task}-sft"
-    console.print(f"[bold]{task}[/bold]: SFT generator")
+    note(f"[bold]{task}[/bold]: SFT generator")
     _sft(data / "train.jsonl", generator, settings)
     splits = sorted(p.stem for p in data.glob("*.jsonl") if p.stem not in ("prompts",))
     for method in METHODS:
-        console.print(f"[bold]{task}[/bold]: training {method}")
+        note(f"[bold]{task}[/bold]: training {method}")
         model_dir = root / "models" / f"{task}-{method.lower()}"
         metrics = _reward_model(data / "train.jsonl", model_dir, generator, method, settings)
         losses[f"{task}/{method}"] = [(e["step"], e["loss"]) for e in metrics["log_history"] if "loss" in e]
@@ -95,10 +96,10 @@ def _arithmetic(root: Path, settings: DemoSettings, bon_results: dict) -> None:
     data = root / "data" / "arithmetic"
     write_task("arithmetic", data, seed=settings.seed, n_train=settings.arithmetic_train, n_test=settings.arithmetic_bon)
     generator = root / "models" / "arithmetic-sft"
-    console.print("[bold]arithmetic[/bold]: SFT generator")
+    note("[bold]arithmetic[/bold]: SFT generator")
     _sft(data / "train.jsonl", generator, settings)
     for method in ("BT", "ICRM"):
-        console.print(f"[bold]arithmetic[/bold]: training {method} verifier")
+        note(f"[bold]arithmetic[/bold]: training {method} verifier")
         model_dir = root / "models" / f"arithmetic-{method.lower()}"
         preset = {"BT": "bt", "ICRM": "icrm-nosft"}[method]
         config = RewardConfig(
@@ -107,6 +108,23 @@ def _arithmetic(root: Path, settings: DemoSettings, bon_results: dict) -> None:
         )
         train_reward_model(str(data / "train.jsonl"), str(model_dir), config, ModelSpec(str(generator)))
         bon_results[method] = best_of_n(str(model_dir), str(data / "bon.jsonl"), None, ns=[1, 2, 4, 8])
+
+
+def _explain_page(root: Path) -> None:
+    """BT and ICRM per-token rewards on the same held-out pair, side by side."""
+    from .explain import explain_responses, render_html, render_png
+    from .modeling import RewardModel, load_causal_lm
+
+    first = json.loads((root / "data" / "noisy" / "test.jsonl").read_text().splitlines()[0])
+    generator, _ = load_causal_lm(str(root / "models" / "noisy-sft"))
+    pair = [("chosen", first["chosen"]), ("rejected", first["rejected"])]
+    rows = [
+        explain_responses(RewardModel.from_pretrained(str(root / "models" / f"noisy-{m}")), first["prompt"], pair,
+                          m.upper(), generator)
+        for m in ("bt", "icrm")
+    ]
+    (root / "explain.html").write_text(render_html("BT vs ICRM on a held-out pair", first["prompt"], rows))
+    render_png(rows, root / "explain.png")
 
 
 def _report(metrics: dict, elapsed: float) -> str:
@@ -138,6 +156,14 @@ def _report(metrics: dict, elapsed: float) -> str:
         "",
         "![best-of-N](bon.png)",
         "",
+        "## Which tokens carry the reward",
+        "",
+        "Per-token reward changes Δr of BT (top) and ICRM (bottom) on a held-out response "
+        "(interactive version: [explain.html](explain.html)). The decisive words are "
+        + ", ".join(f"`{w}`" for w in GOOD_WORDS + BAD_WORDS) + "; the rest is filler.",
+        "",
+        "![explain](explain.png)",
+        "",
         "## Training loss",
         "",
         "![losses](losses.png)",
@@ -162,6 +188,7 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
             for probe in ("length", "suffix"):
                 _preference_task(probe, root, settings, results, losses)
         _arithmetic(root, settings, bon_results)
+        _explain_page(root)
         metrics = {
             "mode": "quick" if quick else "full",
             "settings": settings.__dict__,

@@ -26,6 +26,12 @@ def set_quiet(quiet: bool) -> None:
     QUIET["value"] = quiet
 
 
+def note(message: str) -> None:
+    """An informational line on stderr (silent under ``--quiet``)."""
+    if not QUIET["value"]:
+        console.print(message)
+
+
 @contextlib.contextmanager
 def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A rich progress bar; yields ``advance(n)``. Silent under ``--quiet``."""
