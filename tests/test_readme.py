@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,23 +15,27 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def quick_start_blocks() -> list[tuple[str, str]]:
+def section_blocks(heading: str) -> list[tuple[str, str]]:
     text = README.read_text()
-    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```(bash|python)\n(.*?)```", section, flags=re.S)
+
+
+def run_commands(block: str, cwd, env) -> None:
+    commands = [line for line in block.splitlines() if line.startswith("icrm ")]
+    assert commands
+    for command in commands:
+        done = subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
 
 
 @pytest.mark.slow
 def test_quick_start_runs_as_written(tmp_path):
     icrm_bin = str(Path(shutil.which("icrm") or Path(sys.executable).with_name("icrm")).parent)
     env = {**os.environ, "PATH": icrm_bin + os.pathsep + os.environ["PATH"], "ICRM_CACHE": str(tmp_path / "cache")}
-    blocks = quick_start_blocks()
+    blocks = section_blocks("Quick start")
     assert [kind for kind, _ in blocks] == ["bash", "python", "python"]
-    commands = [line for line in blocks[0][1].splitlines() if line.startswith("icrm ")]
-    assert len(commands) >= 7
-    for command in commands:
-        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
+    run_commands(blocks[0][1], tmp_path, env)
     outputs = []
     for _, code in blocks[1:]:
         done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -44,3 +49,8 @@ def test_quick_start_runs_as_written(tmp_path):
     assert hf_score == pytest.approx(ours, abs=1e-5)
     assert (tmp_path / "runs" / "explain" / "index.html").exists()
     assert (tmp_path / "runs" / "eval-icrm.json").exists()
+
+    (policy_block,) = section_blocks("Policy side: best-of-N samples, DPO pairs, DPO")
+    run_commands(policy_block[1], tmp_path, env)
+    report = json.loads((tmp_path / "runs" / "compare.json").read_text())
+    assert len(report["policies"]) == 2
