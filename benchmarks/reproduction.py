@@ -37,14 +37,20 @@ from pathlib import Path
 os.environ.setdefault("ICRM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import TrainingArguments  # noqa: E402
+import torch
+import transformers
+from transformers import TrainingArguments
 
-import icrm.training as training  # noqa: E402
-from icrm.scoring import evaluate_pairs  # noqa: E402
-from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task  # noqa: E402
-from icrm.training import ModelSpec, RewardConfig, train_reward_model, train_sft, trainer_arguments  # noqa: E402
+from icrm import training
+from icrm.scoring import evaluate_pairs
+from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.training import (
+    ModelSpec,
+    RewardConfig,
+    train_reward_model,
+    train_sft,
+    trainer_arguments,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,9 +59,18 @@ HERE = Path(__file__).resolve().parent
 # filler word p ≈ 0.03, barely above a decisive word (≈ 0.01), so w_t carries no information and the task
 # does not realise its premise (DESIGN.md §6: "filler ... high generator probability"). 20 epochs give
 # filler ≈ 0.6 vs decisive ≈ 0.01 on held-out text without memorising the training responses (40 epochs
-# do). This was chosen from that generator check alone, before any 20-epoch RM was trained; run with
-# --sft-epochs 3 for the demo's setting. The check is recorded per task and seed ("generator" in the JSON).
-SETTINGS = dict(n_train=300, n_test=500, epochs=3.0, sft_epochs=20.0, batch_size=16, lr=1e-3, max_length=128)
+# do). It was chosen from that generator check alone (after the 3-epoch grid, before any 20-epoch RM was
+# trained); --sft-epochs 3 gives the demo's setting. The check is recorded per task and seed
+# ("generator_check" in the JSON).
+SETTINGS = {
+    "n_train": 300,
+    "n_test": 500,
+    "epochs": 3.0,
+    "sft_epochs": 20.0,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "max_length": 128,
+}
 TASKS = {  # task -> (label-flip share in training, evaluation splits)
     "noisy": (0.25, ["test"]),
     "length": (0.0, ["test_mixed", "test_reversed"]),
@@ -86,7 +101,7 @@ QUICK_ROWS = ROWS[:3]
 
 
 def variant_rows() -> list[Row]:
-    from variants import VARIANTS  # noqa: PLC0415  (benchmarks/variants.py)
+    from variants import VARIANTS
 
     return [Row(f"ICRM λ={lam} SFT [{v}]", "icrm", lam, "sft", v) for v in VARIANTS for lam in (0.3, 0.5)]
 
@@ -97,9 +112,9 @@ def variant_rows() -> list[Row]:
 @torch.no_grad()
 def generator_check(sft: Path, data: Path, n_rows: int = 100) -> dict[str, float]:
     """Mean generator probability of decisive-word tokens vs other response tokens (held-out pairs)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok, model = AutoTokenizer.from_pretrained(sft), AutoModelForCausalLM.from_pretrained(sft).eval()
+    tok, model = (AutoTokenizer.from_pretrained(sft), AutoModelForCausalLM.from_pretrained(sft).eval())
     split = next(p for p in sorted(data.glob("test*.jsonl")))
     sums = {"decisive": [0.0, 0], "other": [0.0, 0]}
     for line in split.read_text().splitlines()[:n_rows]:
@@ -118,7 +133,6 @@ def generator_check(sft: Path, data: Path, n_rows: int = 100) -> dict[str, float
     return {k: round(total / max(n, 1), 4) for k, (total, n) in sums.items()}
 
 
-
 def _args(seed: int, epochs: float) -> dict:
     s = SETTINGS
     return trainer_arguments(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=seed, logging_steps=50)
@@ -127,11 +141,17 @@ def _args(seed: int, epochs: float) -> dict:
 def run_row(row: Row, data: Path, sft: Path, work: Path, seed: int, splits: list[str]) -> dict[str, float]:
     generator = str(sft) if row.generator == "sft" else row.generator
     out = work / "rm"
-    config = RewardConfig(output_dir=str(out), method=row.method, lambda_icrm=row.lam, generator=generator,
-                          max_length=SETTINGS["max_length"], **_args(seed, SETTINGS["epochs"]))
+    config = RewardConfig(
+        output_dir=str(out),
+        method=row.method,
+        lambda_icrm=row.lam,
+        generator=generator,
+        max_length=SETTINGS["max_length"],
+        **_args(seed, SETTINGS["epochs"]),
+    )
     trainer_cls = training.ICRMTrainer
     if row.variant:
-        from variants import VARIANTS  # noqa: PLC0415
+        from variants import VARIANTS
 
         training.ICRMTrainer = VARIANTS[row.variant]
     try:
@@ -154,7 +174,9 @@ def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict,
                 write_task(task, data, seed=seed, n_train=SETTINGS["n_train"], n_test=SETTINGS["n_test"], flip=flip)
                 t0 = time.time()
                 targs = TrainingArguments(output_dir=str(sft), **_args(seed, SETTINGS["sft_epochs"]))
-                train_sft(str(data / "train.jsonl"), str(sft), targs, ModelSpec("tiny"), max_length=SETTINGS["max_length"])
+                train_sft(
+                    str(data / "train.jsonl"), str(sft), targs, ModelSpec("tiny"), max_length=SETTINGS["max_length"]
+                )
                 check = checks.setdefault(task, {})[str(seed)] = generator_check(sft, data)
                 print(f"[{task} seed {seed}] SFT {time.time() - t0:.0f}s, generator p: {check}", flush=True)
                 for row in todo:
@@ -169,13 +191,15 @@ def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict,
 # ---------------------------------------------------------------- statistics
 
 # Two-sided 95 % critical values of Student's t, df = 1..30 (scipy is not a dependency).
+# fmt: off
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+# fmt: on
 
 
 def t95(df: int) -> float:
     try:
-        from scipy.stats import t  # noqa: PLC0415
+        from scipy.stats import t
 
         return float(t.ppf(0.975, df))
     except ImportError:
@@ -194,9 +218,20 @@ def paired(xs: list[float], ys: list[float]) -> str:
     d = [100 * (x - y) for x, y in zip(xs, ys)]
     if len(d) < 2:
         return "–"
-    m, half = statistics.mean(d), t95(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    m, half = (statistics.mean(d), t95(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)))
     wins = sum(x > 0 for x in d)
     return f"{m:+.1f} [{m - half:+.1f}, {m + half:+.1f}] {wins}/{len(d)}"
+
+
+def summary(results: dict, rows: list[Row]) -> str:
+    """One line per row: accuracy % (mean ± std over seeds) on every split."""
+    cols = [(task, split) for task in results for split in TASKS[task][1]]
+    lines = ["| row | " + " | ".join(f"{t}/{s}" for t, s in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for row in rows:
+        cells = [mean_std([r[row.name][s] for r in results[t].values() if row.name in r]) for t, s in cols]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def table(results: dict, rows: list[Row]) -> str:
@@ -204,12 +239,16 @@ def table(results: dict, rows: list[Row]) -> str:
     for task, per_seed in results.items():
         seeds = sorted(per_seed, key=int)
         for split in TASKS[task][1]:
-            def acc(name: str) -> list[float]:
+
+            def acc(name: str, per_seed=per_seed, seeds=seeds, split=split) -> list[float]:
                 return [per_seed[s][name][split] for s in seeds if name in per_seed[s]]
 
-            lines += [f"### {task} / {split} ({len(seeds)} seeds: {', '.join(seeds)})", "",
-                      "| row | accuracy % (mean ± std) | Δ vs BT, pts [95% CI] wins | Δ vs GRM, pts [95% CI] wins |",
-                      "|---|---|---|---|"]
+            lines += [
+                f"### {task} / {split} ({len(seeds)} seeds: {', '.join(seeds)})",
+                "",
+                "| row | accuracy % (mean ± std) | Δ vs BT, pts [95% CI] wins | Δ vs GRM, pts [95% CI] wins |",
+                "|---|---|---|---|",
+            ]
             for row in rows:
                 if not acc(row.name):
                     continue
@@ -217,8 +256,13 @@ def table(results: dict, rows: list[Row]) -> str:
                 vs = {}
                 for base in ("BT", "GRM"):
                     both = [s for s in common if base in per_seed[s]]
-                    vs[base] = "" if row.name in ("BT", base) else paired(
-                        [per_seed[s][row.name][split] for s in both], [per_seed[s][base][split] for s in both])
+                    vs[base] = (
+                        ""
+                        if row.name in ("BT", base)
+                        else paired(
+                            [per_seed[s][row.name][split] for s in both], [per_seed[s][base][split] for s in both]
+                        )
+                    )
                 lines.append(f"| {row.name} | {mean_std(acc(row.name))} | {vs['BT']} | {vs['GRM']} |")
             lines.append("")
     return "\n".join(lines)
@@ -227,12 +271,19 @@ def table(results: dict, rows: list[Row]) -> str:
 def machine() -> dict:
     cpu = platform.processor()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,23 +324,44 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
 
     def save() -> None:
-        raw_path.write_text(json.dumps({"settings": SETTINGS, "machine": machine(), "runtime_s": runtime + time.time() - start,
-                                        "generator_check": checks, "results": results}, indent=1))
+        raw_path.write_text(
+            json.dumps(
+                {
+                    "settings": SETTINGS,
+                    "machine": machine(),
+                    "runtime_s": runtime + time.time() - start,
+                    "generator_check": checks,
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
 
-    run_grid(tasks, seeds, rows, results, checks, save)
-    save()
+    run_grid(tasks, seeds, rows, results, checks, save)  # saves after every model
+    if not raw_path.exists():
+        sys.exit("nothing to report")
     info = json.loads(raw_path.read_text())
     all_rows = ROWS + (variant_rows() if (a.variants or a.only_variants) else [])
     m = info["machine"]
-    header = (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
-              f"torch {m['torch']}, transformers {m['transformers']}; total runtime {info['runtime_s'] / 60:.1f} min.\n"
-              f"Settings: {json.dumps(SETTINGS)}. Δ columns: paired by seed, mean difference in accuracy points, "
-              f"95 % t-interval, seeds where the row wins.\n")
-    gen = "".join(f"| {t} | {mean_std([c[s]['other'] for s in c])} | {mean_std([c[s]['decisive'] for s in c])} |\n"
-                  for t, c in checks.items())
-    gen = ("Generator check (mean p_gen of the next response token, % ± std over seeds, first 100 held-out pairs):\n\n"
-           "| task | filler/other tokens | decisive words |\n|---|---|---|\n" + gen) if gen else ""
-    text = header + "\n" + gen + "\n" + table(results, all_rows)
+    header = (
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
+        f"torch {m['torch']}, transformers {m['transformers']}; total runtime {info['runtime_s'] / 60:.1f} min.\n"
+        f"Settings: {json.dumps(SETTINGS)}. Δ columns: paired by seed, mean difference in accuracy points, "
+        f"95 % t-interval, seeds where the row wins.\n"
+    )
+    gen = "".join(
+        f"| {t} | {mean_std([c[s]['other'] for s in c])} | {mean_std([c[s]['decisive'] for s in c])} |\n"
+        for t, c in checks.items()
+    )
+    gen = (
+        (
+            "Generator check (mean p_gen of the next response token, % ± std over seeds, first 100 held-out pairs):\n\n"
+            "| task | filler/other tokens | decisive words |\n|---|---|---|\n" + gen
+        )
+        if gen
+        else ""
+    )
+    text = header + "\n" + gen + "\n" + summary(results, all_rows) + "\n" + table(results, all_rows)
     (results_dir / f"{a.out}.md").write_text(text)
     print(text)
 

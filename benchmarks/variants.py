@@ -25,7 +25,14 @@ else (squashing against the other side's mean, ``w_t`` weights, ``N_pairs``
 normaliser, EMA of the mean ``d``) is unchanged, so the comparison isolates
 that one term.
 
-Code change to integrate it (src/icrm/losses.py, ``consistency_loss``), behind
+Measured (benchmarks/REPRODUCTION.md, 5 seeds, λ = 0.3 and 0.5): no gain on the
+noisy task (Δ vs BT -0.0 [-1.7, +1.6] at λ = 0.3) and it loses the paper form's
+gain on the length probe (reversed split +0.6 vs +11.1 points over BT), so it is
+*not* recommended as an option. It still makes the reward more local
+(benchmarks/locality.py), which says the paper form's probe gain comes from its
+dense one-sided push, not from consistency as such.
+
+Code change, were it wanted (src/icrm/losses.py, ``consistency_loss``), behind
 an option such as ``RewardConfig.consistency_form: str = "paper"`` (``"paper" |
 "two-sided"``) passed through ``ICRMTrainer._consistency``:
 
