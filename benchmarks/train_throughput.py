@@ -114,14 +114,40 @@ def prepare(args, workdir: Path) -> dict:
     write_jsonl(workdir / "synthetic.jsonl", synthetic)
     check_same_tokens(tokenizer, [PairExample(r["prompt"], r["chosen"], r["rejected"]) for r in synthetic[:20]])
 
-    hh_lengths = [max(s.length for s in it) for it in items]
+    pair_lengths = [[s.length for s in it] for it in items]
     return {
         "hh_rows_total": len(loaded.examples),
         "hh_rows_kept": len(rows),
-        "hh_mean_pair_max_length": statistics.mean(hh_lengths),
         "synthetic_rows": len(synthetic),
         "vocab": len(tokenizer),
+        "hh_epoch": {sampler: epoch_tokens(pair_lengths, args.batch_size, sampler) for sampler in ("random", "grouped")},
     }
+
+
+def epoch_tokens(pair_lengths: list[list[int]], batch_size: int, sampler: str, seeds: int = 5) -> dict:
+    """Real and padded tokens of one epoch of batches, each padded to its longest sequence.
+
+    ``random`` is the Trainer's default RandomSampler order, ``grouped`` is
+    transformers' LengthGroupedSampler order; averaged over a few seeds. The
+    timed runs see only their first --steps batches; for the grouped sampler
+    those come from the longest part of a mega-batch, so an epoch is the fair
+    unit of comparison.
+    """
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    padded = 0
+    for seed in range(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        if sampler == "grouped":
+            order = get_length_grouped_indices([max(p) for p in pair_lengths], batch_size, generator=generator)
+        else:
+            order = torch.randperm(len(pair_lengths), generator=generator).tolist()
+        for lo in range(0, len(order), batch_size):
+            batch = [pair_lengths[i] for i in order[lo : lo + batch_size]]
+            padded += 2 * len(batch) * max(max(p) for p in batch)
+    real = sum(sum(p) for p in pair_lengths)
+    return {"pairs": len(pair_lengths), "real_tokens": real, "padded_tokens": padded / seeds, "padding_fraction": 1 - real * seeds / padded}
 
 
 def single_token_words(tokenizer) -> list[str]:
@@ -172,6 +198,7 @@ def make_meter(device: str, assistant_id: int):
             self.batches: list[dict] = []
             self.step_ends: list[float] = []
             self.forward_seconds = 0.0
+            self.collate_seconds = 0.0
             self.result: dict = {}
 
         def attach(self, trainer) -> None:
@@ -216,7 +243,9 @@ def make_meter(device: str, assistant_id: int):
             self.inner, self.meter = inner, meter
 
         def __call__(self, features):
+            start = time.perf_counter()
             batch = self.inner(features)
+            self.meter.collate_seconds += time.perf_counter() - start
             ids, mask = batch["input_ids"], batch["attention_mask"]
             # the response starts after the last <|assistant|> (same rule for both trainers)
             positions = torch.arange(ids.shape[1])
@@ -272,6 +301,8 @@ def summarize(meter, spec: dict) -> dict:
         "padding_fraction": 1 - sum(b["real_tokens"] for b in batches) / sum(b["padded_tokens"] for b in batches),
         "step_seconds": [b - a for a, b in zip([meter.t0] + meter.step_ends, meter.step_ends)],
         "forward_seconds": meter.forward_seconds,
+        "collate_seconds": meter.collate_seconds,
+        "padded_tokens_per_s": sum(b["padded_tokens"] for b in batches) / seconds,
         "batch_real_tokens": [b["real_tokens"] for b in batches],  # identical across trainers = same batches
         "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **meter.result,
@@ -505,11 +536,15 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="JSON output (default benchmarks/results/throughput-<device>-<preset>.json)")
     parser.add_argument("--markdown", default=str(HERE / "THROUGHPUT.md"))
     parser.add_argument("--profile", choices=METHODS + PROTOTYPES, help="profile one run of this trainer on the first case and exit")
+    parser.add_argument("--summarize", metavar="RESULTS_JSON", help="only rebuild the summary and markdown from saved runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         print(json.dumps(run_worker(json.loads(args.worker))))
+        return
+    if args.summarize:
+        resummarize(Path(args.summarize), Path(args.markdown))
         return
 
     args.synthetic_pairs = args.synthetic_pairs or args.steps * args.batch_size
@@ -560,6 +595,18 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def resummarize(results: Path, markdown: Path) -> None:
+    report = json.loads(results.read_text())
+    if "hh_epoch" not in report["data"]:  # results from before the epoch projection existed
+        settings = argparse.Namespace(**report["settings"])
+        with tempfile.TemporaryDirectory() as scratch:
+            report["data"] = prepare(settings, Path(scratch))
+    report["summary"] = summarize_runs(report["runs"], report["data"])
+    results.write_text(json.dumps(report, indent=1))
+    write_markdown(markdown, report)
+    print(f"rewrote {results} and {markdown}")
+
+
 def machine_info(device: str) -> dict:
     import torch
     import transformers
@@ -593,16 +640,26 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
     """Medians per configuration and median paired (same-repeat) ratios."""
     med = statistics.median
     by_config: dict = {}
+    epoch = data_info.get("hh_epoch")
     for r in runs:
         by_config.setdefault((r["case"], r["method"]), []).append(r)
+        if "pairs_per_s" not in r:
+            continue
+        r.setdefault("padded_tokens_per_s", r["real_tokens_per_s"] / (1 - r["padding_fraction"]))
+        if r["case"] == "hh" and epoch:
+            # compute is ~proportional to padded tokens: project the measured padded
+            # tokens/s onto a whole epoch of this trainer's sampler
+            e = epoch["grouped" if r["method"] == "bt-grouped" else "random"]
+            r["epoch_pairs_per_s"] = r["padded_tokens_per_s"] * e["pairs"] / e["padded_tokens"]
     summary: dict = {"configs": {}, "ratios": {}}
     for (case, method), rs in by_config.items():
         if method == "genpass":
             summary["genpass"] = {k: med([r[k] for r in rs]) for k in ("cold_seconds", "warm_seconds", "peak_rss_mb")}
             summary["genpass"].update(sequences=rs[0]["sequences"], tokens=rs[0]["tokens"], pairs=rs[0]["pairs"])
             continue
-        keys = ("pairs_per_s", "response_tokens_per_s", "real_tokens_per_s", "padding_fraction", "seconds",
-                "forward_seconds", "peak_rss_train_mb", "peak_rss_process_mb", "cuda_peak_allocated_mb")
+        keys = ("pairs_per_s", "epoch_pairs_per_s", "response_tokens_per_s", "real_tokens_per_s", "padded_tokens_per_s",
+                "padding_fraction", "seconds", "forward_seconds", "collate_seconds", "peak_rss_train_mb",
+                "peak_rss_process_mb", "cuda_peak_allocated_mb")
         entry = {k: med([r[k] for r in rs]) for k in keys if k in rs[0]}
         entry["pairs_per_s_all"] = [round(r["pairs_per_s"], 3) for r in rs]
         entry["forward_seconds_per_pair"] = entry["forward_seconds"] / rs[0]["pairs"]
@@ -617,11 +674,13 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
         values = [a[k] / b[k] for k in a if k in b]
         return med(values) if values else None
 
-    for case in {c for c, _ in by_config}:
+    for case in dict.fromkeys(c for c, _ in by_config):
         for num, den in (("bt", "trl"), ("icrm-nosft", "bt"), ("icrm", "bt"), ("bt-grouped", "trl"), ("bt-grouped", "bt")):
             ratio = paired(case, num, den)
             if ratio is not None:
                 summary["ratios"][f"{case}: {num}/{den} pairs/s"] = ratio
+            if num == "bt-grouped" and case == "hh" and epoch:
+                summary["ratios"][f"{case}: {num}/{den} pairs/s, projected over an epoch"] = paired(case, num, den, "epoch_pairs_per_s")
         for num in ("icrm-nosft", "icrm"):
             ratio = paired(case, num, "bt", "peak_rss_train_mb")
             if ratio is not None:
@@ -646,6 +705,8 @@ def targets(summary: dict) -> list[dict]:
             out.append({"target": name, "goal": goal, "measured": value, "met": bool(ok(value))})
 
     check("hh: icrm BT / TRL pairs/s", ratios.get("hh: bt/trl pairs/s"), lambda v: v >= 1.3, "≥ 1.30")
+    check("hh: icrm BT + length grouping (prototype) / TRL, projected over an epoch",
+          ratios.get("hh: bt-grouped/trl pairs/s, projected over an epoch"), lambda v: v >= 1.3, "≥ 1.30")
     for case in ("hh", "synthetic"):
         for m in ("icrm-nosft", "icrm"):
             check(f"{case}: {m} slowdown vs BT", _slowdown(ratios.get(f"{case}: {m}/bt pairs/s")), lambda v: v <= 0.05, "≤ 5 %")
@@ -675,20 +736,32 @@ def write_markdown(path: Path, report: dict) -> None:
         "",
         "Reproduce: `" + report["command"] + "`",
         "",
-        "| case | trainer | pairs/s (median) | all repeats | response tok/s | real tok/s | padding | forward s/pair | peak RSS in train() MB | peak RSS process MB |"
+        "pairs/s = preference pairs (chosen + rejected) per second of train(); epoch pairs/s = padded tokens/s "
+        "projected onto one epoch of that trainer's batch order (hh only; see `epoch_tokens`).",
+        "",
+        "| case | trainer | pairs/s | pairs/s, each repeat | epoch pairs/s | response tok/s | real tok/s | padded tok/s "
+        "| padding | forward s/pair | collate ms/step | peak RSS in train() MB | peak RSS process MB |"
         + (" GPU peak MB |" if st["device"] == "cuda" else ""),
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if st["device"] == "cuda" else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if st["device"] == "cuda" else ""),
     ]
     for name, c in s["configs"].items():
         case, method = name.split("/")
+        epoch = f"{c['epoch_pairs_per_s']:.2f}" if "epoch_pairs_per_s" in c else "–"
+        collate = f"{1000 * c['collate_seconds'] / st['steps']:.1f}" if "collate_seconds" in c else "–"
         row = (
             f"| {case} | {method} | {c['pairs_per_s']:.2f} | {', '.join(f'{v:.2f}' for v in c['pairs_per_s_all'])} | "
-            f"{c['response_tokens_per_s']:.0f} | {c['real_tokens_per_s']:.0f} | {c['padding_fraction']:.0%} | "
-            f"{c['forward_seconds_per_pair']:.3f} | {c['peak_rss_train_mb']:.0f} | {c['peak_rss_process_mb']:.0f} |"
+            f"{epoch} | {c['response_tokens_per_s']:.0f} | {c['real_tokens_per_s']:.0f} | {c['padded_tokens_per_s']:.0f} | "
+            f"{c['padding_fraction']:.0%} | {c['forward_seconds_per_pair']:.3f} | {collate} | "
+            f"{c['peak_rss_train_mb']:.0f} | {c['peak_rss_process_mb']:.0f} |"
         )
         if st["device"] == "cuda":
             row += f" {c.get('cuda_peak_allocated_mb', float('nan')):.0f} |"
         lines.append(row)
+    if "hh_epoch" in report["data"]:
+        e = report["data"]["hh_epoch"]
+        lines += ["", f"hh, one epoch of {e['random']['pairs']} pairs in batches of {st['batch_size']}: "
+                  f"{e['random']['padding_fraction']:.0%} of the tokens are padding in random order (TRL's and icrm's "
+                  f"default), {e['grouped']['padding_fraction']:.0%} with LengthGroupedSampler."]
     lines += ["", "Ratios (median over repeats of the same-repeat ratio):", ""]
     lines += [f"- {name}: {value:.3f}" for name, value in s["ratios"].items()]
     for case in ("hh", "synthetic"):

@@ -222,6 +222,9 @@ def train(
     logging_steps: int = typer.Option(10, "--logging-steps"),
     save_steps: int = SaveStepsOpt,
     resume: bool = ResumeOpt,
+    group_by_length: bool = typer.Option(
+        True, "--group-by-length/--no-group-by-length", help="Batch rows of similar length (less padding)."
+    ),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Generator-probability cache (default ~/.cache/icrm, or $ICRM_CACHE)."),
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
@@ -246,7 +249,8 @@ def train(
         truncation=truncation,
         eval_strategy="epoch" if eval_data else "no",
         **trainer_arguments(
-            epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps
+            epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
+            group_by_length,
         ),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)

@@ -205,6 +205,21 @@ class ICRMTrainer(Trainer):
         targets = inputs["input_ids"][:, 1:][positions[:, :-1]]
         return losses.sft_nll(logits, targets)
 
+    def _get_train_sampler(self, train_dataset=None):
+        """transformers' length-grouped sampler, fed the lengths icrm already knows.
+
+        With ``train_sampling_strategy="group_by_length"`` batches hold rows of
+        similar length, which cuts padding (49 % → 13 % on HH); the default
+        strategy is transformers' random sampler.
+        """
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, RewardDataset):
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedSampler(batch, lengths=dataset.lengths)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Checkpoint the full training state (LoRA unmerged) with safetensors.
 
@@ -265,11 +280,13 @@ def trainer_arguments(
     scheduler: str = "cosine",
     logging_steps: int = 10,
     save_steps: int = 0,
+    group_by_length: bool = False,
 ) -> dict:
     """The ``TrainingArguments`` fields icrm's commands set (warmup < 1 is a ratio).
 
     ``save_steps`` > 0 keeps periodic checkpoints (model, optimizer, scheduler,
-    RNG and data position) for ``--resume``.
+    RNG and data position) for ``--resume``. ``group_by_length`` batches rows
+    of similar length together (less padding, faster; a different data order).
     """
     return dict(
         num_train_epochs=epochs,
@@ -291,6 +308,7 @@ def trainer_arguments(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
     )
 
 
