@@ -7,7 +7,7 @@ set -euo pipefail
 OUT=${1:-runs/hh-rlhf}
 SEED=${2:-0}
 DATA=${ICRM_SHARED_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}/hh-rlhf/harmless-base-test.jsonl.gz
-COMMON=(--epochs 2 --batch-size 16 --lr 5e-4 --max-length 256 --seed "$SEED")
+COMMON=(--epochs 1 --batch-size 16 --lr 5e-4 --max-length 256 --seed "$SEED")
 
 icrm --quiet data split --data "$DATA" --output "$OUT/data" --test-fraction 0.2 --seed "$SEED"
 icrm --quiet sft --data "$OUT/data/train.jsonl" --model small --output "$OUT/sft" "${COMMON[@]}"

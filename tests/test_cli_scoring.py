@@ -98,3 +98,16 @@ def test_data_synth_writes_files(tmp_path, cli):
     assert len((tmp_path / "noisy" / "train.jsonl").read_text().splitlines()) == 20
     bad = cli("data", "synth", "--task", "nope", "--output", tmp_path / "x")
     assert bad.exit_code == 2 and "nope" in bad.stderr
+
+
+def test_score_per_token_writes_process_rewards(tmp_path, cli, rm_dir, tiny_rm):
+    data = write_jsonl(tmp_path / "pair.jsonl", [{"prompt": "hello", "chosen": "the lazy dog", "rejected": "fox"}])
+    out = tmp_path / "scored.jsonl"
+    result = cli("score", "--model", rm_dir, "--data", data, "--output", out, "--per-token", "--generator", "self")
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())
+    chosen = row["token_rewards"][0]
+    assert "".join(chosen["tokens"]) == "the lazy dog<|end|>"
+    assert chosen["r"][-1] == pytest.approx(row["chosen_reward"], abs=1e-5)
+    assert len(chosen["r"]) == len(chosen["delta"]) == len(chosen["w"]) == len(chosen["tokens"])
+    assert all(0.0 <= w <= 1.0 for w in chosen["w"])

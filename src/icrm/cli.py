@@ -292,6 +292,8 @@ def score(
     data: str = typer.Option(..., "--data", "-d", help="Pairwise, pointwise or best-of-N data."),
     output: Path = typer.Option(..., "--output", "-o", help="JSONL with a reward per response."),
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
+    per_token: bool = typer.Option(False, "--per-token", help="Also write per-token (process) rewards r_t and Δr_t."),
+    generator: Optional[str] = typer.Option(None, "--generator", help="With --per-token: add w_t from PATH or self."),
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
     skip_invalid: bool = SkipOpt,
@@ -304,7 +306,7 @@ def score(
 
     count = score_file(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, skip_invalid=skip_invalid,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, per_token=per_token, generator=generator,
     )
     _report({"rows": count, "output": str(output)})
 

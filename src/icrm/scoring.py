@@ -101,8 +101,15 @@ def score_file(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    per_token: bool = False,
+    generator: str | None = None,
 ) -> int:
-    """Write ``data`` back with a reward per response; returns the row count."""
+    """Write ``data`` back with a reward per response; returns the row count.
+
+    With ``per_token`` every row also gets ``token_rewards``: one entry per
+    response (in the row's order), with the token texts, the prefix rewards
+    ``r``, their changes ``delta`` and, given a generator, its probabilities ``w``.
+    """
     loaded = load_examples(data, split=split, skip_invalid=skip_invalid)
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
     if normalize and not rm.reward_stats:
@@ -117,8 +124,33 @@ def score_file(
         n = len(_responses_of(ex))
         rows.append(_scored_row(ex, scores[at : at + n]))
         at += n
+    if per_token:
+        _add_token_rewards(rm, loaded.examples, rows, generator)
     write_jsonl(output, rows)
     return len(rows)
+
+
+def _add_token_rewards(rm: RewardModel, examples: list, rows: list[dict], generator: str | None) -> None:
+    """Process rewards: per response token, its text, r_t, Δr_t and (with a generator) w_t."""
+    from .explain import explain_responses
+    from .generator import check_same_tokenizer
+    from .modeling import load_causal_lm
+
+    gen = None
+    if generator == "self":
+        gen = "self"
+    elif generator is not None:
+        gen, gen_tokenizer = load_causal_lm(generator)
+        check_same_tokenizer(rm.tokenizer, gen_tokenizer, generator)
+    with progress("per-token rewards", len(examples)) as advance:
+        for ex, row in zip(examples, rows):
+            texts = _responses_of(ex)
+            explained = explain_responses(rm, ex.prompt, [(str(i), t) for i, t in enumerate(texts)], "rm", gen)
+            row["token_rewards"] = [
+                {"tokens": e.tokens, "r": e.r, "delta": e.delta, **({"w": e.w} if e.w is not None else {})}
+                for e in explained
+            ]
+            advance(1)
 
 
 def _scored_row(ex, scores: list[float]) -> dict:
