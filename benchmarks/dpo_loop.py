@@ -37,12 +37,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import reproduction as repro  # noqa: E402  (sets ICRM_QUIET / TOKENIZERS_PARALLELISM)
-import torch  # noqa: E402
-from transformers import TrainingArguments  # noqa: E402
+import reproduction as repro
+import torch
+from transformers import TrainingArguments
 
-from icrm.outputs import write_jsonl  # noqa: E402
-from icrm.policy import (  # noqa: E402
+from icrm.outputs import write_jsonl
+from icrm.policy import (
     DPOSettings,
     SamplingConfig,
     build_dpo_pairs_file,
@@ -55,8 +55,8 @@ from icrm.policy import (  # noqa: E402
     train_dpo,
     true_reward_judge,
 )
-from icrm.synthetic import true_reward, write_task  # noqa: E402
-from icrm.training import ModelSpec, train_sft, trainer_arguments  # noqa: E402
+from icrm.synthetic import true_reward, write_task
+from icrm.training import ModelSpec, train_sft, trainer_arguments
 
 LOOP = {
     "n_candidates": 4,
@@ -67,11 +67,16 @@ LOOP = {
     "dpo_lr": 1e-4,
     "dpo_beta": 0.1,
     "n_eval_prompts": 200,
-    "n_eval_samples": 2,
+    "n_eval_samples": 4,
 }
-RMS = {"BT": repro.Row("BT", "bt"), "ICRM": repro.Row("ICRM λ=0.1 SFT", "icrm", 0.1)}
+RMS = {
+    "BT": repro.Row("BT", "bt"),
+    "ICRM": repro.Row("ICRM λ=0.1 SFT", "icrm", 0.1),  # the paper default, the main comparison
+    "ICRM-0.3": repro.Row("ICRM λ=0.3 SFT", "icrm", 0.3),  # secondary
+}
 EVAL_SPLIT = {"noisy": "test", "length": "test_mixed"}
-POLICIES = ("SFT", "DPO-BT", "DPO-ICRM")
+POLICIES = ("SFT",) + tuple(f"DPO-{rm}" for rm in RMS)
+ICRMS = [rm for rm in RMS if rm != "BT"]
 
 
 def log(msg: str) -> None:
@@ -138,7 +143,8 @@ def evaluate(task: str, policies: dict[str, Path], prompts_file: Path, seed: int
             "truncated": truncated[name] / len(texts),
             "vs_SFT": outcome_rates(rewards[name], rewards["SFT"]),
         }
-    out["DPO-ICRM"]["vs_DPO-BT"] = outcome_rates(rewards["DPO-ICRM"], rewards["DPO-BT"])
+    for rm in ICRMS:
+        out[f"DPO-{rm}"]["vs_DPO-BT"] = outcome_rates(rewards[f"DPO-{rm}"], rewards["DPO-BT"])
     out["samples"] = len(flat_prompts)
     return out
 
@@ -242,31 +248,36 @@ def report(results: dict) -> str:
                 + " | ".join(repro.mean_std([v[k] for v in vs]) for k in ("win_rate", "tie_rate", "lose_rate"))
                 + f" | {_ms([e[p]['mean_words'] for e in ev], digits=1)} |"
             )
-        head2head = [e["DPO-ICRM"]["vs_DPO-BT"] for e in ev]
         lines += [
             "",
-            "| ICRM − BT (paired by seed, 95 % t-interval, seeds ICRM ahead) | value |",
-            "|---|---|",
-            "| Δ true reward of the DPO policy | "
-            + _diff([e["DPO-ICRM"]["mean_reward"] for e in ev], [e["DPO-BT"]["mean_reward"] for e in ev])
-            + " |",
-            "| Δ words of the DPO policy | "
-            + _diff([e["DPO-ICRM"]["mean_words"] for e in ev], [e["DPO-BT"]["mean_words"] for e in ev], digits=1)
-            + " |",
+            "| paired by seed: mean [95 % t-interval] seeds ahead | " + " | ".join(f"{rm} − BT" for rm in ICRMS) + " |",
+            "|---|" + "---|" * len(ICRMS),
+        ]
+
+        def diffs(get, cells=cells, **kw) -> str:
+            return " | ".join(
+                _diff([get(c, f"DPO-{rm}", rm) for c in cells], [get(c, "DPO-BT", "BT") for c in cells], **kw)
+                for rm in ICRMS
+            )
+
+        lines += [
+            "| Δ true reward of the DPO policy | " + diffs(lambda c, p, r: c["eval"][p]["mean_reward"]) + " |",
+            "| Δ words of the DPO policy | " + diffs(lambda c, p, r: c["eval"][p]["mean_words"], digits=1) + " |",
             "| DPO-ICRM vs DPO-BT: win / tie / lose % | "
-            + " / ".join(repro.mean_std([h[k] for h in head2head]) for k in ("win_rate", "tie_rate", "lose_rate"))
-            + " |",
-            "| Δ pair agreement with true reward, pts (decided pairs) | "
-            + _diff(
-                [c["pairs"]["ICRM"]["agreement_decided"] for c in cells],
-                [c["pairs"]["BT"]["agreement_decided"] for c in cells],
-                scale=100,
-                digits=1,
+            + " | ".join(
+                " / ".join(repro.mean_std([e[f"DPO-{rm}"]["vs_DPO-BT"][k] for e in ev])
+                           for k in ("win_rate", "tie_rate", "lose_rate"))
+                for rm in ICRMS
             )
             + " |",
+            "| Δ pair agreement with true reward, pts (decided pairs) | "
+            + diffs(lambda c, p, r: c["pairs"][r]["agreement_decided"], scale=100, digits=1)
+            + " |",
             "",
-            "| RM | pairs | chosen truly better % | tie % | worse % | agreement on decided % "
-            "| chosen − rejected words | RM held-out accuracy % |",
+            (
+                "| RM | pairs | chosen truly better % | tie % | worse % | agreement on decided % "
+                "| chosen − rejected words | RM held-out accuracy % |"
+            ),
             "|---|---|---|---|---|---|---|---|",
         ]
         for rm in RMS:

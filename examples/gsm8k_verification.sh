@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Real-data recipe: GSM8K best-of-4 verification with the shipped graded model solutions.
-# Questions are split in halves by a fixed seed. A small backbone/generator is trained by
+# Questions are split in halves by a fixed seed. A tiny backbone/generator is trained by
 # SFT on GSM8K train solutions, then pointwise verifiers (BCE, and BCE + ICRM consistency)
 # on the train half's graded solutions; best-of-4 on the test half vs random@4 and pass@4.
-# CPU, about 15 minutes on 2 cores. Usage: bash examples/gsm8k_verification.sh [OUT_DIR] [SEED]
+# CPU, a few minutes on 2 cores (tiny model). Usage: bash examples/gsm8k_verification.sh [OUT_DIR] [SEED]
 set -euo pipefail
 OUT=${1:-runs/gsm8k}
 SEED=${2:-0}
 SHARED=${ICRM_SHARED_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
-COMMON=(--batch-size 16 --lr 5e-4 --max-length 320 --seed "$SEED")
+COMMON=(--batch-size 16 --lr 1e-3 --max-length 320 --seed "$SEED")
 
 icrm --quiet data gsm8k-bon --data "$SHARED/gsm8k/example_model_solutions.jsonl.gz" --output "$OUT/data" --seed "$SEED"
 icrm --quiet data gsm8k-sft --data "$SHARED/gsm8k/train.jsonl.gz" --output "$OUT/sft.jsonl"
-icrm --quiet sft --data "$OUT/sft.jsonl" --model small --output "$OUT/sft" --epochs 1 "${COMMON[@]}"
+icrm --quiet sft --data "$OUT/sft.jsonl" --model tiny --output "$OUT/sft" --epochs 1 "${COMMON[@]}"
 for method in bt icrm-nosft; do
   icrm --quiet train --data "$OUT/data/pointwise_train.jsonl" --model "$OUT/sft" --generator "$OUT/sft" \
        --method "$method" --output "$OUT/verifier-$method" --epochs 2 "${COMMON[@]}"

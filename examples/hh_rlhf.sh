@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Real-data recipe: Anthropic HH harmless-base (2,312 pairs shipped in ../shared/data).
-# Split by prompt with a fixed seed, SFT a small generator on the train half's chosen
+# Split by prompt with a fixed seed, SFT a tiny generator on the train half's chosen
 # responses, train BT and ICRM reward models from it, report held-out accuracy.
-# CPU, about 10-15 minutes on 2 cores. Usage: bash examples/hh_rlhf.sh [OUT_DIR] [SEED]
+# CPU, a few minutes on 2 cores (tiny model; use --model small or a pretrained model for real accuracy). Usage: bash examples/hh_rlhf.sh [OUT_DIR] [SEED]
 set -euo pipefail
 OUT=${1:-runs/hh-rlhf}
 SEED=${2:-0}
 DATA=${ICRM_SHARED_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}/hh-rlhf/harmless-base-test.jsonl.gz
-COMMON=(--epochs 1 --batch-size 16 --lr 5e-4 --max-length 256 --seed "$SEED")
+COMMON=(--epochs 2 --batch-size 16 --lr 1e-3 --max-length 256 --seed "$SEED")
 
 icrm --quiet data split --data "$DATA" --output "$OUT/data" --test-fraction 0.2 --seed "$SEED"
-icrm --quiet sft --data "$OUT/data/train.jsonl" --model small --output "$OUT/sft" "${COMMON[@]}"
+icrm --quiet sft --data "$OUT/data/train.jsonl" --model tiny --output "$OUT/sft" "${COMMON[@]}"
 for method in bt icrm; do
   icrm --quiet train --data "$OUT/data/train.jsonl" --model "$OUT/sft" --generator "$OUT/sft" \
        --method "$method" --output "$OUT/rm-$method" "${COMMON[@]}"

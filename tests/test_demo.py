@@ -35,3 +35,17 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
     report = (out / "report.md").read_text()
     assert "noisy/test" in report and "![accuracy](accuracy.png)" in report
     assert not list(tmp_path.glob(".demo.partial-*"))
+
+
+def test_demo_dpo_section_and_plot(tmp_path):
+    """The full demo's policy-loop section and bar chart, from a metrics["dpo"] entry (no training)."""
+    from icrm.demo import _dpo_report, _plot_dpo
+
+    policy = {"mean_reward": 0.5, "std_reward": 1.0, "mean_words": 20.0, "win_rate": 0.3, "tie_rate": 0.4,
+              "lose_rate": 0.3}
+    dpo = {"prompts": 200, "samples_per_prompt": 4, "pairs": {"BT": 150, "ICRM": 151},
+           "policies": {name: dict(policy) for name in ("SFT", "DPO-BT", "DPO-ICRM")}}
+    _plot_dpo(dpo, tmp_path / "dpo.png")
+    assert (tmp_path / "dpo.png").stat().st_size > 0
+    text = "\n".join(_dpo_report(dpo))
+    assert "| DPO-ICRM | 0.500 ± 1.00 | 0.30 / 0.40 / 0.30 | 20.0 |" in text and "![dpo](dpo.png)" in text

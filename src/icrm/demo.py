@@ -5,7 +5,10 @@ feature probes), trains a tiny generator by SFT on the chosen responses,
 trains BT, GRM and ICRM reward models initialised from it (the generator
 supplies the consistency weights), evaluates every model on every split,
 trains pointwise verifiers on step-checked arithmetic and runs best-of-N with
-them, then writes ``report.md``, PNG plots and ``metrics.json``.
+them, then writes ``report.md``, PNG plots and ``metrics.json``. Full mode
+also closes the policy loop on the noisy task: samples from the SFT policy,
+DPO pairs ranked by the BT and by the ICRM reward model, one DPO policy per
+ranking, and the three policies judged by the task's true reward.
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ class DemoSettings:
     probes: bool = True
     arithmetic_train: int = 1000
     arithmetic_bon: int = 300
+    dpo: bool = True  # the policy stage (sample -> dpo-pairs -> dpo -> compare)
+    dpo_eval_prompts: int = 200
     seed: int = 0
 
 
 FULL = DemoSettings()
-QUICK = replace(FULL, n_test=200, probes=False, arithmetic_train=400, arithmetic_bon=100)
+QUICK = replace(FULL, n_test=200, probes=False, arithmetic_train=400, arithmetic_bon=100, dpo=False)
 
 # Reward-model methods the demo compares: name -> (preset, λ override)
 METHODS = {"BT": ("bt", None), "GRM": ("grm", None), "ICRM": ("icrm", None)}
@@ -110,6 +115,78 @@ def _arithmetic(root: Path, settings: DemoSettings, bon_results: dict) -> None:
         bon_results[method] = best_of_n(str(model_dir), str(data / "bon.jsonl"), None, ns=[1, 2, 4, 8])
 
 
+def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
+    """SFT policy -> 4 samples per training prompt -> BT / ICRM pairs -> DPO each -> true-reward comparison.
+
+    The README's policy-side settings (benchmarks/DPO.md has the multi-seed
+    version). Held-out prompts are the first ``dpo_eval_prompts`` test
+    prompts; training prompts that also occur there are not sampled.
+    """
+    from .outputs import write_jsonl
+    from .policy import (
+        DPOSettings,
+        SamplingConfig,
+        build_dpo_pairs_file,
+        compare_policies,
+        load_prompts,
+        prompt_key,
+        prompt_value,
+        sample_to_file,
+        train_dpo,
+    )
+
+    data, work = root / "data" / "noisy", root / "dpo"
+    work.mkdir()
+    policy = root / "models" / "noisy-sft"
+    heldout = load_prompts(data / "prompts.jsonl")[: settings.dpo_eval_prompts]
+    held_keys = {prompt_key(p.messages) for p in heldout}
+    train = [p for p in load_prompts(data / "train.jsonl") if prompt_key(p.messages) not in held_keys]
+    write_jsonl(work / "heldout_prompts.jsonl", [{"prompt": prompt_value(p.messages)} for p in heldout])
+    write_jsonl(work / "train_prompts.jsonl", [{"prompt": prompt_value(p.messages)} for p in train])
+    sampling = SamplingConfig(n=4, max_new_tokens=40, seed=settings.seed, batch_size=64)
+
+    note("[bold]noisy[/bold]: sampling from the SFT policy")
+    sample_to_file(str(policy), str(work / "train_prompts.jsonl"), work / "candidates.jsonl", sampling)
+    pairs, policies = {}, [str(policy)]
+    for method in ("BT", "ICRM"):
+        note(f"[bold]noisy[/bold]: DPO on {method}-ranked pairs")
+        pairs_file = work / f"pairs-{method.lower()}.jsonl"
+        pairs[method] = build_dpo_pairs_file(
+            str(root / "models" / f"noisy-{method.lower()}"), str(work / "candidates.jsonl"), pairs_file,
+            exclude_prompts=str(work / "heldout_prompts.jsonl"),
+        )["pairs"]
+        training = trainer_arguments(epochs=2, batch_size=16, lr=1e-4, seed=settings.seed, logging_steps=5)
+        output = root / "models" / f"noisy-dpo-{method.lower()}"
+        train_dpo(str(policy), str(pairs_file), output, training, DPOSettings(max_length=settings.max_length))
+        policies.append(str(output))
+    note("[bold]noisy[/bold]: comparing the policies by true reward")
+    compared = compare_policies(policies, str(work / "heldout_prompts.jsonl"), "true-reward", sampling, task="noisy")
+    names = ["SFT", "DPO-BT", "DPO-ICRM"]
+    keys = ("mean_reward", "std_reward", "mean_words", "win_rate", "tie_rate", "lose_rate")
+    return {
+        "prompts": compared["prompts"],
+        "samples_per_prompt": compared["samples_per_prompt"],
+        "pairs": pairs,
+        "policies": {name: {k: p[k] for k in keys} for name, p in zip(names, compared["policies"])},
+    }
+
+
+def _plot_dpo(dpo: dict, path: Path) -> None:
+    """Bar chart of the mean true reward per policy, with the std of the samples as error bars."""
+    from .evaluation import _new_figure, _save_png
+
+    names = list(dpo["policies"])
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    bars = ax.bar(names, [dpo["policies"][n]["mean_reward"] for n in names],
+                  yerr=[dpo["policies"][n]["std_reward"] for n in names], capsize=4, color=["grey", "C0", "C2"])
+    ax.bar_label(bars, fmt="%.2f", label_type="center")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("true reward (#good − #bad words)")
+    ax.set_title(f"Policies on {dpo['prompts']} held-out noisy prompts × {dpo['samples_per_prompt']} samples")
+    _save_png(figure, path)
+
+
 def _explain_page(root: Path) -> None:
     """BT and ICRM per-token rewards on the same held-out pair, side by side."""
     from .explain import explain_responses, render_html, render_png
@@ -164,6 +241,10 @@ def _report(metrics: dict, elapsed: float) -> str:
         "",
         "![explain](explain.png)",
         "",
+    ]
+    if "dpo" in metrics:
+        lines += _dpo_report(metrics["dpo"])
+    lines += [
         "## Training loss",
         "",
         "![losses](losses.png)",
@@ -173,6 +254,26 @@ def _report(metrics: dict, elapsed: float) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _dpo_report(dpo: dict) -> list[str]:
+    lines = [
+        "## Policy loop: DPO on BT- vs ICRM-ranked pairs",
+        "",
+        (
+            f"4 samples per training prompt from the noisy SFT policy; best vs worst by each reward model gave "
+            f"{dpo['pairs']['BT']} (BT) and {dpo['pairs']['ICRM']} (ICRM) DPO pairs; DPO 2 epochs, lr 1e-4, β 0.1. "
+            f"Judged by the true reward on {dpo['prompts']} held-out prompts × {dpo['samples_per_prompt']} samples "
+            "(win/tie/lose: sample j of a prompt vs the SFT policy's sample j)."
+        ),
+        "",
+        "| policy | mean true reward | win / tie / lose vs SFT | mean words |",
+        "|---|---|---|---|",
+    ]
+    for name, p in dpo["policies"].items():
+        rates = " / ".join(f"{p[k]:.2f}" for k in ("win_rate", "tie_rate", "lose_rate"))
+        lines.append(f"| {name} | {p['mean_reward']:.3f} ± {p['std_reward']:.2f} | {rates} | {p['mean_words']:.1f} |")
+    return lines + ["", "![dpo](dpo.png)", ""]
 
 
 def run_demo(output: str | Path, quick: bool = False) -> dict:
@@ -187,6 +288,7 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
         if settings.probes:
             for probe in ("length", "suffix"):
                 _preference_task(probe, root, settings, results, losses)
+        dpo = _dpo_stage(root, settings) if settings.dpo else None
         _arithmetic(root, settings, bon_results)
         _explain_page(root)
         metrics = {
@@ -195,6 +297,9 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
             "accuracy": results,
             "bon": bon_results,
         }
+        if dpo is not None:
+            metrics["dpo"] = dpo
+            _plot_dpo(dpo, root / "dpo.png")
         plot_accuracy_bars(results, root / "accuracy.png", "Pairwise accuracy per split")
         plot_bon_comparison(bon_results, root / "bon.png", "Best-of-N on step-checked arithmetic")
         plot_loss_curves(losses, root / "losses.png")
