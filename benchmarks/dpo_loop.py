@@ -263,7 +263,7 @@ def report(results: dict) -> str:
         lines += [
             "| Δ true reward of the DPO policy | " + diffs(lambda c, p, r: c["eval"][p]["mean_reward"]) + " |",
             "| Δ words of the DPO policy | " + diffs(lambda c, p, r: c["eval"][p]["mean_words"], digits=1) + " |",
-            "| DPO-ICRM vs DPO-BT: win / tie / lose % | "
+            "| head-to-head, DPO-ICRM vs DPO-BT: win / tie / lose % | "
             + " | ".join(
                 " / ".join(repro.mean_std([e[f"DPO-{rm}"]["vs_DPO-BT"][k] for e in ev])
                            for k in ("win_rate", "tie_rate", "lose_rate"))

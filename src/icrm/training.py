@@ -213,12 +213,18 @@ class ICRMTrainer(Trainer):
         strategy is transformers' random sampler.
         """
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return self._length_grouped(dataset, batch) or super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        return self._length_grouped(eval_dataset, self.args.eval_batch_size) or super()._get_eval_sampler(eval_dataset)
+
+    def _length_grouped(self, dataset, batch_size: int):
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, RewardDataset):
-            return super()._get_train_sampler(train_dataset)
+            return None
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return LengthGroupedSampler(batch, lengths=dataset.lengths)
+        return LengthGroupedSampler(batch_size, lengths=dataset.lengths)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Checkpoint the full training state (LoRA unmerged) with safetensors.
