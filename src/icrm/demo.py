@@ -172,17 +172,19 @@ def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
 
 
 def _plot_dpo(dpo: dict, path: Path) -> None:
-    """Bar chart of the mean true reward per policy, with the std of the samples as error bars."""
+    """Bar chart of the mean true reward per policy, with ±1 standard error of the mean."""
     from .evaluation import _new_figure, _save_png
 
     names = list(dpo["policies"])
+    n = dpo["prompts"] * dpo["samples_per_prompt"]
+    means = [dpo["policies"][name]["mean_reward"] for name in names]
+    errors = [dpo["policies"][name]["std_reward"] / n**0.5 for name in names]
     figure = _new_figure()
     ax = figure.add_subplot()
-    bars = ax.bar(names, [dpo["policies"][n]["mean_reward"] for n in names],
-                  yerr=[dpo["policies"][n]["std_reward"] for n in names], capsize=4, color=["grey", "C0", "C2"])
-    ax.bar_label(bars, fmt="%.2f", label_type="center")
+    bars = ax.bar(names, means, yerr=errors, capsize=4, color=["grey", "C0", "C2"])
+    ax.bar_label(bars, fmt="%.3f", label_type="center", color="white")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("true reward (#good − #bad words)")
+    ax.set_ylabel("mean true reward (#good − #bad words) ± s.e.")
     ax.set_title(f"Policies on {dpo['prompts']} held-out noisy prompts × {dpo['samples_per_prompt']} samples")
     _save_png(figure, path)
 
