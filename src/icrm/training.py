@@ -401,6 +401,7 @@ def train_reward_model(
                     dataset.all_sequences(),
                     cache_dir=Path(config.cache_dir) if config.cache_dir else None,
                     batch_size=config.generator_batch_size,
+                    device=config.device,
                     trust_remote_code=spec.trust_remote_code,
                     allow_pickle=spec.allow_pickle,
                     progress_factory=progress_factory,
