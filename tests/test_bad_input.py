@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import write_jsonl
 
 OK_PAIR = {"prompt": "q", "chosen": "a b", "rejected": "c d"}
