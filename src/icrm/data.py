@@ -213,7 +213,7 @@ def detect_format(row: Row, source: str) -> str:
             return name
     present = ", ".join(sorted(row.data)) or "none"
     missing = "chosen/rejected (pairwise), response/label (pointwise) or candidates (best-of-N)"
-    for name, fields in FORMAT_FIELDS.items():
+    for fields in FORMAT_FIELDS.values():
         found = [f for f in fields if f in row.data]
         if found:
             absent = next(f for f in fields if f not in row.data)

@@ -67,7 +67,6 @@ class RewardConfig(TrainingArguments):
     cache_dir: str | None = None
     max_length: int = 1024
     truncation: str = "left"
-    model_preset_vocab: int | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
