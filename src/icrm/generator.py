@@ -104,9 +104,18 @@ def next_token_probs(
 
 
 def gathered_next_token_probs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """``[N, L-1]`` probabilities of each actual next token under ``logits``."""
-    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1).exp()
+    """``[N, L-1]`` probabilities of each actual next token under ``logits``.
+
+    Row by row, as ``exp(logit[target] - logsumexp(logits))``, so only one
+    row's ``[L, vocab]`` is ever held in float32 (a whole batch of a 150k-vocab
+    model would take gigabytes).
+    """
+    rows = []
+    for row_logits, row_ids in zip(logits[:, :-1], input_ids[:, 1:]):
+        row_logits = row_logits.float()
+        target = row_logits.gather(-1, row_ids[:, None]).squeeze(-1)
+        rows.append((target - torch.logsumexp(row_logits, dim=-1)).exp())
+    return torch.stack(rows)
 
 
 @dataclass
