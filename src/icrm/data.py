@@ -417,18 +417,31 @@ def load_examples(
     return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors)
 
 
+def responses_of(example) -> list[str]:
+    """The responses of an example: chosen and rejected, the response, or the candidates."""
+    if isinstance(example, PairExample):
+        return [example.chosen, example.rejected]
+    if isinstance(example, PointExample):
+        return [example.response]
+    return list(example.candidates)
+
+
+def flatten_responses(examples: Iterable) -> tuple[list, list[str]]:
+    """Parallel lists of (prompt, response), one entry per response of every example."""
+    prompts, responses = [], []
+    for ex in examples:
+        texts = responses_of(ex)
+        prompts.extend([ex.prompt] * len(texts))
+        responses.extend(texts)
+    return prompts, responses
+
+
 def example_texts(examples: Iterable) -> Iterable[str]:
     """All prompt and response text, e.g. to train a tokenizer on."""
     for ex in examples:
         for message in ex.prompt:
             yield message["content"]
-        if isinstance(ex, PairExample):
-            yield ex.chosen
-            yield ex.rejected
-        elif isinstance(ex, PointExample):
-            yield ex.response
-        else:
-            yield from ex.candidates
+        yield from responses_of(ex)
 
 
 # ------------------------------------------------------------------ tokenizing
@@ -497,8 +510,7 @@ def tokenize_examples(examples: list, tokenizer, max_length: int, truncation: st
     stats = TokenizeStats()
     items, kept = [], []
     for index, ex in enumerate(examples):
-        responses = [ex.chosen, ex.rejected] if isinstance(ex, PairExample) else [ex.response]
-        seqs = [fit_length(encode(tokenizer, ex.prompt, r), max_length, truncation, stats) for r in responses]
+        seqs = [fit_length(encode(tokenizer, ex.prompt, r), max_length, truncation, stats) for r in responses_of(ex)]
         if progress is not None:
             progress()
         if any(s is None for s in seqs):

@@ -533,14 +533,15 @@ def rank_correlation(delta: Seq[float], true_delta: Seq[float]) -> float:
 # ------------------------------------------------------------------ pages from the CLI
 
 
-def _responses_of(example) -> list[tuple[str, str]]:
-    from .data import BonExample, PairExample
+def _labelled_responses(example) -> list[tuple[str, str]]:
+    from .data import BonExample, PairExample, responses_of
 
+    texts = responses_of(example)
     if isinstance(example, PairExample):
-        return [("chosen", example.chosen), ("rejected", example.rejected)]
+        return list(zip(("chosen", "rejected"), texts))
     if isinstance(example, BonExample):
-        return [(f"candidate {i + 1}", c) for i, c in enumerate(example.candidates)]
-    return [("response", example.response)]
+        return [(f"candidate {i + 1}", c) for i, c in enumerate(texts)]
+    return [("response", texts[0])]
 
 
 def explain_to_files(
@@ -562,8 +563,8 @@ def explain_to_files(
     """
     from .data import load_examples
     from .errors import UserError
-    from .generator import check_same_tokenizer
-    from .modeling import RewardModel, load_causal_lm
+    from .generator import load_generator
+    from .modeling import RewardModel
     from .outputs import staged_directory, staged_file
 
     if (data is None) == (prompt is None or response is None):
@@ -573,12 +574,7 @@ def explain_to_files(
     else:
         examples = None
     loaded = [(name, RewardModel.from_pretrained(name)) for name in models]
-    gen = None
-    if generator == "self":
-        gen = "self"
-    elif generator not in (None, "uniform"):
-        gen, gen_tokenizer = load_causal_lm(generator)
-        check_same_tokenizer(loaded[0][1].tokenizer, gen_tokenizer, generator)
+    gen = load_generator(generator, loaded[0][1].tokenizer)
 
     def rows_for(prompt_value, responses):
         try:
@@ -598,7 +594,7 @@ def explain_to_files(
     with staged_directory(output) as staging:
         entries = []
         for i, ex in enumerate(examples, start=1):
-            rows = rows_for(ex.prompt, _responses_of(ex))
+            rows = rows_for(ex.prompt, _labelled_responses(ex))
             name = f"example-{i:04d}.html"
             (staging / name).write_text(render_html(f"example {i} (line {ex.line})", ex.prompt, rows))
             if png:

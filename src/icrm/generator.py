@@ -55,6 +55,17 @@ def check_same_tokenizer(rm_tokenizer, gen_tokenizer, generator: str) -> None:
         )
 
 
+def load_generator(generator: str | None, rm_tokenizer, trust_remote_code: bool = False):
+    """What per-token views need as ``w``: None (none or ``uniform``), ``"self"``, or a frozen causal LM."""
+    if generator in (None, "uniform", "self"):
+        return "self" if generator == "self" else None
+    from .modeling import load_causal_lm
+
+    model, gen_tokenizer = load_causal_lm(generator, trust_remote_code)
+    check_same_tokenizer(rm_tokenizer, gen_tokenizer, generator)
+    return model
+
+
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """Hash of every parameter and buffer of the generator."""
     digest = hashlib.sha256()

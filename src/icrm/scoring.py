@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .data import BonExample, PairExample, PointExample, load_examples
+from .data import BonExample, PairExample, PointExample, flatten_responses, load_examples, responses_of
 from .errors import UserError
 from .evaluation import bon_metrics, pairwise_metrics, plot_bon_curve, plot_margin_histogram
 from .modeling import RewardModel
@@ -34,23 +34,6 @@ def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_
     return scores
 
 
-def _flatten(examples: list) -> tuple[list, list[str]]:
-    prompts, responses = [], []
-    for ex in examples:
-        texts = _responses_of(ex)
-        prompts.extend([ex.prompt] * len(texts))
-        responses.extend(texts)
-    return prompts, responses
-
-
-def _responses_of(ex) -> list[str]:
-    if isinstance(ex, PairExample):
-        return [ex.chosen, ex.rejected]
-    if isinstance(ex, PointExample):
-        return [ex.response]
-    return list(ex.candidates)
-
-
 def evaluate_pairs(
     model: str,
     data: str,
@@ -66,7 +49,7 @@ def evaluate_pairs(
     """Pairwise accuracy (overall, per subset, per section) of a reward model."""
     loaded = load_examples(data, expect=("pairwise",), split=split, skip_invalid=skip_invalid, limit=limit)
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
-    prompts, responses = _flatten(loaded.examples)
+    prompts, responses = flatten_responses(loaded.examples)
     scores = score_responses(rm, prompts, responses, batch_size)
     chosen, rejected = scores[0::2], scores[1::2]
     lengths = [len(rm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
@@ -114,14 +97,14 @@ def score_file(
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
-    prompts, responses = _flatten(loaded.examples)
+    prompts, responses = flatten_responses(loaded.examples)
     scores = score_responses(rm, prompts, responses, batch_size)
     if normalize:
         mean, std = rm.reward_stats["mean"], rm.reward_stats["std"]
         scores = [(s - mean) / std for s in scores]
     rows, at = [], 0
     for ex in loaded.examples:
-        n = len(_responses_of(ex))
+        n = len(responses_of(ex))
         rows.append(_scored_row(ex, scores[at : at + n]))
         at += n
     if per_token:
@@ -133,18 +116,12 @@ def score_file(
 def _add_token_rewards(rm: RewardModel, examples: list, rows: list[dict], generator: str | None) -> None:
     """Process rewards: per response token, its text, r_t, Δr_t and (with a generator) w_t."""
     from .explain import explain_responses
-    from .generator import check_same_tokenizer
-    from .modeling import load_causal_lm
+    from .generator import load_generator
 
-    gen = None
-    if generator == "self":
-        gen = "self"
-    elif generator is not None:
-        gen, gen_tokenizer = load_causal_lm(generator)
-        check_same_tokenizer(rm.tokenizer, gen_tokenizer, generator)
+    gen = load_generator(generator, rm.tokenizer)
     with progress("per-token rewards", len(examples)) as advance:
         for ex, row in zip(examples, rows):
-            texts = _responses_of(ex)
+            texts = responses_of(ex)
             explained = explain_responses(rm, ex.prompt, [(str(i), t) for i, t in enumerate(texts)], "rm", gen)
             row["token_rewards"] = [
                 {"tokens": e.tokens, "r": e.r, "delta": e.delta, **({"w": e.w} if e.w is not None else {})}
@@ -253,7 +230,7 @@ def best_of_n(
     if all(ex.answer is not None for ex in examples):
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
-    prompts, responses = _flatten(examples)
+    prompts, responses = flatten_responses(examples)
     flat = score_responses(rm, prompts, responses, batch_size)
     scores, at = [], 0
     for ex in examples:

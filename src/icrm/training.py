@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from .data import (
     RewardCollator,
     RewardDataset,
     example_texts,
+    flatten_responses,
     load_examples,
     tokenize_examples,
 )
@@ -561,15 +561,11 @@ def _use_rich_progress(trainer: Trainer) -> None:
 @torch.no_grad()
 def _reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
     """Mean/std of training outcome rewards, stored for ``score --normalize``."""
-    prompts, responses = [], []
-    for ex in dataset.examples:
-        for r in [ex.chosen, ex.rejected] if isinstance(ex, PairExample) else [ex.response]:
-            prompts.append(ex.prompt)
-            responses.append(r)
-    rewards = rm.score(prompts, responses)
-    mean = sum(rewards) / len(rewards)
-    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
-    return {"mean": mean, "std": max(std, 1e-6), "n": len(rewards)}
+    from .evaluation import reward_normalizer
+
+    rewards = rm.score(*flatten_responses(dataset.examples))
+    mean, std = reward_normalizer(rewards)
+    return {"mean": mean, "std": std, "n": len(rewards)}
 
 
 def _resolved_config(config: RewardConfig, spec: ModelSpec, data: str, eval_data: str | None) -> dict:
