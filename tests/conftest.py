@@ -29,6 +29,17 @@ os.environ.setdefault("ICRM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _pick_threads() -> None:
+    """The CLI's thread default, chosen once for the whole session and its subprocesses."""
+    from icrm.threads import ENV, default_threads, set_threads
+
+    os.environ[ENV] = str(default_threads())
+    set_threads(int(os.environ[ENV]))
+
+
+_pick_threads()
+
+
 def pytest_configure(config):
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download from a hub
     os.environ["HF_DATASETS_OFFLINE"] = "1"

@@ -177,3 +177,22 @@ def test_generator_with_another_tokenizer_is_an_error(tmp_path, hh_slice, cli):
     assert result.exit_code == 2
     assert "tokenizer differs from the reward model's" in result.stderr
     assert not (tmp_path / "rm").exists()
+
+
+def test_eval_accuracy_of_training_equals_icrm_eval(tmp_path, cli):
+    """One accuracy: the run's eval_accuracy counts every pair, like `icrm eval` on the same model and file.
+
+    13 test pairs in batches of 4 (4+4+4+1): a mean of per-batch accuracies would weight the last pair 4×.
+    """
+    assert cli("data", "synth", "--task", "noisy", "--output", tmp_path / "d", "--n-test", "13").exit_code == 0
+    result = cli("train", "--data", tmp_path / "d" / "train.jsonl", "--eval-data", tmp_path / "d" / "test.jsonl",
+                 "--method", "bt", "--output", tmp_path / "rm", "--max-steps", "6", "--batch-size", "4",
+                 "--lr", "1e-3", "--max-length", "128")
+    assert result.exit_code == 0, result.output
+    trained = json.loads((tmp_path / "rm" / "metrics.json").read_text())["eval_accuracy"]
+    result = cli("eval", "--model", tmp_path / "rm", "--data", tmp_path / "d" / "test.jsonl", "--output", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["n"] == 13
+    assert trained == pytest.approx(evaluated["accuracy"], abs=1e-9)
+    assert (trained * 26) == pytest.approx(round(trained * 26), abs=1e-9)  # k/13 (a tie counts half)

@@ -106,11 +106,21 @@ def _report(payload: dict) -> None:
 def main_options(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or info logs."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, show_default=False,
+        help="CPU threads for torch [default: $ICRM_THREADS, else $OMP_NUM_THREADS, else the free cores, at most 4].",
+    ),
 ):
+    from .threads import default_threads, set_threads
+
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
     LOG_FORMAT["value"] = log_format
     set_quiet(quiet or log_format == "json")
+    try:
+        set_threads(threads or default_threads())
+    except UserError as err:
+        _fail(str(err), 2)
     _quiet_libraries()
 
 

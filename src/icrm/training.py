@@ -254,8 +254,8 @@ class ICRMTrainer(Trainer):
         split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if split == "eval" else ""
         for name, values in self._terms[split].items():
-            if values:
-                logs[f"{prefix}{name}"] = sum(values) / len(values)
+            if values:  # a per-batch mean never replaces compute_metrics' eval_accuracy, which counts every pair
+                logs.setdefault(f"{prefix}{name}", sum(values) / len(values))
         self._terms[split].clear()
         super().log(logs, start_time)
 
@@ -267,7 +267,7 @@ def pairwise_accuracy(eval_pred) -> dict[str, float]:
         acc = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
     else:
         acc = ((logits > 0).float() == torch.as_tensor(eval_pred.label_ids)).float()
-    return {"accuracy": float(acc.mean())}
+    return {"accuracy": float(acc.double().mean())}  # float64, so k/n is exact (as in icrm eval)
 
 
 # ------------------------------------------------------------------ entry points

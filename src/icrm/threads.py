@@ -1,0 +1,82 @@
+"""How many CPU threads torch may use in one icrm process.
+
+torch starts one intra-op thread per core, and its OpenMP threads spin while
+they wait for each other. As soon as another busy process shares the cores,
+the threads oversubscribe them and a run slows down several-fold (beside two
+busy processes ``icrm demo --quick`` did not finish at all; BENCHMARKS.md §6).
+icrm's tiny and small models gain little from many threads, so the default is
+the number of cores that are actually free, from the load average, capped.
+
+Order of precedence: ``icrm --threads N``, then ``$ICRM_THREADS``, then
+``$OMP_NUM_THREADS``, then the free cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Mapping
+
+from .errors import UserError
+
+ENV = "ICRM_THREADS"
+MAX_DEFAULT = 4  # tiny/small models: more threads than this buy (almost) nothing
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def current_load() -> float:
+    """One-minute load average (0 where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def free_cores(cores: int, load: float, cap: int = MAX_DEFAULT) -> int:
+    """``cores`` minus the rounded load, at least 1 and at most ``cap``."""
+    return max(1, min(cap, cores - math.floor(load + 0.5)))
+
+
+def _parse(value: str, name: str) -> int:
+    """A thread count from an environment variable; OpenMP's nested form ``4,2`` counts its first level."""
+    try:
+        count = int(value.split(",")[0])
+    except ValueError:
+        raise UserError(f"${name} must be a positive integer, got {value!r}") from None
+    if count < 1:
+        raise UserError(f"${name} must be a positive integer, got {value!r}")
+    return count
+
+
+def default_threads(
+    environ: Mapping[str, str] | None = None, cores: int | None = None, load: float | None = None
+) -> int:
+    """The thread count icrm uses when ``--threads`` is not given (see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    for name in (ENV, "OMP_NUM_THREADS"):
+        if environ.get(name, "").strip():
+            return _parse(environ[name].strip(), name)
+    return free_cores(available_cores() if cores is None else cores, current_load() if load is None else load)
+
+
+def set_threads(count: int) -> None:
+    """Use ``count`` intra-op threads in this process.
+
+    Before torch is imported the OpenMP variable is enough (and importing
+    torch just for this would slow down commands that never use it).
+    """
+    if count < 1:
+        raise UserError(f"--threads must be at least 1, got {count}")
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(count)
