@@ -31,9 +31,12 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
             assert isinstance(value, float) and 0.0 <= value <= 1.0
     assert set(metrics["bon"]) == {"BT", "ICRM"}
     for bon in metrics["bon"].values():
-        assert set(bon["accuracy"]) == {"1", "2", "4", "8"}
+        assert set(bon["accuracy"]) == set(bon["majority"]) == {"1", "2", "4", "8"}
+        assert bon["accuracy"]["8"] > bon["random"]["8"] + 0.2  # the verifiers learn the addition task
+    assert set(metrics["losses"]["noisy"]["BT"]) == {"bt", "icrm", "sft"} and not metrics["losses"]["noisy"]["BT"]["sft"]
     report = (out / "report.md").read_text()
     assert "noisy/test" in report and "![accuracy](accuracy.png)" in report
+    assert "| majority vote |" in report and "beats a random pick at every n > 1" in report
     assert not list(tmp_path.glob(".demo.partial-*"))
 
 

@@ -315,3 +315,16 @@ def test_explained_to_dict(pair):
     data = pair[0].to_dict()
     assert data["label"] == "chosen" and data["tokens"] == pair[0].tokens
     assert Explained(**data) == pair[0]
+
+
+def test_png_lines_break_between_words():
+    from icrm.explain import _layout
+
+    tokens = ["The", " capital", " of", " Fr", "ance", " is", " Paris", ".\n", "It", " is", " a", "verylongwordthatdoesnotfit"]
+    placed = _layout(tokens, 12)
+    lines: dict[int, str] = {}
+    for line, col, text, _ in placed:
+        assert col == len(lines.get(line, ""))  # cells are contiguous
+        lines[line] = lines.get(line, "") + text
+    assert list(lines.values()) == ["The capital", "of France is", "Paris.↵", "It is", "averylongwor", "dthatdoesnot", "fit"]
+    assert {i for _, _, _, i in placed} == set(range(len(tokens)))  # every token drawn

@@ -46,6 +46,7 @@ def written(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
         "length": {"n_train": 200, "n_test": 200},
         "suffix": {"n_train": 200, "n_test": 200},
         "arithmetic": {"n_train": 200, "n_test": 100, "flip": 0.1},
+        "addition": {"n_train": 200, "n_test": 100, "flip": 0.1},
     }
     return {task: (root / task, write_task(task, root / task, seed=3, **kw)) for task, kw in sizes.items()}
 
@@ -177,8 +178,9 @@ def step_is_right(a: int, op: str, b: int, c: int) -> bool:
     return synthetic.OPERATORS[op](a, b) == c
 
 
-def test_arithmetic_pointwise_labels_match_the_checker(written):
-    out, info = written["arithmetic"]
+@pytest.mark.parametrize("task", ["arithmetic", "addition"])
+def test_step_task_pointwise_labels_match_the_checker(written, task):
+    out, info = written[task]
     assert sorted(p.name for p in out.iterdir()) == ["bon.jsonl", "task.json", "test.jsonl", "train.jsonl"]
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
     assert info["n_flipped"] == 20
@@ -217,8 +219,24 @@ def test_arithmetic_checker():
         arithmetic_is_correct("Describe the weather in Paris.", right)
 
 
-def test_arithmetic_best_of_n(written):
-    out, info = written["arithmetic"]
+def test_addition_wrong_solutions_drop_carries(written):
+    out, _ = written["addition"]
+    rows = read_jsonl(out / "test.jsonl")
+    for row in rows:
+        steps = parse_steps(row["response"])
+        answer = int(row["response"].rsplit("Answer: ", 1)[1])
+        assert {op for _, op, _, _ in steps} == {"+"} and 4 <= len(steps) + 1 <= 5
+        assert all(steps[k][3] == steps[k + 1][0] for k in range(len(steps) - 1))  # each step continues the last
+        dropped = [k for k, (a, _, b, c) in enumerate(steps) if c != a + b]
+        assert all(a + b - c == 10 and c < a for a, _, b, c in (steps[k] for k in dropped))
+        assert (dropped == []) == bool(row["label"])
+        assert true_value(row["prompt"]) - answer == 10 * len(dropped)
+    assert 0.35 < sum(r["label"] for r in rows) / len(rows) < 0.65
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "addition"])
+def test_step_task_best_of_n(written, task):
+    out, info = written[task]
     rows = read_jsonl(out / "bon.jsonl")
     assert len(rows) == 100 and info["n_candidates"] == 8
     mixed = 0

@@ -352,7 +352,7 @@ def bon(
 @data_app.command("synth")
 @guarded
 def data_synth(
-    task: str = typer.Option(..., "--task", help="noisy, length, suffix or arithmetic."),
+    task: str = typer.Option(..., "--task", help="noisy, length, suffix, arithmetic or addition."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the JSONL files."),
     seed: int = SeedOpt,
     n_train: Optional[int] = typer.Option(None, "--n-train"),

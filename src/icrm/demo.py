@@ -4,7 +4,7 @@ It generates the noisy-preference task (and, in full mode, the spurious-
 feature probes), trains a tiny generator by SFT on the chosen responses,
 trains BT, GRM and ICRM reward models initialised from it (the generator
 supplies the consistency weights), evaluates every model on every split,
-trains pointwise verifiers on step-checked arithmetic and runs best-of-N with
+trains pointwise verifiers on step-checked addition and runs best-of-N with
 them, then writes ``report.md``, PNG plots and ``metrics.json``. Full mode
 also closes the policy loop on the noisy task: samples from the SFT policy,
 DPO pairs ranked by the BT and by the ICRM reward model, one DPO policy per
@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_curves
+from .evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from .outputs import note, staged_directory, write_json
 from .scoring import best_of_n, evaluate_pairs
-from .synthetic import BAD_WORDS, GOOD_WORDS, write_task
+from .synthetic import BAD_WORDS, BON_CANDIDATES, GOOD_WORDS, LENGTH_GAP, SUFFIX, write_task
 from .training import ModelSpec, RewardConfig, train_reward_model, train_sft, trainer_arguments
 
 
@@ -37,18 +37,19 @@ class DemoSettings:
     lr: float = 1e-3
     max_length: int = 128
     probes: bool = True
-    arithmetic_train: int = 1000
-    arithmetic_bon: int = 300
+    addition_train: int = 1000
+    addition_bon: int = 300
     dpo: bool = True  # the policy stage (sample -> dpo-pairs -> dpo -> compare)
     dpo_eval_prompts: int = 200
     seed: int = 0
 
 
 FULL = DemoSettings()
-QUICK = replace(FULL, n_test=200, probes=False, arithmetic_train=400, arithmetic_bon=100, dpo=False)
+QUICK = replace(FULL, n_test=200, probes=False, addition_train=400, addition_bon=100, dpo=False)
 
 # Reward-model methods the demo compares: name -> (preset, λ override)
 METHODS = {"BT": ("bt", None), "GRM": ("grm", None), "ICRM": ("icrm", None)}
+LOSS_TERMS = ("bt", "icrm", "sft")  # plotted one panel each (losses.png)
 
 
 def _train_args(settings: DemoSettings, epochs: float) -> dict:
@@ -90,29 +91,31 @@ def _preference_task(task: str, root: Path, settings: DemoSettings, results: dic
         note(f"[bold]{task}[/bold]: training {method}")
         model_dir = root / "models" / f"{task}-{method.lower()}"
         metrics = _reward_model(data / "train.jsonl", model_dir, generator, method, settings)
-        losses[f"{task}/{method}"] = [(e["step"], e["loss"]) for e in metrics["log_history"] if "loss" in e]
+        history = [e for e in metrics["log_history"] if "loss" in e]  # training entries
+        losses.setdefault(task, {})[method] = {t: [(e["step"], e[t]) for e in history if t in e] for t in LOSS_TERMS}
         for split in splits:
             evaluated = evaluate_pairs(str(model_dir), str(data / f"{split}.jsonl"), None)
             results.setdefault(method, {})[f"{task}/{split}"] = evaluated["accuracy"]
 
 
-def _arithmetic(root: Path, settings: DemoSettings, bon_results: dict) -> None:
-    """Pointwise verifiers (BCE vs BCE + consistency) and best-of-N with them."""
-    data = root / "data" / "arithmetic"
-    write_task("arithmetic", data, seed=settings.seed, n_train=settings.arithmetic_train, n_test=settings.arithmetic_bon)
-    generator = root / "models" / "arithmetic-sft"
-    note("[bold]arithmetic[/bold]: SFT generator")
+def _verification(root: Path, settings: DemoSettings, bon_results: dict) -> None:
+    """Pointwise verifiers (BCE vs BCE + consistency) on step-checked addition, and best-of-N with them."""
+    data = root / "data" / "addition"
+    write_task("addition", data, seed=settings.seed, n_train=settings.addition_train, n_test=settings.addition_bon)
+    generator = root / "models" / "addition-sft"
+    note("[bold]addition[/bold]: SFT generator")
     _sft(data / "train.jsonl", generator, settings)
     for method in ("BT", "ICRM"):
-        note(f"[bold]arithmetic[/bold]: training {method} verifier")
-        model_dir = root / "models" / f"arithmetic-{method.lower()}"
+        note(f"[bold]addition[/bold]: training {method} verifier")
+        model_dir = root / "models" / f"addition-{method.lower()}"
         preset = {"BT": "bt", "ICRM": "icrm-nosft"}[method]
         config = RewardConfig(
             output_dir=str(model_dir), method=preset, generator=str(generator), max_length=settings.max_length,
             **_train_args(settings, settings.epochs),
         )
         train_reward_model(str(data / "train.jsonl"), str(model_dir), config, ModelSpec(str(generator)))
-        bon_results[method] = best_of_n(str(model_dir), str(data / "bon.jsonl"), None, ns=[1, 2, 4, 8])
+        result = best_of_n(str(model_dir), str(data / "bon.jsonl"), None, ns=[1, 2, 4, BON_CANDIDATES])
+        bon_results[method] = {**result, "model": str(model_dir.relative_to(root)), "data": "data/addition/bon.jsonl"}
 
 
 def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
@@ -212,7 +215,8 @@ def _report(metrics: dict, elapsed: float) -> str:
     lines = [
         "# icrm demo report",
         "",
-        f"Mode: {metrics['mode']}; seed {metrics['settings']['seed']}; {elapsed / 60:.1f} min on this machine.",
+        f"Mode: {metrics['mode']}; seed {metrics['settings']['seed']}; {elapsed / 60:.1f} min on this machine "
+        f"with {metrics['threads']} torch thread(s).",
         "",
         "Reward models (tiny Llama, trained from the SFT generator, which also gives the consistency weights).",
         "`noisy/test` is the main generalization test: clean held-out pairs, while 25% of training labels are flipped.",
@@ -224,17 +228,11 @@ def _report(metrics: dict, elapsed: float) -> str:
     ]
     for method, per in results.items():
         lines.append(f"| {method} | " + " | ".join(f"{per.get(s, float('nan')):.3f}" for s in splits) + " |")
-    lines += ["", "![accuracy](accuracy.png)", "", "## Best-of-N on step-checked arithmetic", ""]
-    lines += ["| verifier | " + " | ".join(f"acc@{n}" for n in metrics["bon"]["BT"]["n"]) + " | pass@max | random@1 |"]
-    lines += ["|---|" + "---|" * (len(metrics["bon"]["BT"]["n"]) + 2)]
-    for method, bon in metrics["bon"].items():
-        ns = [str(n) for n in bon["n"]]
-        accs = " | ".join(f"{bon['accuracy'][n]:.3f}" for n in ns)
-        lines.append(f"| {method} | {accs} | {bon['pass'][ns[-1]]:.3f} | {bon['random'][ns[0]]:.3f} |")
+    lines += ["", "![accuracy](accuracy.png)", ""]
+    if any(split.startswith(("length/", "suffix/")) for split in splits):
+        lines += _probe_report(results)
+    lines += _bon_report(metrics["bon"])
     lines += [
-        "",
-        "![best-of-N](bon.png)",
-        "",
         "## Which tokens carry the reward",
         "",
         "Per-token reward changes Δr of BT (top) and ICRM (bottom) on a held-out response "
@@ -246,16 +244,106 @@ def _report(metrics: dict, elapsed: float) -> str:
     ]
     if "dpo" in metrics:
         lines += _dpo_report(metrics["dpo"])
+    lines += _loss_report(metrics["losses"])
     lines += [
-        "## Training loss",
-        "",
-        "![losses](losses.png)",
-        "",
         "One seed at toy scale: differences of a few points are within seed-to-seed spread. "
         "See BENCHMARKS.md for the multi-seed study.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _probe_report(results: dict) -> list[str]:
+    """What the spurious-feature probes measure, and what this run's numbers on them say."""
+    lines = [
+        "## Spurious-feature probes",
+        "",
+        f"In the `length` training pairs the chosen response is also {LENGTH_GAP[0]}–{LENGTH_GAP[1]} words longer; "
+        f"in the `suffix` ones it also ends with “{' '.join(SUFFIX)}”. Labels still follow only the decisive words. "
+        "`test_mixed` puts the feature on a random side (following it alone gives about 0.5); `test_reversed` puts "
+        "it on the rejected side, so a model that ranks by the feature scores near 0 there and one that reads "
+        "the decisive words keeps its `noisy/test` accuracy.",
+        "",
+    ]
+    for probe in ("length", "suffix"):
+        reversed_split = f"{probe}/test_reversed"
+        scores = {method: per[reversed_split] for method, per in results.items() if reversed_split in per}
+        if not scores:
+            continue
+        shown = ", ".join(f"{method} {value:.3f}" for method, value in scores.items())
+        verdict = (
+            "every method ranks by the feature, not by the decisive words"
+            if max(scores.values()) < 0.25
+            else "the feature decides most rankings"
+            if max(scores.values()) < 0.5
+            else "some method reads the decisive words more than the feature"
+        )
+        lines.append(f"* `{reversed_split}`: {shown}: {verdict}.")
+    return lines + [""]
+
+
+def _bon_report(bon: dict) -> list[str]:
+    """The best-of-N table and what the plot shows, from this run's numbers."""
+    first = next(iter(bon.values()))
+    ns = [str(n) for n in first["n"]]
+    rows = [(f"{name} verifier", result["accuracy"]) for name, result in bon.items()]
+    rows += [(label, first[key]) for key, label in
+             (("majority", "majority vote"), ("random", "random pick"), ("pass", "pass@n (oracle)")) if key in first]
+    lines = [
+        "## Best-of-N on step-checked addition",
+        "",
+        f"{first['num_prompts']} held-out problems (“Compute 7 + 5 + 9 + 3.”), {ns[-1]} candidate solutions each, "
+        f"{first['random'][ns[0]]:.0%} of them right on average. A wrong solution drops a carry at some step "
+        "(that step's result is 10 too small and later steps continue from it). A verifier scores each candidate "
+        "and picks the best of n (averaged over random n-subsets). The floor is a random pick, the ceiling "
+        "(pass@n) whether any of the n is right; majority vote picks the most common final answer "
+        "(self-consistency, no verifier).",
+        "",
+        "| | " + " | ".join(f"n = {n}" for n in ns) + " |",
+        "|---|" + "---|" * len(ns),
+    ]
+    lines += [f"| {label} | " + " | ".join(f"{values[n]:.3f}" for n in ns) + " |" for label, values in rows]
+    lines.append("")
+    top, random_top = ns[-1], first["random"][ns[-1]]
+    for name, result in bon.items():
+        below = [n for n in ns[1:] if result["accuracy"][n] <= first["random"][n]]
+        verdict = "beats a random pick at every n > 1" if not below else f"does not beat a random pick at n = {', '.join(below)}"
+        lines.append(f"* {name} verifier: {result['accuracy'][top]:.3f} at n = {top} "
+                     f"(random {random_top:.3f}, oracle {first['pass'][top]:.3f}); it {verdict}.")
+    if "majority" in first:
+        best = max(result["accuracy"][top] for result in bon.values())
+        majority = first["majority"][top]
+        relation = "below" if majority < best else "at or above"
+        lines.append(
+            f"* Majority vote: {majority:.3f} at n = {top}, {relation} the best verifier. Wrong solutions that drop "
+            "the same carries agree on the same wrong answer, so a vote can go to a wrong answer; a verifier "
+            "checks the steps instead."
+        )
+    gap = max(abs(a - b) for a, b in zip(*(list(r["accuracy"].values()) for r in bon.values()))) if len(bon) == 2 else None
+    if gap is not None:
+        lines.append(f"* The two verifiers differ by at most {gap:.3f} at any n (one seed; BENCHMARKS.md §7 has three).")
+    return lines + ["", "![best-of-N](bon.png)", ""]
+
+
+def _loss_report(losses: dict) -> list[str]:
+    """losses.png: one panel per loss term, and how the SFT term moved."""
+    lines = [
+        "## Training losses (noisy task)",
+        "",
+        "One panel per term: the Bradley–Terry loss (every method), the consistency term (ICRM only) and the "
+        "SFT term (GRM and ICRM only; BT has none, so the methods' totals are not comparable). The SFT term is "
+        "the LM head's −log π of the chosen responses, starting from the SFT generator the reward model was "
+        "initialised from; it changes because the reward gradient reshapes the shared backbone (the SFT "
+        "gradient into the backbone is scaled down by `--sft-backbone-grad`).",
+    ]
+    moved = [
+        f"{method} {'rose' if terms['sft'][-1][1] > terms['sft'][0][1] else 'fell'} from "
+        f"{terms['sft'][0][1]:.2f} to {terms['sft'][-1][1]:.2f}"
+        for method, terms in losses.get("noisy", {}).items() if terms.get("sft")
+    ]
+    if moved:
+        lines[-1] += " In this run it " + "; ".join(moved) + " (first and last logged values)."
+    return lines + ["", "![losses](losses.png)", ""]
 
 
 def _dpo_report(dpo: dict) -> list[str]:
@@ -286,10 +374,12 @@ def _dpo_report(dpo: dict) -> list[str]:
 
 def run_demo(output: str | Path, quick: bool = False) -> dict:
     """Run the whole demo into ``output`` (written atomically); returns metrics."""
+    import torch
+
     settings = QUICK if quick else FULL
     start = time.time()
     results: dict[str, dict[str, float]] = {}
-    losses: dict[str, list] = {}
+    losses: dict[str, dict] = {}
     bon_results: dict[str, dict] = {}
     with staged_directory(output) as root:
         _preference_task("noisy", root, settings, results, losses)
@@ -297,20 +387,22 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
             for probe in ("length", "suffix"):
                 _preference_task(probe, root, settings, results, losses)
         dpo = _dpo_stage(root, settings) if settings.dpo else None
-        _arithmetic(root, settings, bon_results)
+        _verification(root, settings, bon_results)
         _explain_page(root)
         metrics = {
             "mode": "quick" if quick else "full",
             "settings": settings.__dict__,
+            "threads": torch.get_num_threads(),
             "accuracy": results,
             "bon": bon_results,
+            "losses": losses,
         }
         if dpo is not None:
             metrics["dpo"] = dpo
             _plot_dpo(dpo, root / "dpo.png")
         plot_accuracy_bars(results, root / "accuracy.png", "Pairwise accuracy per split")
-        plot_bon_comparison(bon_results, root / "bon.png", "Best-of-N on step-checked arithmetic")
-        plot_loss_curves(losses, root / "losses.png")
+        plot_bon_comparison(bon_results, root / "bon.png", "Best-of-N on step-checked addition (held-out problems)")
+        plot_loss_terms(losses["noisy"], root / "losses.png", "Training losses on the noisy task")
         elapsed = time.time() - start
         metrics["elapsed_s"] = elapsed
         write_json(root / "metrics.json", metrics)

@@ -33,6 +33,7 @@ __all__ = [
     "plot_accuracy_bars",
     "plot_bon_curve",
     "plot_loss_curves",
+    "plot_loss_terms",
     "plot_margin_histogram",
     "reward_normalizer",
     "rewardbench_sections",
@@ -444,19 +445,29 @@ def plot_bon_curve(bon_result: Mapping[str, Any], path: str | os.PathLike, title
     return _save_png(figure, path)
 
 
+_VERIFIER_STYLES = (("tab:blue", "o", "-"), ("tab:purple", "s", "--"), ("tab:red", "^", "-."), ("tab:brown", "D", ":"))
+
+
 def plot_bon_comparison(
     results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, title: str | None = None
 ) -> Path:
-    """accuracy@n of several verifiers on the same candidates, with the oracle and random curves."""
+    """accuracy@n of several verifiers on the same candidates, with the oracle, majority and random curves.
+
+    Verifiers get distinct markers and dash patterns, so curves that coincide
+    stay visible; the legend sits outside the axes, so it covers none of them.
+    """
     first = next(iter(results.values()))
     ns = [int(n) for n in first["n"]]
-    figure = _new_figure()
+    figure = _new_figure(width=7.6)
     ax = _bon_axes(figure, ns, title or f"Best-of-N ({first.get('num_prompts', '?')} prompts)")
-    for name, result in results.items():
-        ax.plot(ns, [result["accuracy"][str(n)] for n in ns], marker="o", label=f"accuracy@n ({name})")
-    ax.plot(ns, [first["pass"][str(n)] for n in ns], color="gray", linestyle="--", label="oracle pass@n")
-    ax.plot(ns, [first["random"][str(n)] for n in ns], color="gray", linestyle=":", label="random@n")
-    ax.legend()
+    for (name, result), (color, marker, style) in zip(results.items(), itertools.cycle(_VERIFIER_STYLES)):
+        values = [result["accuracy"][str(n)] for n in ns]
+        ax.plot(ns, values, marker=marker, color=color, linestyle=style, markerfacecolor="none", label=f"{name} verifier")
+    for metric in ("pass", "majority", "random"):
+        if metric in first:
+            label, color, style = _BON_STYLES[metric]
+            ax.plot(ns, [first[metric][str(n)] for n in ns], color=color, linestyle=style, marker=".", label=label)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     return _save_png(figure, path)
 
 
@@ -466,7 +477,7 @@ def plot_accuracy_bars(
     """Grouped bars: one group per split, one bar per method (``table[method][split]``)."""
     methods = list(table)
     splits = list(dict.fromkeys(split for row in table.values() for split in row))
-    figure = _new_figure(width=max(6.4, 1.2 * len(splits) + 2))
+    figure = _new_figure(width=max(6.4, 1.3 * len(splits) + 2))
     ax = figure.add_subplot()
     width = 0.8 / max(1, len(methods))
     positions = np.arange(len(splits))
@@ -475,7 +486,7 @@ def plot_accuracy_bars(
         bars = ax.bar(positions + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")  # chance level for pairwise accuracy
-    ax.set_xticks(positions, splits)
+    ax.set_xticks(positions, [split.replace("/", "\n") for split in splits])  # "task/split" on two lines
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -483,20 +494,51 @@ def plot_accuracy_bars(
     return _save_png(figure, path)
 
 
+LOSS_TERMS = {
+    "loss": "total loss",
+    "bt": "Bradley–Terry: −log σ(R_c − R_r)",
+    "bce": "pointwise BCE",
+    "icrm": "consistency L_ICRM (÷ its EMA)",
+    "sft": "SFT: −log π(chosen)",
+}
+
+
+def plot_loss_terms(
+    runs: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: str | os.PathLike, title: str = "Training loss"
+) -> Path:
+    """One panel per loss term, one line per run (``runs[run][term] = [(step, value), ...]``).
+
+    Terms live on different scales and not every method has every term, so
+    each gets its own axes (a total that includes an SFT term is not
+    comparable with one that does not). A run keeps its colour in every
+    panel; the legend sits below the panels, where it covers no curve.
+    """
+    present = {term for run in runs.values() for term, history in run.items() if history}
+    terms = [t for t in LOSS_TERMS if t in present] + sorted(present - set(LOSS_TERMS))
+    figure = _new_figure(width=max(6.4, 3.4 * len(terms)), height=3.8)
+    colours = {name: f"C{i}" for i, name in enumerate(runs)}
+    for i, term in enumerate(terms or ["loss"], start=1):
+        ax = figure.add_subplot(1, max(1, len(terms)), i)
+        for name, run in runs.items():
+            if run.get(term):
+                steps, values = zip(*run[term])
+                ax.plot(steps, values, color=colours[name], label=name)
+        ax.set_title(LOSS_TERMS.get(term, term), fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    figure.suptitle(title)
+    named = [name for name in runs if name]
+    if named:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=colours[name]) for name in named]
+        figure.legend(handles, named, loc="lower center", ncol=len(named), frameon=False)
+    figure.tight_layout(rect=(0, 0.08 if named else 0, 1, 1))
+    return _save_png(figure, path, tight=False)
+
+
 def plot_loss_curves(
     histories: Mapping[str, Sequence[tuple[int, float]]], path: str | os.PathLike, title: str = "Training loss"
 ) -> Path:
-    """Training loss vs step, one line per method (``histories[method] = [(step, loss), ...]``)."""
-    figure = _new_figure()
-    ax = figure.add_subplot()
-    for method, history in histories.items():
-        if history:
-            steps, losses = zip(*history)
-            ax.plot(steps, losses, label=method)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(True, alpha=0.3)
-    if any(histories.values()):
-        ax.legend()
-    ax.set_title(title)
-    return _save_png(figure, path)
+    """Training curves of one run, one panel each (``histories[term] = [(step, value), ...]``)."""
+    return plot_loss_terms({"": dict(histories)}, path, title)

@@ -397,25 +397,54 @@ def _png_text(text: str) -> str:
     return text.replace("\t", "    ").replace("\r", "")
 
 
+def _cells(token: str) -> list[str]:
+    """What a token shows in the PNG, one string per line it occupies (a newline shows as ↵ and ends a line)."""
+    parts = _png_text(token).split("\n")
+    shown = [part + "↵" for part in parts[:-1]] + [parts[-1]]
+    if shown == [""]:
+        return ["·"]  # a byte fragment of a character: keep a visible cell
+    return shown
+
+
+def _words(tokens: Seq[str]) -> list[list[int]]:
+    """Token indices grouped into words: a word starts at a token that begins with white space or follows a newline."""
+    words: list[list[int]] = []
+    for i, token in enumerate(tokens):
+        if not words or token[:1].isspace() or "\n" in tokens[i - 1]:
+            words.append([])
+        words[-1].append(i)
+    return words
+
+
 def _layout(tokens: Seq[str], width: int) -> list[tuple[int, int, str, int]]:
-    """Wrap tokens into lines of ``width`` character cells: ``(line, col, text, index)``."""
+    """Wrap tokens into lines of ``width`` character cells: ``(line, col, text, index)``.
+
+    Lines break between words, as in a text editor: a word that does not fit
+    on the rest of a line starts the next one (without the space before it),
+    and only a word longer than a whole line is cut, where the line ends.
+    """
+    cells = [_cells(token) for token in tokens]
     placed, line, col = [], 0, 0
-    for i, tok in enumerate(tokens):
-        parts = _png_text(tok).split("\n")
-        for j, part in enumerate(parts):
-            shown = part + ("↵" if j < len(parts) - 1 else "")
-            if not shown and len(parts) == 1:
-                shown = "·"  # a byte fragment of a character: keep a visible cell
-            while shown:
-                if col >= width:
+    for word in _words(tokens):
+        first_line = 0  # the word's width up to its first line break
+        for i in word:
+            first_line += len(cells[i][0])
+            if len(cells[i]) > 1:
+                break
+        if col > 0 and col + first_line > width:
+            line, col = line + 1, 0
+            if cells[word[0]][0][:1] == " " and len(cells[word[0]][0]) > 1:
+                cells[word[0]][0] = cells[word[0]][0][1:]  # the space the line break replaces
+        for i in word:
+            for j, shown in enumerate(cells[i]):
+                if j > 0:
                     line, col = line + 1, 0
-                room = width - col
-                piece, shown = shown[:room], shown[room:]
-                if piece:
+                while shown:
+                    if col >= width:
+                        line, col = line + 1, 0
+                    piece, shown = shown[: width - col], shown[width - col :]
                     placed.append((line, col, piece, i))
                     col += len(piece)
-            if j < len(parts) - 1:
-                line, col = line + 1, 0
     return placed
 
 
@@ -437,11 +466,12 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     head = 3  # lines of header per row (model name, response labels)
     char_w, line_h = 0.085, 0.2  # inches per character cell / per line
     fig_w = max(6.0, ncols * (width * char_w + 0.4) + 0.6)
-    fig_h = sum(n + head + 1 for n in lines) * line_h + 1.2
+    total_lines = sum(n + head for n in lines) + len(lines) - 1  # a blank line between rows
+    bottom, top = 0.7, 0.1  # inches: the colour bar and its title below the rows, a margin above
+    fig_h = total_lines * line_h + bottom + top
     fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     FigureCanvasAgg(fig)
-    total_lines = sum(n + head + 1 for n in lines)
-    ax = fig.add_axes((0.02, 1.0 / fig_h, 0.96, 1 - 1.1 / fig_h))
+    ax = fig.add_axes((0.02, bottom / fig_h, 0.96, total_lines * line_h / fig_h))
     col_w = width + 4
     ax.set_xlim(0, ncols * col_w)
     ax.set_ylim(total_lines, 0)
@@ -481,7 +511,7 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
         cmap = LinearSegmentedColormap.from_list(
             "icrm_div", [[v / 255 for v in NEGATIVE_RGB], [1, 1, 1], [v / 255 for v in POSITIVE_RGB]]
         )
-        bar = fig.add_axes((0.3, 0.25 / fig_h, 0.4, 0.12 / fig_h))
+        bar = fig.add_axes((0.3, 0.18 / fig_h, 0.4, 0.12 / fig_h))
         fig.colorbar(ScalarMappable(Normalize(-scale, scale), cmap), cax=bar, orientation="horizontal")
         bar.set_title("Δr = r_t − r_{t−1}", fontsize=8)
         bar.tick_params(labelsize=7)

@@ -16,6 +16,13 @@ the truth instead of by another model:
   independent of the label and ``reversed`` puts it on the rejected side.
 * ``arithmetic`` -- step-by-step calculations in which one wrong step makes
   the answer wrong; pointwise correctness labels and best-of-N candidates.
+  Checking a step means redoing it (a joint function of three numbers, with
+  no single token that gives the error away): the tiny preset does not learn
+  it from a thousand examples (its verifiers stay at chance; BENCHMARKS.md §7).
+* ``addition`` -- the same format for sums of one-digit numbers, where a
+  wrong solution drops a carry (the step's result is 10 too small, so it is
+  smaller than what it adds to); a check the tiny preset does learn, and the
+  demo's best-of-N task.
 
 Bad options raise :class:`icrm.errors.UserError` (a ``ValueError``), which
 the CLI reports as one line with exit code 2.
@@ -27,6 +34,7 @@ only the standard library is used, so the data can be made anywhere.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import random
@@ -48,6 +56,7 @@ __all__ = [
     "SyntheticData",
     "arithmetic_is_correct",
     "decisive_word_mask",
+    "generate_addition",
     "generate_arithmetic",
     "generate_length",
     "generate_noisy",
@@ -89,6 +98,7 @@ LENGTH_GAP = (5, 10)  # words by which the longer side of a length-probe pair is
 
 BON_CANDIDATES = 8  # candidates per best-of-N prompt
 HELD_OUT_BUCKETS = 5  # 1 in 5 arithmetic expressions is reserved for test/bon
+ADDITION_TERMS = (4, 5)  # numbers per addition problem
 
 PREFERENCE_TASKS = ("noisy", "length", "suffix")
 
@@ -116,8 +126,8 @@ def true_reward(task: str, response: str) -> float:
     reward model, a best-of-N pick or a DPO policy can be judged by what the
     data was built to reward rather than by what it correlates with.
     """
-    if task == "arithmetic":
-        raise UserError("arithmetic has no scalar true reward; use arithmetic_is_correct(prompt, response)")
+    if task in STEP_TASKS:
+        raise UserError(f"{task} has no scalar true reward; use arithmetic_is_correct(prompt, response)")
     if task not in PREFERENCE_TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(PREFERENCE_TASKS)}")
     words = [_normalize(w) for w in response.split()]
@@ -272,19 +282,20 @@ def _expression(numbers: list[int], ops: list[str]) -> str:
     return " ".join(parts)
 
 
-def _problem(rng: random.Random, held_out: bool) -> tuple[list[int], list[str]]:
-    """A random expression of 3-4 one-digit numbers with at most one ``*``.
+def _held_out(numbers: list[int], ops: list[str]) -> bool:
+    """Whether an expression is reserved for test/bon: a hash of its text, so whatever the sizes,
+    held-out problems never occur in training."""
+    return zlib.crc32(_expression(numbers, ops).encode()) % HELD_OUT_BUCKETS == 0
 
-    The expression space is split by a hash of its text, so held-out
-    problems never occur in training whatever the sizes.
-    """
+
+def _problem(rng: random.Random, held_out: bool) -> tuple[list[int], list[str]]:
+    """A random expression of 3-4 one-digit numbers with at most one ``*``."""
     while True:
         ops = [rng.choice("+-") for _ in range(rng.randint(2, 3))]
         if rng.random() < 0.6:
             ops[rng.randrange(len(ops))] = "*"
         numbers = [rng.randint(1, 9) for _ in range(len(ops) + 1)]
-        bucket = zlib.crc32(_expression(numbers, ops).encode()) % HELD_OUT_BUCKETS
-        if (bucket == 0) == held_out:
+        if _held_out(numbers, ops) == held_out:
             return numbers, ops
 
 
@@ -292,6 +303,40 @@ def _solution(rng: random.Random, numbers: list[int], ops: list[str], correct: b
     """A worked solution; an incorrect one has one slipped step that propagates."""
     slip = None if correct else (rng.randrange(len(ops)), rng.choice((-3, -2, -1, 1, 2, 3)))
     return _render_steps(_derive(numbers, ops, slip))
+
+
+def _addition_problem(rng: random.Random, held_out: bool) -> tuple[list[int], list[str]]:
+    """4-5 one-digit numbers to add whose running sum crosses a ten at least once (a carry to drop)."""
+    while True:
+        numbers = [rng.randint(1, 9) for _ in range(rng.randint(*ADDITION_TERMS))]
+        ops = ["+"] * (len(numbers) - 1)
+        sums = list(itertools.accumulate(numbers))
+        if any(a // 10 != b // 10 for a, b in zip(sums, sums[1:])) and _held_out(numbers, ops) == held_out:
+            return numbers, ops
+
+
+def _addition_solution(rng: random.Random, numbers: list[int], ops: list[str], correct: bool) -> str:
+    """Running sums, step by step; an incorrect one drops carries.
+
+    At each step whose sum crosses a ten, the incorrect solver drops the carry
+    with probability 1/2 (at least once per solution): that step's result is
+    10 too small and later steps continue from it, so the answer is off by a
+    multiple of ten and every later step looks right on its own.
+    """
+    while True:
+        total, steps = numbers[0], []
+        for number in numbers[1:]:
+            result = total + number
+            if not correct and result // 10 != total // 10 and rng.random() < 0.5:
+                result -= 10
+            steps.append((total, "+", number, result))
+            total = result
+        if correct or total != sum(numbers):
+            return _render_steps(steps)
+
+
+# task -> (problem maker, solution writer)
+STEP_TASKS = {"arithmetic": (_problem, _solution), "addition": (_addition_problem, _addition_solution)}
 
 
 def arithmetic_is_correct(prompt: str, response: str) -> bool:
@@ -316,42 +361,44 @@ def _arithmetic_prompt(numbers: list[int], ops: list[str]) -> str:
     return f"Compute {_expression(numbers, ops)}."
 
 
-def _pointwise_split(split: str, seed: int, n: int, flip: float) -> tuple[list[dict], list[str]]:
-    """``n`` pointwise rows, half correct, and the ids whose label was flipped."""
-    rng = random.Random(f"icrm:arithmetic:{split}:{seed}")
+def _pointwise_split(task: str, split: str, seed: int, n: int, flip: float) -> tuple[list[dict], list[str]]:
+    """``n`` pointwise rows of a step task, half correct, and the ids whose label was flipped."""
+    problem, solution = STEP_TASKS[task]
+    rng = random.Random(f"icrm:{task}:{split}:{seed}")
     flipped = set(rng.sample(range(n), round(flip * n)))
     rows = []
     for i in range(n):
-        numbers, ops = _problem(rng, held_out=split != "train")
+        numbers, ops = problem(rng, held_out=split != "train")
         correct = rng.random() < 0.5
         rows.append(
             {
-                "id": f"arithmetic-{split}-{i:05d}",
+                "id": f"{task}-{split}-{i:05d}",
                 "prompt": _arithmetic_prompt(numbers, ops),
-                "response": _solution(rng, numbers, ops, correct),
+                "response": solution(rng, numbers, ops, correct),
                 "label": int(correct != (i in flipped)),
             }
         )
     return rows, [rows[i]["id"] for i in sorted(flipped)]
 
 
-def _best_of_n_split(seed: int, n: int) -> list[dict]:
+def _best_of_n_split(task: str, seed: int, n: int) -> list[dict]:
     """``n`` held-out prompts with candidates of varying quality, as a policy would sample.
 
     Each prompt gets its own success rate (0.2-0.6), so some prompts are
     easy, some hard, and most have both correct and incorrect candidates.
     """
-    rng = random.Random(f"icrm:arithmetic:bon:{seed}")
+    problem, solution = STEP_TASKS[task]
+    rng = random.Random(f"icrm:{task}:bon:{seed}")
     rows = []
     for i in range(n):
-        numbers, ops = _problem(rng, held_out=True)
+        numbers, ops = problem(rng, held_out=True)
         success = rng.uniform(0.2, 0.6)
         labels = [int(rng.random() < success) for _ in range(BON_CANDIDATES)]
         rows.append(
             {
-                "id": f"arithmetic-bon-{i:05d}",
+                "id": f"{task}-bon-{i:05d}",
                 "prompt": _arithmetic_prompt(numbers, ops),
-                "candidates": [_solution(rng, numbers, ops, bool(label)) for label in labels],
+                "candidates": [solution(rng, numbers, ops, bool(label)) for label in labels],
                 "labels": labels,
                 "answer": str(_derive(numbers, ops)[-1][3]),
             }
@@ -452,11 +499,24 @@ def generate_arithmetic(*, seed: int = 0, n_train: int = 1000, n_test: int = 300
     prompts with 8 candidates, their labels and the answer). Test and bon
     expressions never occur in training.
     """
+    return _step_task("arithmetic", seed, n_train, n_test, flip)
+
+
+def generate_addition(*, seed: int = 0, n_train: int = 1000, n_test: int = 300, flip: float = 0.0) -> SyntheticData:
+    """Step-checked addition with dropped carries: the files of :func:`generate_arithmetic`.
+
+    Problems add 4-5 one-digit numbers ("Compute 7 + 5 + 9 + 3.") and are
+    checked by :func:`arithmetic_is_correct` like arithmetic ones.
+    """
+    return _step_task("addition", seed, n_train, n_test, flip)
+
+
+def _step_task(task: str, seed: int, n_train: int, n_test: int, flip: float) -> SyntheticData:
     _check_sizes(n_train, n_test, flip)
-    train, flipped = _pointwise_split("train", seed, n_train, flip)
-    test, _ = _pointwise_split("test", seed, n_test, 0.0)
-    files = {"train.jsonl": train, "test.jsonl": test, "bon.jsonl": _best_of_n_split(seed, n_test)}
-    return _task_data("arithmetic", seed, n_train, n_test, flip, flipped, files, n_candidates=BON_CANDIDATES)
+    train, flipped = _pointwise_split(task, "train", seed, n_train, flip)
+    test, _ = _pointwise_split(task, "test", seed, n_test, 0.0)
+    files = {"train.jsonl": train, "test.jsonl": test, "bon.jsonl": _best_of_n_split(task, seed, n_test)}
+    return _task_data(task, seed, n_train, n_test, flip, flipped, files, n_candidates=BON_CANDIDATES)
 
 
 TASKS: dict[str, Callable[..., SyntheticData]] = {
@@ -464,6 +524,7 @@ TASKS: dict[str, Callable[..., SyntheticData]] = {
     "length": generate_length,
     "suffix": generate_suffix,
     "arithmetic": generate_arithmetic,
+    "addition": generate_addition,
 }
 
 
