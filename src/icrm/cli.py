@@ -18,7 +18,7 @@ import typer
 import yaml
 
 from .errors import TrainingStopped, UserError
-from .outputs import console, set_quiet
+from .outputs import JSON_LOGS, console, set_quiet
 
 app = typer.Typer(
     help="Reward models with intra-trajectory consistency regularization (ICRM).",
@@ -28,8 +28,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Make data files (embedded synthetic tasks, converters).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-LOG_FORMAT = {"value": "text"}
 
 
 def _load_config(ctx: typer.Context, param, value: Optional[Path]):
@@ -86,20 +84,37 @@ def guarded(fn):
 
 def _fail(message: str, code: int) -> None:
     message = " ".join(message.split())
-    if LOG_FORMAT["value"] == "json":
+    if JSON_LOGS["value"]:
         print(json.dumps({"level": "error", "message": message, "exit_code": code}), file=sys.stderr)
     else:
         print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
 
-def _report(payload: dict) -> None:
-    """Final summary of a command, as text or one JSON line."""
-    if LOG_FORMAT["value"] == "json":
+def _report(payload: dict, notes: Optional[dict] = None) -> None:
+    """Final summary of a command, as text (counts with what they mean) or one JSON line."""
+    if JSON_LOGS["value"]:
         print(json.dumps(payload, default=str))
     else:
         for key, value in payload.items():
-            console.print(f"[bold]{key}[/bold]: {value}")
+            note = (notes or {}).get(key)
+            console.print(f"[bold]{key}[/bold]: {value}" + (f"  [dim]({note})[/dim]" if note else ""), soft_wrap=True)
+
+
+SKIPPED_NOTE = {"skipped_rows": "invalid rows skipped by --skip-invalid"}
+
+
+def _length_summary(counts: dict) -> tuple[dict, dict]:
+    """The length-limit counts of eval/score/bon (the nonzero ones), and what they mean."""
+    shown = {"max_length": counts["max_length"] or "none"}
+    shown.update({k: counts[k] for k in ("truncated", "dropped_over_length", "skipped_rows") if counts.get(k)})
+    notes = {
+        "max_length": "tokens of prompt+response; set with --max-length",
+        "truncated": "responses whose prompt lost tokens from the left to fit",
+        "dropped_over_length": "rows skipped: a response alone is longer than max_length",
+        **SKIPPED_NOTE,
+    }
+    return shown, notes
 
 
 @app.callback()
@@ -115,7 +130,7 @@ def main_options(
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
-    LOG_FORMAT["value"] = log_format
+    JSON_LOGS["value"] = log_format == "json"
     set_quiet(quiet or log_format == "json")
     try:
         set_threads(threads or default_threads())
@@ -150,6 +165,12 @@ MaxStepsOpt = typer.Option(-1, "--max-steps", help="Stop after this many optimiz
 BatchOpt = typer.Option(8, "--batch-size", help="Examples (pairs) per device per step.")
 GradAccOpt = typer.Option(1, "--grad-accum", help="Gradient accumulation steps.")
 MaxLenOpt = typer.Option(1024, "--max-length", help="Max tokens of prompt+response.")
+ScoreMaxLenOpt = typer.Option(
+    None, "--max-length", show_default=False,
+    help="Max tokens of prompt+response; a longer prompt loses tokens from the left, a longer response is an error "
+         "(or skipped with --skip-invalid) [default: the checkpoint's training --max-length, capped at the model's "
+         "position limit].",
+)
 TruncOpt = typer.Option("left", "--truncation", help="left: cut the prompt's left; drop: skip over-long rows.")
 SeedOpt = typer.Option(0, "--seed")
 SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
@@ -280,6 +301,7 @@ def eval_cmd(
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
+    max_length: Optional[int] = ScoreMaxLenOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -289,10 +311,12 @@ def eval_cmd(
     from .scoring import evaluate_pairs
 
     metrics = evaluate_pairs(
-        model, data, output, split=split, batch_size=batch_size, limit=limit, skip_invalid=skip_invalid,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
+        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
     )
-    _report({"accuracy": round(metrics["accuracy"], 4), "n": metrics["n"], "output": str(output) if output else "-"})
+    shown, notes = _length_summary(metrics)
+    _report({"accuracy": round(metrics["accuracy"], 4), "n": metrics["n"], **shown,
+             "output": str(output) if output else "-"}, notes)
 
 
 @app.command()
@@ -306,6 +330,7 @@ def score(
     generator: Optional[str] = typer.Option(None, "--generator", help="With --per-token: add w_t from PATH or self."),
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    max_length: Optional[int] = ScoreMaxLenOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -314,11 +339,13 @@ def score(
     """Add a reward to every response of a data file."""
     from .scoring import score_file
 
-    count = score_file(
-        model, data, output, normalize=normalize, split=split, batch_size=batch_size, skip_invalid=skip_invalid,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, per_token=per_token, generator=generator,
+    counts = score_file(
+        model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
+        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        per_token=per_token, generator=generator,
     )
-    _report({"rows": count, "output": str(output)})
+    shown, notes = _length_summary(counts)
+    _report({"rows": counts["rows"], **shown, "output": str(output)}, notes)
 
 
 @app.command()
@@ -331,6 +358,7 @@ def bon(
     draws: int = typer.Option(32, "--draws", help="Random candidate subsets per prompt when n < all."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(16, "--batch-size"),
+    max_length: Optional[int] = ScoreMaxLenOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -340,13 +368,16 @@ def bon(
     from .scoring import best_of_n
 
     report = best_of_n(
-        model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, skip_invalid=skip_invalid,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
+        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
-    summary.update({f"pass@{k}": round(v, 4) for k, v in report["pass"].items()})
+    for metric in ("random", "majority", "pass"):
+        summary.update({f"{metric}@{k}": round(v, 4) for k, v in report.get(metric, {}).items()})
+    shown, notes = _length_summary(report)
+    summary.update(shown)
     summary["output"] = str(output) if output else "-"
-    _report(summary)
+    _report(summary, notes)
 
 
 @data_app.command("synth")
@@ -435,7 +466,8 @@ def explain(
     limit: int = typer.Option(20, "--limit"),
     generator: Optional[str] = typer.Option(None, "--generator", help="Show generator probabilities w (PATH or self)."),
     png: bool = typer.Option(False, "--png", help="Also render PNGs with matplotlib."),
-    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    max_length: Optional[int] = ScoreMaxLenOpt,
+    skip_invalid: bool = SkipOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Per-token reward heatmap: each response token coloured by its reward change Δr."""
@@ -443,7 +475,7 @@ def explain(
 
     written = explain_to_files(
         model, output, prompt=prompt, response=response, data=data, limit=limit, generator=generator, png=png,
-        max_length=max_length,
+        max_length=max_length, skip_invalid=skip_invalid,
     )
     _report({"written": ", ".join(str(p) for p in written)})
 
@@ -581,7 +613,7 @@ def compare_policies_cmd(
         list(policies) + list(more or []), prompts, judge, sampling, task=task, output=output, batch_size=batch_size,
         trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
     )
-    if LOG_FORMAT["value"] == "json" or output is None:
+    if JSON_LOGS["value"] or output is None:
         print(json.dumps(report, default=str))
     else:
         for entry in report["policies"]:

@@ -414,6 +414,10 @@ def load_examples(
             errors.append(str(err))
     if not examples:
         raise DataError(name, f"no valid rows ({len(errors)} skipped; first: {errors[0] if errors else '-'})")
+    if errors:
+        from .outputs import warn
+
+        warn(f"skipped {len(errors)} invalid row(s) of {name} (--skip-invalid); the first: {errors[0]}")
     return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors)
 
 

@@ -585,26 +585,28 @@ def explain_to_files(
     generator: str | None = None,
     png: bool = False,
     max_length: int | None = None,
+    skip_invalid: bool = False,
 ) -> list[Path]:
     """``icrm explain``: one page for a prompt/response, or an index of pages for a data file.
 
     With ``--data`` the output is a directory holding ``index.html`` and one page
-    per example; otherwise it is the page itself. Written atomically.
+    per example; otherwise it is the page itself. Written atomically. Lengths
+    follow ``icrm score`` (:func:`icrm.scoring.fit_examples`); the default
+    limit is the smallest of the models' defaults.
     """
     from .data import load_examples
     from .errors import UserError
     from .generator import load_generator
     from .modeling import RewardModel
     from .outputs import staged_directory, staged_file
+    from .scoring import fit_examples, resolve_max_length
 
     if (data is None) == (prompt is None or response is None):
         raise UserError("give either --prompt and --response, or --data")
-    if data is not None:
-        examples = load_examples(data, limit=limit).examples
-    else:
-        examples = None
     loaded = [(name, RewardModel.from_pretrained(name)) for name in models]
-    gen = load_generator(generator, loaded[0][1].tokenizer)
+    tokenizer = loaded[0][1].tokenizer
+    max_length = min(filter(None, (resolve_max_length(rm, max_length) for _, rm in loaded)), default=None)
+    gen = load_generator(generator, tokenizer)
 
     def rows_for(prompt_value, responses):
         try:
@@ -613,7 +615,10 @@ def explain_to_files(
         except ValueError as err:
             raise UserError(str(err)) from err
 
-    if examples is None:
+    if data is None:
+        seq = encode(tokenizer, _messages(prompt), response)
+        if max_length is not None and seq.length - seq.start > max_length:
+            raise UserError(f"--response: {seq.length - seq.start} tokens do not fit in --max-length {max_length}")
         rows = rows_for(prompt, [("response", response)])
         with staged_file(output) as tmp:
             tmp.write_text(render_html("icrm explain", prompt, rows))
@@ -621,6 +626,8 @@ def explain_to_files(
         if png:
             written.append(render_png(rows, Path(output).with_suffix(".png")))
         return written
+    examples = fit_examples(tokenizer, load_examples(data, limit=limit, skip_invalid=skip_invalid), max_length,
+                            skip_invalid).examples
     with staged_directory(output) as staging:
         entries = []
         for i, ex in enumerate(examples, start=1):

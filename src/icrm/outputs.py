@@ -11,15 +11,18 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 console = Console(stderr=True)
 QUIET = {"value": os.environ.get("ICRM_QUIET") == "1"}
+JSON_LOGS = {"value": False}
 
 
 def set_quiet(quiet: bool) -> None:
@@ -30,6 +33,14 @@ def note(message: str) -> None:
     """An informational line on stderr (silent under ``--quiet``)."""
     if not QUIET["value"]:
         console.print(message)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: something the user should know about the results, so shown even under ``--quiet``."""
+    if JSON_LOGS["value"]:
+        print(json.dumps({"level": "warning", "message": message}), file=sys.stderr)
+    else:
+        console.print(Text.assemble(("warning: ", "yellow"), message), soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -8,13 +8,26 @@ with :meth:`RewardModel.score`, and writes the outputs atomically.
 from __future__ import annotations
 
 import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .data import BonExample, PairExample, PointExample, flatten_responses, load_examples, responses_of
+from .data import (
+    BonExample,
+    DataError,
+    LoadedData,
+    PairExample,
+    PointExample,
+    Sequence,
+    encode,
+    load_examples,
+    responses_of,
+    tokenize_examples,
+)
 from .errors import UserError
 from .evaluation import bon_metrics, pairwise_metrics, plot_bon_curve, plot_margin_histogram
 from .modeling import RewardModel
-from .outputs import progress, write_json, write_jsonl
+from .outputs import progress, warn, write_json, write_jsonl
 
 
 def load_reward_model(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> RewardModel:
@@ -23,15 +36,119 @@ def load_reward_model(path: str, trust_remote_code: bool = False, allow_pickle: 
     return rm
 
 
-def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_size: int = 16) -> list[float]:
-    """Scores in chunks, with a progress bar."""
+# ------------------------------------------------------------------ length limits
+
+
+def position_limit(config) -> int | None:
+    """The longest sequence a model's position embeddings cover, where its config says."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_max_length(rm: RewardModel, max_length: int | None) -> int | None:
+    """``--max-length``; by default the checkpoint's training max length, capped at its position limit.
+
+    A model that records neither (a plain transformers classifier without
+    position limit) is not limited.
+    """
+    limit = position_limit(rm.config)
+    if max_length is not None:
+        if max_length < 8:
+            raise UserError(f"--max-length must be at least 8, got {max_length}")
+        if limit is not None and max_length > limit:
+            raise UserError(f"--max-length {max_length} exceeds the model's position limit of {limit} tokens")
+        return max_length
+    known = [n for n in (rm.training_config.get("max_length"), limit) if n]
+    return min(known) if known else None
+
+
+@dataclass
+class Fitted:
+    """The examples whose responses fit the length limit, and their sequences in ``flatten_responses`` order."""
+
+    examples: list
+    kept: list[int]  # their indices in the loaded data
+    sequences: list[Sequence]
+    max_length: int | None
+    truncated: int = 0
+    dropped: int = 0
+
+    def counts(self) -> dict:
+        return {"max_length": self.max_length, "truncated": self.truncated, "dropped_over_length": self.dropped}
+
+
+def _response_fields(example) -> list[tuple[str, str]]:
+    """``(field, label)`` of each response, for error messages (the field names of the data format)."""
+    if isinstance(example, PairExample):
+        return [("chosen", ""), ("rejected", "")]
+    if isinstance(example, PointExample):
+        return [("response", "")]
+    return [("candidates", f"candidate {i}: ") for i in range(1, len(example.candidates) + 1)]
+
+
+def _too_long(tokenizer, example, max_length: int) -> tuple[str, str]:
+    """``(field, message)`` for an example whose response alone is longer than ``max_length``."""
+    for (name, label), response in zip(_response_fields(example), responses_of(example)):
+        seq = encode(tokenizer, example.prompt, response)
+        if seq.length - seq.start > max_length:
+            return name, f"{label}{seq.length - seq.start} response tokens do not fit in --max-length {max_length}"
+    raise AssertionError("tokenize_examples dropped an example whose responses fit")
+
+
+def fit_examples(tokenizer, loaded: LoadedData, max_length: int | None, skip_invalid: bool = False) -> Fitted:
+    """Tokenize every response the way ``icrm train`` does (:func:`icrm.data.tokenize_examples`).
+
+    A sequence over ``max_length`` loses prompt tokens from the left
+    (counted as ``truncated``); a response that alone is longer cannot be
+    scored without losing its last token, where the reward is read: that is
+    an error naming the file, line and field, or with ``skip_invalid`` the
+    row is skipped, counted (``dropped_over_length``) and reported.
+    """
+    examples = loaded.examples
+    with progress("tokenizing", len(examples)) as advance:
+        items, kept, stats = tokenize_examples(examples, tokenizer, max_length or sys.maxsize, "left", advance)
+    over = sorted(set(range(len(examples))) - set(kept))
+    if over:
+        first = examples[over[0]]
+        name, message = _too_long(tokenizer, first, max_length)
+        if not skip_invalid:
+            hint = " (raise --max-length, or skip such rows with --skip-invalid)"
+            raise DataError(loaded.source, message + hint, first.line, name)
+        warn(f"skipped {len(over)} row(s) of {loaded.source} with a response longer than --max-length {max_length} "
+             f"tokens; the first: {DataError(loaded.source, message, first.line, name)}")
+    sequences = [seq for item in items for seq in item]
+    return Fitted([examples[i] for i in kept], kept, sequences, max_length, stats.truncated, len(over))
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def score_sequences(rm: RewardModel, seqs: list[Sequence], batch_size: int = 16) -> list[float]:
+    """Outcome rewards of tokenized sequences, in chunks, with a progress bar."""
     scores: list[float] = []
     chunk = max(batch_size * 8, 1)
-    with progress("scoring", len(responses)) as advance:
-        for lo in range(0, len(responses), chunk):
-            scores.extend(rm.score(prompts[lo : lo + chunk], responses[lo : lo + chunk], batch_size))
-            advance(len(responses[lo : lo + chunk]))
+    with progress("scoring", len(seqs)) as advance:
+        for lo in range(0, len(seqs), chunk):
+            part = seqs[lo : lo + chunk]
+            scores.extend(float(r[-1]) for r in rm.sequence_rewards(part, batch_size))
+            advance(len(part))
     return scores
+
+
+def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_size: int = 16) -> list[float]:
+    """Outcome rewards of (prompt messages, response) pairs, at full length."""
+    return score_sequences(rm, [encode(rm.tokenizer, p, r) for p, r in zip(prompts, responses)], batch_size)
+
+
+def _load_and_fit(model, data, expect, split, limit, skip_invalid, max_length, trust_remote_code, allow_pickle):
+    """The reward model and the data's examples, tokenized within the length limit."""
+    loaded = load_examples(data, expect=expect, split=split, skip_invalid=skip_invalid, limit=limit)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
+    return rm, loaded, fitted
 
 
 def evaluate_pairs(
@@ -42,18 +159,22 @@ def evaluate_pairs(
     split: str | None = None,
     batch_size: int = 16,
     limit: int | None = None,
+    max_length: int | None = None,
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> dict:
-    """Pairwise accuracy (overall, per subset, per section) of a reward model."""
-    loaded = load_examples(data, expect=("pairwise",), split=split, skip_invalid=skip_invalid, limit=limit)
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
-    prompts, responses = flatten_responses(loaded.examples)
-    scores = score_responses(rm, prompts, responses, batch_size)
+    """Pairwise accuracy (overall, per subset, per section) of a reward model.
+
+    Pairs are tokenized as in training (see :func:`fit_examples`), so on the
+    same file this is the ``eval_accuracy`` a training run reports.
+    """
+    rm, loaded, fitted = _load_and_fit(model, data, ("pairwise",), split, limit, skip_invalid, max_length,
+                                       trust_remote_code, allow_pickle)
+    scores = score_sequences(rm, fitted.sequences, batch_size)
     chosen, rejected = scores[0::2], scores[1::2]
-    lengths = [len(rm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
-    subsets = [ex.subset for ex in loaded.examples]
+    lengths = [seq.length - seq.start for seq in fitted.sequences]  # response tokens
+    subsets = [ex.subset for ex in fitted.examples]
     try:
         metrics = pairwise_metrics(
             chosen,
@@ -65,6 +186,7 @@ def evaluate_pairs(
     except ValueError as err:
         raise UserError(f"{data}: {err}") from err
     metrics["skipped_rows"] = loaded.skipped
+    metrics.update(fitted.counts())
     metrics["model"] = model
     metrics["data"] = data
     if output is not None:
@@ -81,48 +203,48 @@ def score_file(
     normalize: bool = False,
     split: str | None = None,
     batch_size: int = 16,
+    max_length: int | None = None,
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     per_token: bool = False,
     generator: str | None = None,
-) -> int:
-    """Write ``data`` back with a reward per response; returns the row count.
+) -> dict:
+    """Write ``data`` back with a reward per response; returns the row count and the length counts.
 
     With ``per_token`` every row also gets ``token_rewards``: one entry per
     response (in the row's order), with the token texts, the prefix rewards
     ``r``, their changes ``delta`` and, given a generator, its probabilities ``w``.
     """
-    loaded = load_examples(data, split=split, skip_invalid=skip_invalid)
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    rm, loaded, fitted = _load_and_fit(model, data, None, split, None, skip_invalid, max_length,
+                                       trust_remote_code, allow_pickle)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
-    prompts, responses = flatten_responses(loaded.examples)
-    scores = score_responses(rm, prompts, responses, batch_size)
+    scores = score_sequences(rm, fitted.sequences, batch_size)
     if normalize:
         mean, std = rm.reward_stats["mean"], rm.reward_stats["std"]
         scores = [(s - mean) / std for s in scores]
     rows, at = [], 0
-    for ex in loaded.examples:
+    for ex in fitted.examples:
         n = len(responses_of(ex))
         rows.append(_scored_row(ex, scores[at : at + n]))
         at += n
     if per_token:
-        _add_token_rewards(rm, loaded.examples, rows, generator)
+        _add_token_rewards(rm, fitted, rows, generator)
     write_jsonl(output, rows)
-    return len(rows)
+    return {"rows": len(rows), "skipped_rows": loaded.skipped, **fitted.counts()}
 
 
-def _add_token_rewards(rm: RewardModel, examples: list, rows: list[dict], generator: str | None) -> None:
+def _add_token_rewards(rm: RewardModel, fitted: Fitted, rows: list[dict], generator: str | None) -> None:
     """Process rewards: per response token, its text, r_t, Δr_t and (with a generator) w_t."""
     from .explain import explain_responses
     from .generator import load_generator
 
     gen = load_generator(generator, rm.tokenizer)
-    with progress("per-token rewards", len(examples)) as advance:
-        for ex, row in zip(examples, rows):
-            texts = responses_of(ex)
-            explained = explain_responses(rm, ex.prompt, [(str(i), t) for i, t in enumerate(texts)], "rm", gen)
+    with progress("per-token rewards", len(fitted.examples)) as advance:
+        for ex, row in zip(fitted.examples, rows):
+            texts = [(str(i), t) for i, t in enumerate(responses_of(ex))]
+            explained = explain_responses(rm, ex.prompt, texts, "rm", gen, fitted.max_length)
             row["token_rewards"] = [
                 {"tokens": e.tokens, "r": e.r, "delta": e.delta, **({"w": e.w} if e.w is not None else {})}
                 for e in explained
@@ -200,6 +322,7 @@ def best_of_n(
     n_draws: int = 32,
     seed: int = 0,
     batch_size: int = 16,
+    max_length: int | None = None,
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
@@ -226,12 +349,14 @@ def best_of_n(
     for ex in examples:
         if ns[-1] > len(ex.candidates):
             raise UserError(f"{data}:{ex.line}: candidates: n={ns[-1]} exceeds the {len(ex.candidates)} candidates")
+    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
+    labels = [labels[i] for i in fitted.kept]
+    examples = fitted.examples
     answers = None
     if all(ex.answer is not None for ex in examples):
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
-    prompts, responses = flatten_responses(examples)
-    flat = score_responses(rm, prompts, responses, batch_size)
+    flat = score_sequences(rm, fitted.sequences, batch_size)
     scores, at = [], 0
     for ex in examples:
         scores.append(flat[at : at + len(ex.candidates)])
@@ -240,7 +365,7 @@ def best_of_n(
         report = bon_metrics(scores, labels, ns, answers=answers, n_draws=n_draws, seed=seed)
     except ValueError as err:
         raise UserError(f"{data}: {err}") from err
-    report.update(model=model, data=data, skipped_rows=loaded.skipped)
+    report.update(model=model, data=data, skipped_rows=loaded.skipped, **fitted.counts())
     if output is not None:
         write_json(output, report)
         plot_bon_curve(report, Path(output).with_suffix(".png"))
