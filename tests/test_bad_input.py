@@ -21,6 +21,8 @@ CASES = {
     "missing file": (None, [], "nope.jsonl: file not found"),
     "empty file": ("", [], "data.jsonl: no rows (empty file)"),
     "invalid JSON line": ('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{oops\n', [], "data.jsonl:2: invalid JSON"),
+    "cut-off JSON line": ('{"prompt": "q", "chosen": "a"\n', [], "data.jsonl:1: invalid JSON (Expecting ',' delimiter at column 30)"),
+    "missing comma": ('{"prompt": "q" "chosen": "a"}\n', [], "data.jsonl:1: invalid JSON (Expecting ',' delimiter at column 16)"),
     "missing prompt (pointwise)": ([{"response": "a", "label": 1, "prompt": None}], [], "data.jsonl:1: prompt: expected a string"),
     "missing chosen": ([{"prompt": "q", "rejected": "b"}], [], "data.jsonl:1: chosen: missing column"),
     "missing rejected": ([{"prompt": "q", "chosen": "a"}], [], "data.jsonl:1: rejected: missing column"),
@@ -35,6 +37,8 @@ CASES = {
     "unknown method": ([OK_PAIR], ["--method", "dpo"], "unknown method 'dpo'"),
     "lambda outside [0,1]": ([OK_PAIR], ["--lambda", "-0.1"], "--lambda must be in [0, 1]"),
     "model dir that is not a model": ([OK_PAIR], ["--model", "EMPTY_DIR"], "not a model directory"),
+    "missing model dir": ([OK_PAIR], ["--model", "/nonexistent/model"], "error: /nonexistent/model: no such directory"),
+    "missing generator dir": ([OK_PAIR], ["--generator", "./no/such/generator"], "./no/such/generator: no such directory"),
 }
 
 
@@ -71,3 +75,13 @@ def test_eval_with_a_directory_that_is_not_a_reward_model(tmp_path, cli):
     result = cli("eval", "--model", tmp_path / "junk", "--data", data, "--output", tmp_path / "m.json")
     assert result.exit_code == 2 and result.stderr.startswith("error: ")
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "score", "sft", "sample"])
+def test_missing_local_model_says_so(tmp_path, cli, command):
+    data = _write(tmp_path, [OK_PAIR])
+    model = {"sft": "--model", "sample": "--policy"}.get(command, "--model")
+    extra = ["--prompts", data] if command == "sample" else ["--data", data]
+    result = cli(command, model, tmp_path / "missing", *extra, "--output", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing'}: no such directory"

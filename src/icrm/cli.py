@@ -144,7 +144,7 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
-    for name in ("transformers", "datasets", "peft", "accelerate", "torch"):
+    for name in ("transformers", "datasets", "peft", "accelerate", "torch", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import transformers

@@ -82,9 +82,10 @@ def read_rows(source: str | Path, split: str | None = None) -> list[Row]:
 
 
 def _open_text(path: Path):
+    """Text of a (gzipped) file; a byte-order mark some editors write is skipped."""
     if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def _read_jsonl(path: Path) -> list[Row]:
@@ -94,7 +95,7 @@ def _read_jsonl(path: Path) -> list[Row]:
             if not text.strip():
                 continue
             try:
-                data = json.loads(text)
+                data = json.loads(text.rstrip("\r\n"))  # with the newline, a cut-off row's error is at column 1 of the next line
             except json.JSONDecodeError as err:
                 raise DataError(str(path), f"invalid JSON ({err.msg} at column {err.colno})", number) from err
             if not isinstance(data, dict):
@@ -108,7 +109,7 @@ def _read_json(path: Path) -> list[Row]:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as err:
-            raise DataError(str(path), f"invalid JSON ({err.msg})", err.lineno) from err
+            raise DataError(str(path), f"invalid JSON ({err.msg} at column {err.colno})", err.lineno) from err
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -124,12 +125,25 @@ def prepare_tokenizer(tokenizer) -> bool:
     return added
 
 
+HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")  # "name" or "namespace/name"
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """The tokenizer of a local directory or hub id (every model loader starts here).
+
+    A missing local path is reported as such, not as the hub's complaint
+    about an invalid repo id.
+    """
     from transformers import AutoTokenizer
 
+    if not Path(path).exists() and not HUB_ID.fullmatch(path):
+        raise ModelError(f"{path}: no such directory")
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as err:
+        if not Path(path).exists():
+            reason = re.split(r"\.\s", str(err))[0]
+            raise ModelError(f"{path}: no such directory, and the hub could not provide it ({reason})") from err
         raise ModelError(f"{path}: cannot load a tokenizer ({err.__class__.__name__}: {err})") from err
 
 

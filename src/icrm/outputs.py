@@ -87,6 +87,7 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    staging.chmod(_default_mode(directory=True))  # mkdtemp's 0700, else, would outlive the rename
     try:
         yield staging
     except BaseException:
