@@ -66,6 +66,8 @@ def test_skip_invalid_skips_and_counts(tmp_path, cli):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["skipped_rows"] == 1 and metrics["train_examples"] == 2
+    assert (f"warning: skipped 1 invalid row(s) of {data} (--skip-invalid); the first: "
+            f"{data}:2: rejected: chosen and rejected are identical") in result.stderr  # shown even under --quiet
 
 
 def test_eval_with_a_directory_that_is_not_a_reward_model(tmp_path, cli):

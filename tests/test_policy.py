@@ -8,6 +8,7 @@ policy trained on the synthetic noisy task.
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -198,6 +199,19 @@ def test_dpo_pairs_exclude_prompts_of_a_test_file(loop, cli, tmp_path):
                  "--exclude-prompts", loop / "synth" / "test.jsonl")
     assert result.exit_code == 2 and "no DPO pairs left" in result.stderr  # every prompt is a test prompt
     assert not out.exists()
+    half = write_jsonl(tmp_path / "half.jsonl", [json.loads(line) for line in
+                                                   (loop / "synth" / "test.jsonl").read_text().splitlines()[:3]])
+    result = cli("dpo-pairs", "--model", loop / "rm", "--data", loop / "cands.jsonl", "--output", out,
+                 "--exclude-prompts", half)
+    assert result.exit_code == 0, result.output
+    assert "overlap: 3  (prompts left out because they occur in --exclude-prompts)" in result.stderr
+
+
+def test_sample_summary_says_what_truncated_means(loop, cli, tmp_path):
+    result = cli("sample", "--policy", loop / "sft", "--prompts", loop / "synth" / "prompts.jsonl", "--n", "1",
+                 "--output", tmp_path / "c.jsonl", "--max-new-tokens", "2")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"truncated: \d+  \(samples cut at --max-new-tokens 2 before an end token\)", result.stderr)
 
 
 def test_dpo_changes_the_policy_and_saves_a_plain_causal_lm(loop):
@@ -216,6 +230,26 @@ def test_dpo_changes_the_policy_and_saves_a_plain_causal_lm(loop):
     tok = AutoTokenizer.from_pretrained(dpo_dir)
     assert tok.eos_token == "<|end|>" and tok.chat_template
     assert not list(loop.glob(".dpo.partial-*"))
+
+
+def test_python_api_draws_no_library_progress_bars(loop, tmp_path, capfd):
+    """Only icrm's own bars: no tqdm from transformers ("Loading weights") or TRL's dataset maps."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from icrm.modeling import RewardModel
+    from icrm.policy import DPOSettings, train_dpo
+    from icrm.training import trainer_arguments
+
+    hf_logging.enable_progress_bar()  # as in a fresh Python session (CLI tests switch them off)
+    datasets.enable_progress_bars()
+    capfd.readouterr()
+    RewardModel.from_pretrained(str(loop / "rm"))
+    train_dpo(str(loop / "sft"), str(loop / "pairs.jsonl"), tmp_path / "dpo",
+              trainer_arguments(max_steps=1, batch_size=4, lr=1e-4), DPOSettings(max_length=96))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Tokenizing" not in err and "it/s]" not in err, err[-1000:]
+    assert hf_logging.is_progress_bar_enabled() and not datasets.utils.are_progress_bars_disabled()  # restored
 
 
 def test_dpo_with_lora_merges_the_adapter(loop, cli, tmp_path):

@@ -514,7 +514,11 @@ def sample(
     from .policy import SamplingConfig, sample_to_file
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
-    _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle))
+    _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle), {
+        "truncated": f"samples cut at --max-new-tokens {max_new_tokens} before an end token",
+        "empty_dropped": "empty samples left out of the candidates",
+        "prompts_dropped": "prompts left with no candidate",
+    })
 
 
 @app.command("dpo-pairs")
@@ -538,7 +542,14 @@ def dpo_pairs(
         model, data, output, min_gap=min_gap, exclude_prompts=exclude_prompts, batch_size=batch_size,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
     )
-    _report({**counts, "output": str(output)})
+    _report({**counts, "output": str(output)}, {
+        "pairs": "prompts that gave a chosen/rejected pair",
+        "overlap": "prompts left out because they occur in --exclude-prompts",
+        "identical": "prompts whose candidates are all the same text",
+        "tie": "prompts whose best and worst candidates have the same reward",
+        "gap": f"prompts whose best-worst reward gap is below --min-gap {min_gap}",
+        **SKIPPED_NOTE,
+    })
 
 
 @app.command()

@@ -26,6 +26,7 @@ from torch import nn
 from .data import Message, RewardCollator, Sequence, encode, last_token_index
 from .errors import UserError
 from .losses import scale_grad
+from .outputs import library_bars_off
 
 ICRM_CONFIG = "icrm_config.json"
 ICRM_STATE = "icrm_state.json"
@@ -154,9 +155,10 @@ def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: boo
     require_safetensors(path, allow_pickle)
     tokenizer = load_tokenizer(path, trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None
-        )
+        with library_bars_off():
+            model = AutoModelForCausalLM.from_pretrained(
+                path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None
+            )
     except Exception as err:
         raise ModelError(f"{path}: cannot load a causal language model ({err.__class__.__name__}: {err})") from err
     if prepare_tokenizer(tokenizer):
@@ -234,7 +236,8 @@ class RewardModel(nn.Module):
         require_safetensors(path, allow_pickle)
         tokenizer = load_tokenizer(path, trust_remote_code)
         try:
-            seq = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+            with library_bars_off():
+                seq = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
         except Exception as err:
             raise ModelError(f"{path}: cannot load a reward model ({err.__class__.__name__}: {err})") from err
         if seq.config.num_labels != 1 or not isinstance(getattr(seq, "score", None), nn.Linear):

@@ -61,6 +61,31 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
         yield lambda n=1: bar.advance(task, n)
 
 
+@contextlib.contextmanager
+def library_bars_off() -> Iterator[None]:
+    """transformers' (and, once imported, datasets') tqdm bars off for a block, then as they were.
+
+    icrm draws its own rich bars; theirs ("Loading weights", TRL's
+    "Tokenizing train dataset") would interleave with them, in the CLI and in
+    the Python API alike.
+    """
+    from transformers.utils import logging as hf_logging
+
+    datasets = sys.modules.get("datasets")
+    hf_on = hf_logging.is_progress_bar_enabled()
+    ds_on = datasets is not None and not datasets.utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    if ds_on:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if hf_on:
+            hf_logging.enable_progress_bar()
+        if ds_on:
+            datasets.enable_progress_bars()
+
+
 def progress_factory(description: str, total: int) -> Callable[[int], None]:
     """An ``advance`` callback for code that cannot hold a ``with`` block open.
 

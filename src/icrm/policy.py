@@ -35,7 +35,7 @@ import torch
 
 from .data import FORMAT_FIELDS, DataError, Message, PairExample, _as_messages, load_examples, read_rows
 from .errors import UserError
-from .outputs import progress, staged_directory, write_json, write_jsonl
+from .outputs import library_bars_off, progress, staged_directory, write_json, write_jsonl
 
 ENGINES = ("hf", "vllm")
 TRUE_REWARD = "true-reward"
@@ -505,10 +505,6 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
         raise UserError(f"--loss-type must be one of {', '.join(DPO_LOSS_TYPES)}, got {settings.loss_type!r}")
     if settings.max_length < 8:
         raise UserError(f"--max-length must be at least 8, got {settings.max_length}")
-    from .outputs import QUIET
-
-    if QUIET["value"]:
-        datasets.disable_progress_bars()
     loaded = load_examples(data, expect=("pairwise",), skip_invalid=settings.skip_invalid)
     model, tokenizer = load_causal_lm(policy, settings.trust_remote_code, settings.allow_pickle)
     dataset = datasets.Dataset.from_list(dpo_rows(loaded.examples))
@@ -520,7 +516,7 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
     else:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    with staged_directory(output) as staging:
+    with staged_directory(output) as staging, library_bars_off():
         try:
             args = DPOConfig(
                 **{**training, "remove_unused_columns": True},
