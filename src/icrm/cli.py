@@ -20,13 +20,17 @@ import yaml
 from .errors import TrainingStopped, UserError
 from .outputs import JSON_LOGS, console, set_quiet
 
+# Plain click help (rich_markup_mode=None): rich's option table cuts long option names at 80 columns.
 app = typer.Typer(
     help="Reward models with intra-trajectory consistency regularization (ICRM).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Make data files (embedded synthetic tasks, converters).", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Make data files (embedded synthetic tasks, converters).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(data_app, name="data")
 
 
@@ -157,7 +161,7 @@ def _quiet_libraries() -> None:
 
 # ----------------------------------------------------------------- options
 
-ModelOpt = typer.Option("tiny", "--model", "-m", help="tiny, small, a local model/checkpoint dir, or a hub id.")
+ModelOpt = typer.Option("tiny", "--model", "-m", help="tiny, small, a local model or checkpoint directory, or a hub id.")
 LoraROpt = typer.Option(0, "--lora-r", help="LoRA rank on all linear layers (0 = full fine-tuning).")
 LoraAlphaOpt = typer.Option(16, "--lora-alpha", help="LoRA alpha.")
 EpochsOpt = typer.Option(1.0, "--epochs", help="Training epochs.")
@@ -172,7 +176,14 @@ ScoreMaxLenOpt = typer.Option(
          "position limit].",
 )
 TruncOpt = typer.Option("left", "--truncation", help="left: cut the prompt's left; drop: skip over-long rows.")
-SeedOpt = typer.Option(0, "--seed")
+SeedOpt = typer.Option(0, "--seed", help="Random seed (the same seed gives the same result).")
+SplitOpt = typer.Option(None, "--split", help="Split of a saved or hub dataset [default: train].")
+ScoreBatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass.")
+LoggingOpt = typer.Option(10, "--logging-steps", help="Log the loss terms every K optimizer steps.")
+
+
+def _scheduler(default: str):
+    return typer.Option(default, "--scheduler", help="Learning-rate schedule: cosine, linear, constant, ...")
 SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
 TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
 PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
@@ -196,9 +207,9 @@ def sft(
     max_steps: int = MaxStepsOpt,
     batch_size: int = BatchOpt,
     grad_accum: int = GradAccOpt,
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     warmup: float = typer.Option(0.03, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
-    scheduler: str = typer.Option("cosine", "--scheduler"),
+    scheduler: str = _scheduler("cosine"),
     max_length: int = MaxLenOpt,
     truncation: str = TruncOpt,
     seed: int = SeedOpt,
@@ -210,7 +221,10 @@ def sft(
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Train a generator/policy (causal LM) on the chosen responses."""
+    """Train a causal LM (generator, policy) by SFT.
+
+    On the chosen responses of pairwise data, or the label-1 responses of pointwise data.
+    """
     from transformers import TrainingArguments
 
     from .training import ModelSpec, train_sft, trainer_arguments
@@ -234,9 +248,13 @@ def train(
     generator: str = typer.Option("self", "--generator", help="PATH of a frozen causal LM, 'self' or 'uniform'."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Consistency weight λ (overrides --method)."),
     sft_weight: Optional[float] = typer.Option(None, "--sft-weight", help="SFT weight α (overrides --method)."),
-    sft_backbone_grad: float = typer.Option(1e-3, "--sft-backbone-grad"),
-    center_rewards: float = typer.Option(0.0, "--center-rewards-coefficient"),
-    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Pairwise/pointwise data to evaluate on."),
+    sft_backbone_grad: float = typer.Option(
+        1e-3, "--sft-backbone-grad", help="Scale of the SFT gradient into the backbone (the LM head gets all of it)."
+    ),
+    center_rewards: float = typer.Option(
+        0.0, "--center-rewards-coefficient", help="TRL's centering: adds c·mean((R_c + R_r)²) to pin the scale."
+    ),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Pairwise or pointwise data to evaluate on."),
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
     epochs: float = EpochsOpt,
@@ -245,24 +263,27 @@ def train(
     grad_accum: int = GradAccOpt,
     lr: float = typer.Option(1e-5, "--lr", help="Learning rate (reference: 1e-5; tiny models want ~1e-3)."),
     warmup: float = typer.Option(0.03, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
-    scheduler: str = typer.Option("cosine", "--scheduler"),
+    scheduler: str = _scheduler("cosine"),
     max_length: int = MaxLenOpt,
     truncation: str = TruncOpt,
     seed: int = SeedOpt,
     bf16: bool = Bf16Opt,
-    logging_steps: int = typer.Option(10, "--logging-steps"),
+    logging_steps: int = LoggingOpt,
     save_steps: int = SaveStepsOpt,
     resume: bool = ResumeOpt,
-    group_by_length: bool = typer.Option(
-        True, "--group-by-length/--no-group-by-length", help="Batch rows of similar length (less padding)."
+    no_group_by_length: bool = typer.Option(
+        False, "--no-group-by-length", help="Random batches instead of rows of similar length (more padding)."
     ),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Generator-probability cache (default ~/.cache/icrm, or $ICRM_CACHE)."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Cache of generator probabilities [default: $ICRM_CACHE or ~/.cache/icrm]."),
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Train a reward model (Bradley–Terry / pointwise + ICRM regularizers)."""
+    """Train a reward model (BT or pointwise, + ICRM).
+
+    Bradley–Terry (pairwise) or BCE (pointwise) loss, with the consistency and SFT regularizers.
+    """
     from .training import ModelSpec, RewardConfig, train_reward_model, trainer_arguments
 
     if warmup < 0:
@@ -281,7 +302,7 @@ def train(
         eval_strategy="epoch" if eval_data else "no",
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
-            group_by_length,
+            not no_group_by_length,
         ),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
@@ -298,8 +319,8 @@ def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     data: str = typer.Option(..., "--data", "-d", help="Pairwise data (RewardBench-style subset column optional)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics.json to write (+ a margin plot)."),
-    split: Optional[str] = typer.Option(None, "--split"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    split: Optional[str] = SplitOpt,
+    batch_size: int = ScoreBatchOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
     max_length: Optional[int] = ScoreMaxLenOpt,
     skip_invalid: bool = SkipOpt,
@@ -307,7 +328,10 @@ def eval_cmd(
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Pairwise accuracy overall, per subset and per RewardBench section."""
+    """Pairwise accuracy, per subset and RewardBench section.
+
+    Also per length bucket; with --output, a margin histogram.
+    """
     from .scoring import evaluate_pairs
 
     metrics = evaluate_pairs(
@@ -328,8 +352,8 @@ def score(
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
     per_token: bool = typer.Option(False, "--per-token", help="Also write per-token (process) rewards r_t and Δr_t."),
     generator: Optional[str] = typer.Option(None, "--generator", help="With --per-token: add w_t from PATH or self."),
-    split: Optional[str] = typer.Option(None, "--split"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    split: Optional[str] = SplitOpt,
+    batch_size: int = ScoreBatchOpt,
     max_length: Optional[int] = ScoreMaxLenOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
@@ -357,14 +381,18 @@ def bon(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="report.json to write (+ a PNG curve)."),
     draws: int = typer.Option(32, "--draws", help="Random candidate subsets per prompt when n < all."),
     seed: int = SeedOpt,
-    batch_size: int = typer.Option(16, "--batch-size"),
+    batch_size: int = ScoreBatchOpt,
     max_length: Optional[int] = ScoreMaxLenOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Best-of-N verification: accuracy@n, oracle pass@n, random@n, majority@n."""
+    """Best-of-N: accuracy@n, pass@n, random@n, majority@n.
+
+    accuracy@n picks the highest-reward of n candidates; pass@n is the oracle ceiling and random@n the floor;
+    majority@n (with answers) votes on the final answer.
+    """
     from .scoring import best_of_n
 
     report = best_of_n(
@@ -386,8 +414,8 @@ def data_synth(
     task: str = typer.Option(..., "--task", help="noisy, length, suffix, arithmetic or addition."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the JSONL files."),
     seed: int = SeedOpt,
-    n_train: Optional[int] = typer.Option(None, "--n-train"),
-    n_test: Optional[int] = typer.Option(None, "--n-test"),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help="Training rows [default: the task's]."),
+    n_test: Optional[int] = typer.Option(None, "--n-test", help="Test rows and best-of-N prompts [default: the task's]."),
     flip: Optional[float] = typer.Option(None, "--flip", help="Share of training labels flipped."),
     config: Optional[Path] = ConfigOption,
 ):
@@ -404,9 +432,12 @@ def data_gsm8k_bon(
     data: str = typer.Option(..., "--data", "-d", help="GSM8K example_model_solutions.jsonl(.gz)."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for bon_/pointwise_ train/test files."),
     seed: int = SeedOpt,
-    test_fraction: float = typer.Option(0.5, "--test-fraction"),
+    test_fraction: float = typer.Option(0.5, "--test-fraction", help="Share of the questions in the test files."),
 ):
-    """Split GSM8K graded model solutions by question into best-of-N and pointwise files."""
+    """GSM8K graded solutions → best-of-N and pointwise files.
+
+    Split by question, so no question is on both sides.
+    """
     from .converters import gsm8k_best_of_n
 
     counts = gsm8k_best_of_n(data, output, seed, test_fraction)
@@ -430,7 +461,7 @@ def data_gsm8k_sft(
 def data_split(
     data: str = typer.Option(..., "--data", "-d", help="Any pairwise/pointwise/best-of-N file."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for train.jsonl and test.jsonl."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction"),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of the prompts in test.jsonl."),
     seed: int = SeedOpt,
 ):
     """Split a data file by prompt (no prompt on both sides) with a fixed seed."""
@@ -446,7 +477,11 @@ def demo(
     output: Path = typer.Option(Path("icrm-demo"), "--output", "-o", help="Report directory."),
     quick: bool = typer.Option(False, "--quick", help="Smaller run (about 2 minutes on 2 CPU cores)."),
 ):
-    """Embedded end-to-end run on CPU: synthetic data, SFT, BT/GRM/ICRM, eval, best-of-N."""
+    """Embedded end-to-end run on CPU, no downloads.
+
+    Synthetic data, SFT, BT/GRM/ICRM reward models, evaluation, best-of-N verification (and, in full mode,
+    the spurious-feature probes and a DPO loop), written as report.md with plots.
+    """
     from .demo import run_demo
 
     metrics = run_demo(output, quick)
@@ -460,17 +495,20 @@ def demo(
 def explain(
     model: list[str] = typer.Option(..., "--model", "-m", help="Reward model dir; repeat to compare models row by row."),
     output: Path = typer.Option(..., "--output", "-o", help="HTML page (or a directory, with --data)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt"),
-    response: Optional[str] = typer.Option(None, "--response"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="A prompt (with --response)."),
+    response: Optional[str] = typer.Option(None, "--response", help="The response to explain (with --prompt)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Explain the first --limit rows of a data file."),
-    limit: int = typer.Option(20, "--limit"),
+    limit: int = typer.Option(20, "--limit", help="With --data: the first N rows."),
     generator: Optional[str] = typer.Option(None, "--generator", help="Show generator probabilities w (PATH or self)."),
     png: bool = typer.Option(False, "--png", help="Also render PNGs with matplotlib."),
     max_length: Optional[int] = ScoreMaxLenOpt,
     skip_invalid: bool = SkipOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Per-token reward heatmap: each response token coloured by its reward change Δr."""
+    """Per-token reward heatmap (HTML, optional PNG).
+
+    Each response token is coloured by its reward change Δr.
+    """
     from .explain import explain_to_files
 
     written = explain_to_files(
@@ -510,7 +548,10 @@ def sample(
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Sample N responses per prompt from a policy (best-of-N candidates)."""
+    """Sample N responses per prompt from a policy.
+
+    Written as best-of-N candidates.
+    """
     from .policy import SamplingConfig, sample_to_file
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
@@ -529,13 +570,16 @@ def dpo_pairs(
     output: Path = typer.Option(..., "--output", "-o", help="JSONL of prompt/chosen/rejected (TRL format)."),
     min_gap: float = typer.Option(0.0, "--min-gap", help="Keep a pair only if best - worst reward >= this."),
     exclude_prompts: Optional[str] = typer.Option(None, "--exclude-prompts", help="Drop prompts that occur in this file (e.g. a test set)."),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    batch_size: int = ScoreBatchOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Score candidates and keep the best/worst of each prompt as a DPO pair."""
+    """Best and worst candidate per prompt as DPO pairs.
+
+    Candidates are scored with the reward model.
+    """
     from .policy import build_dpo_pairs_file
 
     counts = build_dpo_pairs_file(
@@ -568,10 +612,12 @@ def dpo(
     grad_accum: int = GradAccOpt,
     lr: float = typer.Option(1e-6, "--lr", help="Learning rate (TRL default 1e-6; tiny models want ~1e-4)."),
     warmup: float = typer.Option(0.1, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
-    scheduler: str = typer.Option("linear", "--scheduler"),
+    scheduler: str = _scheduler("linear"),
     max_length: int = MaxLenOpt,
-    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
-    logging_steps: int = typer.Option(10, "--logging-steps"),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory)."
+    ),
+    logging_steps: int = LoggingOpt,
     save_steps: int = SaveStepsOpt,
     resume: bool = ResumeOpt,
     seed: int = SeedOpt,
@@ -581,7 +627,10 @@ def dpo(
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Train a policy with DPO (TRL DPOTrainer) on chosen/rejected pairs."""
+    """Train a policy with DPO (TRL's DPOTrainer).
+
+    On chosen/rejected pairs, with the starting policy as the reference.
+    """
     from .policy import DPOSettings, train_dpo
     from .training import trainer_arguments
 
@@ -616,7 +665,10 @@ def compare_policies_cmd(
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Sample from each policy; mean reward and win/tie/lose vs the first, under a judge."""
+    """Compare policies: mean reward, win/tie/lose.
+
+    Samples from each policy are judged by a reward model or the true reward; win/tie/lose is vs the first policy.
+    """
     from .policy import SamplingConfig, compare_policies
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)

@@ -1,0 +1,48 @@
+"""--help reads well at 80 columns: every option described, no option name cut."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import typer.main
+from typer.core import TyperGroup, TyperOption
+from typer.testing import CliRunner
+
+from icrm.cli import app
+
+COMMAND = typer.main.get_command(app)
+
+
+def commands(group: TyperGroup = COMMAND, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            yield from commands(command, prefix + (name,))
+        else:
+            yield prefix + (name,), command
+
+
+ALL = dict(commands())
+
+
+def test_every_option_has_a_description():
+    missing = [f"icrm {' '.join(path)} {p.opts[0]}" for path, command in ALL.items() for p in command.params
+               if isinstance(p, TyperOption) and not (p.help or "").strip()]
+    missing += [p.opts[0] for p in COMMAND.params if isinstance(p, TyperOption) and not (p.help or "").strip()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", [()] + list(ALL), ids=lambda path: " ".join(path) or "icrm")
+def test_help_at_80_columns_shows_whole_option_names(path):
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"}, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert "…" not in result.output
+    commands_section = result.output.split("Commands:")[-1] if "Commands:" in result.output else ""
+    assert not [line for line in commands_section.splitlines() if line.endswith("...")]  # cut command summaries
+    command = COMMAND if not path else ALL[path]
+    shown = set(re.findall(r"--[a-z][a-z0-9-]*", result.output))
+    for param in command.params:
+        for opt in param.opts + param.secondary_opts:
+            if opt.startswith("--"):
+                assert opt in shown, f"{opt} cut or missing in `icrm {' '.join(path)} --help`"
