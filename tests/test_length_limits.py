@@ -87,7 +87,7 @@ def test_a_response_that_cannot_fit_is_an_error_or_skipped(tmp_path, cli, rm_dir
 def test_explain_single_response_and_limits_beyond_the_positions(tmp_path, cli, rm_dir):
     out = tmp_path / "page.html"
     result = cli("explain", "--model", rm_dir, "--prompt", "hi", "--response", LONG, "--output", out)
-    assert result.exit_code == 2 and f"--response: " in result.stderr and "do not fit in --max-length 24" in result.stderr
+    assert result.exit_code == 2 and "--response: " in result.stderr and "do not fit in --max-length 24" in result.stderr
     result = cli("explain", "--model", rm_dir, "--prompt", "hi", "--response", LONG, "--output", out, "--max-length", "100")
     assert result.exit_code == 0, result.output
     data = write_jsonl(tmp_path / "d.jsonl", [SHORT_PAIR])

@@ -98,16 +98,19 @@ def _preference_task(task: str, root: Path, settings: DemoSettings, results: dic
             results.setdefault(method, {})[f"{task}/{split}"] = evaluated["accuracy"]
 
 
-def _verification(root: Path, settings: DemoSettings, bon_results: dict) -> None:
-    """Pointwise verifiers (BCE vs BCE + consistency) on step-checked addition, and best-of-N with them."""
-    data = root / "data" / "addition"
-    write_task("addition", data, seed=settings.seed, n_train=settings.addition_train, n_test=settings.addition_bon)
-    generator = root / "models" / "addition-sft"
-    note("[bold]addition[/bold]: SFT generator")
+def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: str = "addition") -> None:
+    """Pointwise verifiers (BCE vs BCE + consistency) on a step-checked task, and best-of-N with them.
+
+    The demo's task is ``addition``; benchmarks/demo_bon.py also runs ``arithmetic`` through here.
+    """
+    data = root / "data" / task
+    write_task(task, data, seed=settings.seed, n_train=settings.addition_train, n_test=settings.addition_bon)
+    generator = root / "models" / f"{task}-sft"
+    note(f"[bold]{task}[/bold]: SFT generator")
     _sft(data / "train.jsonl", generator, settings)
     for method in ("BT", "ICRM"):
-        note(f"[bold]addition[/bold]: training {method} verifier")
-        model_dir = root / "models" / f"addition-{method.lower()}"
+        note(f"[bold]{task}[/bold]: training {method} verifier")
+        model_dir = root / "models" / f"{task}-{method.lower()}"
         preset = {"BT": "bt", "ICRM": "icrm-nosft"}[method]
         config = RewardConfig(
             output_dir=str(model_dir), method=preset, generator=str(generator), max_length=settings.max_length,
@@ -115,7 +118,7 @@ def _verification(root: Path, settings: DemoSettings, bon_results: dict) -> None
         )
         train_reward_model(str(data / "train.jsonl"), str(model_dir), config, ModelSpec(str(generator)))
         result = best_of_n(str(model_dir), str(data / "bon.jsonl"), None, ns=[1, 2, 4, BON_CANDIDATES])
-        bon_results[method] = {**result, "model": str(model_dir.relative_to(root)), "data": "data/addition/bon.jsonl"}
+        bon_results[method] = {**result, "model": str(model_dir.relative_to(root)), "data": f"data/{task}/bon.jsonl"}
 
 
 def _dpo_stage(root: Path, settings: DemoSettings) -> dict:

@@ -311,7 +311,7 @@ def _addition_problem(rng: random.Random, held_out: bool) -> tuple[list[int], li
         numbers = [rng.randint(1, 9) for _ in range(rng.randint(*ADDITION_TERMS))]
         ops = ["+"] * (len(numbers) - 1)
         sums = list(itertools.accumulate(numbers))
-        if any(a // 10 != b // 10 for a, b in zip(sums, sums[1:])) and _held_out(numbers, ops) == held_out:
+        if any(a // 10 != b // 10 for a, b in itertools.pairwise(sums)) and _held_out(numbers, ops) == held_out:
             return numbers, ops
 
 
