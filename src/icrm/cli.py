@@ -177,9 +177,14 @@ def sft(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    responses: str = typer.Option(
+        "chosen", "--responses",
+        help="Which responses to learn: chosen|rejected|both (pointwise: correct|all). "
+        "A policy: chosen. A generator for --generator: both.",
+    ),
     config: Optional[Path] = ConfigOption,
 ):
-    """Train a generator/policy (causal LM) on the chosen responses."""
+    """Train a generator/policy (causal LM) on chosen, rejected or all responses."""
     from transformers import TrainingArguments
 
     from .training import ModelSpec, train_sft, trainer_arguments
@@ -189,7 +194,7 @@ def sft(
         **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10, save_steps),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume)
+    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses)
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
 
@@ -201,6 +206,13 @@ def train(
     model: str = ModelOpt,
     method: str = typer.Option("icrm", "--method", help="bt, grm, icrm or icrm-nosft."),
     generator: str = typer.Option("self", "--generator", help="PATH of a frozen causal LM, 'self' or 'uniform'."),
+    generator_temperature: Optional[float] = typer.Option(
+        None, "--generator-temperature", help="Temperature of w_t (default: 0.7 pointwise, 1 pairwise)."
+    ),
+    generator_top_p: Optional[float] = typer.Option(
+        None, "--generator-top-p", help="Top-p of w_t (default: 0.8 pointwise, 1 pairwise)."
+    ),
+    head_dropout: float = typer.Option(0.1, "--head-dropout", help="Dropout before the value head in training."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Consistency weight λ (overrides --method)."),
     sft_weight: Optional[float] = typer.Option(None, "--sft-weight", help="SFT weight α (overrides --method)."),
     sft_backbone_grad: float = typer.Option(1e-3, "--sft-backbone-grad"),
@@ -244,6 +256,9 @@ def train(
         sft_backbone_grad=sft_backbone_grad,
         center_rewards_coefficient=center_rewards,
         generator=generator,
+        generator_temperature=generator_temperature,
+        generator_top_p=generator_top_p,
+        head_dropout=head_dropout,
         cache_dir=cache_dir,
         max_length=max_length,
         truncation=truncation,

@@ -2,7 +2,12 @@
 
 ``r_t = v(h_t)`` is the reward of the prefix ending at token ``t``; the
 outcome reward is ``r`` at the last real token. The model keeps the backbone's
-LM head too, because the SFT regularizer and the ``self`` generator need it.
+LM head too, and training adds two heads beside it, as the reference code
+does (:meth:`RewardModel.prepare_training_heads`): a trainable copy for the
+SFT regularizer, and a frozen copy that the ``self`` generator reads, so its
+weights ``w_t`` cannot drift while the backbone trains. A separate SFT head
+also keeps the SFT gradient off tied input embeddings, which on models with
+``tie_word_embeddings`` *are* the LM head.
 
 Checkpoints are plain transformers sequence-classification directories
 (``AutoModelForSequenceClassification.from_pretrained`` loads them with no
@@ -189,7 +194,10 @@ class RewardModel(nn.Module):
         super().__init__()
         self.decoder = decoder
         self.score_head = score
+        self.head_dropout = nn.Dropout(0.0)  # TRL's ValueHead dropout; set by the trainer, off in eval
         self.lm_head = lm_head
+        self.sft_head: nn.Linear | None = None
+        self.register_buffer("generator_head", None)  # frozen LM-head copy for --generator self
         self.config = config
         self.tokenizer = tokenizer
         self.register_buffer("consistency_ema", torch.tensor(0.5))
@@ -226,13 +234,14 @@ class RewardModel(nn.Module):
         if seq.config.num_labels != 1 or not isinstance(getattr(seq, "score", None), nn.Linear):
             raise ModelError(f"{path}: not a reward model (need num_labels=1 and a linear `score` head)")
         prepare_tokenizer(tokenizer)
-        lm_head = None
+        lm_head = sft_head = None
         local = Path(path)
         if (local / LM_HEAD_FILE).exists():
-            weight = load_file(str(local / LM_HEAD_FILE))["weight"]
-            lm_head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-            lm_head.weight.data.copy_(weight)
+            heads = load_file(str(local / LM_HEAD_FILE))
+            lm_head = _linear(heads["weight"])
+            sft_head = _linear(heads["sft_weight"]) if "sft_weight" in heads else None
         rm = cls(_decoder_of(seq), seq.score, lm_head, seq.config, tokenizer)
+        rm.sft_head = sft_head
         if (local / ICRM_STATE).exists():
             state = json.loads((local / ICRM_STATE).read_text())
             rm.consistency_ema.fill_(state.get("consistency_ema", 0.5))
@@ -240,6 +249,32 @@ class RewardModel(nn.Module):
         if (local / ICRM_CONFIG).exists():
             rm.training_config = json.loads((local / ICRM_CONFIG).read_text())
         return rm
+
+    # -- training heads
+
+    def prepare_training_heads(self, sft: bool, self_generator: bool) -> None:
+        """Add the heads training needs; freeze the backbone's own LM head.
+
+        ``sft``: a trainable copy of the LM head for the SFT term (kept when
+        training continues from an icrm checkpoint that has one).
+        ``self_generator``: a frozen copy, read by ``--generator self``. The
+        original head is used by neither, so it is frozen — unless it is tied
+        to the input embeddings, which must keep training as embeddings.
+        """
+        if (sft or self_generator) and self.lm_head is None:
+            raise ModelError("the SFT term and --generator self need a backbone with an LM head")
+        if sft and self.sft_head is None:
+            self.sft_head = _linear(self.lm_head.weight.detach())
+        if self_generator:
+            self.register_buffer("generator_head", self.lm_head.weight.detach().clone())
+        if self.lm_head is not None and not self.tied_lm_head:
+            self.lm_head.requires_grad_(False)
+
+    @property
+    def tied_lm_head(self) -> bool:
+        """Whether the LM head's weight is the input embedding matrix (``tie_word_embeddings``)."""
+        embeddings = self.decoder.get_input_embeddings()
+        return self.lm_head is not None and self.lm_head.weight.data_ptr() == embeddings.weight.data_ptr()
 
     # -- forward
 
@@ -254,16 +289,16 @@ class RewardModel(nn.Module):
         """Per-token rewards ``[N, L]``, hidden states, and LM logits where asked.
 
         ``lm_positions`` (bool ``[N, L]``) selects the positions whose next-token
-        logits the SFT regularizer needs; the backbone gradient through them is
-        scaled by ``lm_grad_scale``. They are computed here, inside ``forward``,
-        so DDP sees every parameter use.
+        logits the SFT regularizer needs, from the SFT head; the backbone
+        gradient through them is scaled by ``lm_grad_scale``. They are computed
+        here, inside ``forward``, so DDP sees every parameter use.
         """
         out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
         hidden = out.last_hidden_state
-        rewards = self.score_head(hidden).squeeze(-1).float()
+        rewards = self.score_head(self.head_dropout(hidden)).squeeze(-1).float()
         lm_logits = None
         if lm_positions is not None:
-            lm_logits = self.lm_head(scale_grad(hidden[lm_positions], lm_grad_scale))
+            lm_logits = self.sft_head(scale_grad(hidden[lm_positions], lm_grad_scale))
         return RewardOutput(rewards, hidden, lm_logits)
 
     @staticmethod
@@ -344,13 +379,21 @@ class RewardModel(nn.Module):
         config.pad_token_id = self.tokenizer.pad_token_id
         config.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        if "lm_head.weight" in state_dict:
-            lm_head = state_dict["lm_head.weight"].detach().contiguous().cpu().clone()
-            save_file({"weight": lm_head}, str(directory / LM_HEAD_FILE))
+        heads = {name: state_dict[f"{key}.weight"] for name, key in (("weight", "lm_head"), ("sft_weight", "sft_head"))
+                 if f"{key}.weight" in state_dict}
+        if heads:
+            save_file({k: v.detach().contiguous().cpu().clone() for k, v in heads.items()}, str(directory / LM_HEAD_FILE))
         state = {"consistency_ema": float(self.consistency_ema), "reward_stats": self.reward_stats}
         (directory / ICRM_STATE).write_text(json.dumps(state, indent=2))
         config_out = {"format": "icrm-reward-model", "version": 1, **self.training_config}
         (directory / ICRM_CONFIG).write_text(json.dumps(config_out, indent=2, default=str))
+
+
+def _linear(weight: torch.Tensor) -> nn.Linear:
+    """A bias-free linear layer holding a copy of ``weight`` (``[out, in]``)."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype, device=weight.device)
+    layer.weight.data.copy_(weight)
+    return layer
 
 
 def _messages(prompt: str | list[Message]) -> list[Message]:
@@ -360,7 +403,8 @@ def _messages(prompt: str | list[Message]) -> list[Message]:
 def add_lora(rm: RewardModel, r: int, alpha: int, dropout: float = 0.0) -> RewardModel:
     """LoRA on every linear layer of the backbone; the value head stays fully trained.
 
-    The LM head is frozen under LoRA (it is part of the pretrained backbone).
+    The LM head is frozen under LoRA (it is part of the pretrained backbone);
+    the SFT head that training adds beside it is trained fully, like the value head.
     """
     from peft import LoraConfig, get_peft_model
 

@@ -36,6 +36,7 @@ from .data import (
     tokenize_examples,
 )
 from .errors import TrainingStopped, UserError
+from .generator import head_generation_weights
 from .modeling import PRESETS, RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer
 from .outputs import QUIET, console, progress, progress_factory, replace_path, write_json
 
@@ -47,6 +48,7 @@ METHODS = {
     "icrm-nosft": (0.1, 0.0),
 }
 GENERATOR_SOURCES = ("self", "uniform")
+POINTWISE_SAMPLING = (0.7, 0.8)  # the reference's temperature and top-p for w_t on graded responses
 
 
 class ConfigError(UserError):
@@ -63,7 +65,14 @@ class RewardConfig(TrainingArguments):
     sft_backbone_grad: float = field(default=1e-3, metadata={"help": "gradient scale of L_SFT into the backbone"})
     center_rewards_coefficient: float = 0.0
     generator: str = field(default="self", metadata={"help": "PATH of a frozen causal LM, 'self' or 'uniform'"})
+    generator_temperature: float | None = field(
+        default=None, metadata={"help": "temperature of w_t (default: 0.7 for pointwise data, as the reference; else 1)"}
+    )
+    generator_top_p: float | None = field(
+        default=None, metadata={"help": "top-p of w_t (default: 0.8 for pointwise data, as the reference; else 1)"}
+    )
     generator_batch_size: int = 16
+    head_dropout: float = field(default=0.1, metadata={"help": "dropout before the value head in training (TRL's ValueHead)"})
     cache_dir: str | None = None
     max_length: int = 1024
     truncation: str = "left"
@@ -80,7 +89,20 @@ class RewardConfig(TrainingArguments):
             raise ConfigError(f"--truncation must be left or drop, got {self.truncation!r}")
         if self.max_length < 8:
             raise ConfigError(f"--max-length must be at least 8, got {self.max_length}")
+        if self.generator_temperature is not None and self.generator_temperature <= 0:
+            raise ConfigError(f"--generator-temperature must be > 0, got {self.generator_temperature}")
+        if self.generator_top_p is not None and not 0.0 < self.generator_top_p <= 1.0:
+            raise ConfigError(f"--generator-top-p must be in (0, 1], got {self.generator_top_p}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ConfigError(f"--head-dropout must be in [0, 1), got {self.head_dropout}")
         super().__post_init__()
+
+    def generator_sampling(self, pointwise: bool) -> tuple[float, float]:
+        """(temperature, top-p) of ``w_t``: the reference's 0.7/0.8 for graded data, else the plain distribution."""
+        default = POINTWISE_SAMPLING if pointwise else (1.0, 1.0)
+        temperature = default[0] if self.generator_temperature is None else self.generator_temperature
+        top_p = default[1] if self.generator_top_p is None else self.generator_top_p
+        return temperature, top_p
 
     @property
     def consistency_weight(self) -> float:
@@ -96,8 +118,12 @@ class ICRMTrainer(Trainer):
 
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model: RewardModel, args: RewardConfig, *rest, **kwargs):
+        model.prepare_training_heads(
+            sft=args.sft_coef > 0, self_generator=args.consistency_weight > 0 and args.generator == "self"
+        )
+        model.head_dropout.p = args.head_dropout
+        super().__init__(model, args, *rest, **kwargs)
         self._terms: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -150,6 +176,7 @@ class ICRMTrainer(Trainer):
         response = inputs["response_mask"]
         weights = self._generation_weights(rm, inputs, hidden)
         pair_weights = losses.adjacent_pair_weights(response, weights)
+        pair_mask = losses.adjacent_pair_mask(response)
         if "margin" in inputs:
             half = rewards.shape[0] // 2
             d_c, d_r = losses.pairwise_consistency_targets(
@@ -158,34 +185,25 @@ class ICRMTrainer(Trainer):
             d = torch.cat([d_c, d_r])
         else:
             d = losses.pointwise_consistency_targets(rewards, inputs["labels"])
-        out = losses.consistency_loss(d, pair_weights, rm.consistency_ema, update_ema=training)
+        out = losses.consistency_loss(d, pair_weights, pair_mask, rm.consistency_ema, update_ema=training)
         if training:
             rm.consistency_ema.copy_(out.ema)
         return out
 
     def _generation_weights(self, rm: RewardModel, inputs, hidden) -> torch.Tensor:
-        """``w_t`` from the cache, the RM's own LM head (``self``), or ones."""
+        """``w_t`` from the cache, the frozen copy of the RM's LM head (``self``), or ones."""
         if "gen_weights" in inputs:
             return inputs["gen_weights"]
         if self.args.generator == "uniform":
             return torch.ones_like(inputs["response_mask"], dtype=hidden.dtype)
-        if rm.lm_head is None:
-            raise ConfigError("--generator self needs a backbone with an LM head")
-        with torch.no_grad():
-            response = inputs["response_mask"]
-            pairs = response[:, :-1] & response[:, 1:]
-            logits = rm.lm_head(hidden[:, :-1][pairs].detach())
-            targets = inputs["input_ids"][:, 1:][pairs]
-            probs = torch.log_softmax(logits.float(), -1).gather(-1, targets[:, None]).squeeze(-1).exp()
-            weights = torch.zeros(response.shape, dtype=torch.float32, device=hidden.device)
-            weights[:, :-1][pairs] = probs
-        return weights
+        temperature, top_p = self.args.generator_sampling(pointwise="margin" not in inputs)
+        return head_generation_weights(
+            hidden, inputs["input_ids"], inputs["response_mask"], rm.generator_head, temperature, top_p
+        )
 
     @staticmethod
     def _sft_positions(rm: RewardModel, inputs, pairwise: bool) -> torch.Tensor:
         """Positions that predict a token of a chosen (or correct) response."""
-        if rm.lm_head is None:
-            raise ConfigError("the SFT regularizer needs a backbone with an LM head; use --sft-weight 0")
         response = inputs["response_mask"]
         if pairwise:
             rows = torch.zeros(response.shape[0], dtype=torch.bool, device=response.device)
@@ -198,11 +216,12 @@ class ICRMTrainer(Trainer):
 
     @staticmethod
     def _sft(inputs, positions: torch.Tensor, logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``-mean log π(y)`` over chosen (or correct) response tokens."""
+        """``-log π(y)`` of chosen (or correct) responses, per-sequence means averaged."""
         if not positions.any():
             return like.new_zeros(())
         targets = inputs["input_ids"][:, 1:][positions[:, :-1]]
-        return losses.sft_nll(logits, targets)
+        rows = positions.nonzero()[:, 0]
+        return losses.sft_nll(logits, targets, rows)
 
     def _get_train_sampler(self, train_dataset=None):
         """transformers' length-grouped sampler, fed the lengths icrm already knows.
@@ -375,14 +394,13 @@ def train_reward_model(
     eval_loaded = None
     if eval_data:
         eval_loaded = load_examples(eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid)
+    config.generator_temperature, config.generator_top_p = config.generator_sampling(train_loaded.format == "pointwise")
     generator = config.generator
     uses_cache = config.consistency_weight > 0 and generator not in GENERATOR_SOURCES
     if uses_cache:
         model_kind(generator)  # fail early on a path that is not a model
 
     rm = build_reward_model(spec, example_texts(train_loaded.examples), config.seed)
-    if rm.lm_head is not None and config.sft_coef == 0:
-        rm.lm_head.requires_grad_(False)  # unused by the loss; DDP requires every trainable parameter to be used
     train_set, train_stats = _dataset(train_loaded, rm.tokenizer, config.max_length, config.truncation, "train")
     eval_set = None
     if eval_loaded is not None:
@@ -404,6 +422,8 @@ def train_reward_model(
                     trust_remote_code=spec.trust_remote_code,
                     allow_pickle=spec.allow_pickle,
                     progress_factory=progress_factory,
+                    temperature=config.generator_temperature,
+                    top_p=config.generator_top_p,
                 )
                 cache_hit = hit if cache_hit is None else cache_hit
 
@@ -579,6 +599,9 @@ def _resolved_config(config: RewardConfig, spec: ModelSpec, data: str, eval_data
         "sft_backbone_grad": config.sft_backbone_grad,
         "center_rewards_coefficient": config.center_rewards_coefficient,
         "generator": config.generator,
+        "generator_temperature": config.generator_temperature,
+        "generator_top_p": config.generator_top_p,
+        "head_dropout": config.head_dropout,
         "max_length": config.max_length,
         "truncation": config.truncation,
         "learning_rate": config.learning_rate,
@@ -619,6 +642,36 @@ class SFTCollator(RewardCollator):
         return batch
 
 
+SFT_RESPONSES = {
+    # --responses: (pairwise sides kept, pointwise labels kept)
+    "chosen": (("chosen",), (1.0,)),
+    "correct": (("chosen",), (1.0,)),
+    "rejected": (("rejected",), (0.0,)),
+    "both": (("chosen", "rejected"), (1.0, 0.0)),
+    "all": (("chosen", "rejected"), (1.0, 0.0)),
+}
+
+
+def sft_examples(examples: list, responses: str) -> list[PointExample]:
+    """The responses ``icrm sft --responses`` trains on, as (prompt, response) examples.
+
+    ``chosen`` (pointwise: ``correct``) makes a policy that imitates good
+    answers; ``both`` (pointwise: ``all``) makes the generator the reference
+    code uses for ICRM weights, which has seen text like every response it
+    will weigh, good and bad.
+    """
+    if responses not in SFT_RESPONSES:
+        raise ConfigError(f"--responses must be one of {', '.join(SFT_RESPONSES)}, got {responses!r}")
+    sides, labels = SFT_RESPONSES[responses]
+    out = []
+    for ex in examples:
+        if isinstance(ex, PairExample):
+            out.extend(PointExample(ex.prompt, getattr(ex, side), 1.0) for side in sides)
+        elif float(ex.label > 0.5) in labels:
+            out.append(PointExample(ex.prompt, ex.response, 1.0))
+    return out
+
+
 def train_sft(
     data: str,
     output: str,
@@ -628,13 +681,18 @@ def train_sft(
     truncation: str = "left",
     skip_invalid: bool = False,
     resume: bool = False,
+    responses: str = "chosen",
 ) -> dict:
-    """``icrm sft``: train a causal LM on chosen (or correct) responses.
+    """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
     The result is a plain transformers causal-LM directory: a generator for
-    ``--generator``, a backbone for ``--model`` and a policy for DPO.
+    ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
+    policy for sampling and DPO (train it on ``chosen``).
     """
     loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    chosen = sft_examples(loaded.examples, responses)
+    if not chosen:
+        raise ConfigError(f"{data}: no {responses} responses to train on")
     if spec.name in PRESETS:
         tokenizer = train_tokenizer(example_texts(loaded.examples), PRESETS[spec.name]["vocab_size"])
         model = build_causal_lm(spec.name, tokenizer, args.seed)
@@ -644,18 +702,13 @@ def train_sft(
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules="all-linear"))
-    good = [
-        PointExample(ex.prompt, ex.chosen, 1.0) if isinstance(ex, PairExample) else ex
-        for ex in loaded.examples
-        if isinstance(ex, PairExample) or ex.label > 0.5
-    ]
-    with progress("tokenizing", len(good)) as advance:
-        items, kept, stats = tokenize_examples(good, tokenizer, max_length, truncation, advance)
+    with progress("tokenizing", len(chosen)) as advance:
+        items, kept, stats = tokenize_examples(chosen, tokenizer, max_length, truncation, advance)
     if not items:
         raise ConfigError(f"{data}: every row is longer than --max-length {max_length}")
-    dataset = RewardDataset([good[i] for i in kept], items)
+    dataset = RewardDataset([chosen[i] for i in kept], items)
 
-    resolved = {"data": data, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
+    resolved = {"data": data, "responses": responses, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
                 "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps}
     with run_directory(output, resume, resolved, args) as work:
         args.output_dir = str(work / "trainer")
