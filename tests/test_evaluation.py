@@ -194,9 +194,10 @@ def test_rewardbench2_ties_subset_formula():
     ids = [r[0] for r in rows]
     result = rewardbench2_metrics([r[1] for r in rows], [r[2] for r in rows], ["Ties"] * 5, ids)
     tied_accuracy, ref_accuracy = 2 / 3, 1 / 2
-    # prompts 0 and 1 have both rows: gap_tied (2, 1.5), gap_ref (3, -1), spread (1, 0)
-    preferred = ((2 > 1) + (1.5 > 0)) / 2
-    preferred_hard = ((min(3, 2) > 1) + (min(-1, 1.5) > 0)) / 2
+    # prompts 0 and 1 have both rows
+    gap_tied, gap_ref, spread = (2.0, 1.5), (3.0, -1.0), (1.0, 0.0)
+    preferred = sum(t > s for t, s in zip(gap_tied, spread)) / 2
+    preferred_hard = sum(min(r, t) > s for r, t, s in zip(gap_ref, gap_tied, spread)) / 2
     margin = (math.tanh(min(3, 2) / 1 - 1) + -1.0) / 2  # prompt 1: min(-1, 1.5) / 0 = -inf, tanh(-inf) = -1
     expected = 0.3 * tied_accuracy + 0.3 * ref_accuracy + 0.2 * preferred + 0.2 * preferred_hard + 0.01 * margin
     assert result["subsets"] == {"Ties": {"accuracy": pytest.approx(expected), "n": 5}}
@@ -221,7 +222,7 @@ def test_rewardbench2_ties_subset_formula():
     [
         (([[1.0, 0.0]], [1], ["Math"], [None]), {}, None),
         (([[1.0, 0.0], [1.0, 0.0]], [1, 1], ["Math", "mine"]), {}, "mix RewardBench 2 subsets with unknown subset"),
-        (([[1.0, 0.0], [1.0, 0.0]], [1, 1], ["a", None]), {}, "1 row\(s\) without a subset"),
+        (([[1.0, 0.0], [1.0, 0.0]], [1, 1], ["a", None]), {}, r"1 row\(s\) without a subset"),
         (([[1.0, 0.0]], [1], ["Ties"], ["7"]), {}, "row 1: a Ties row needs an id 'ref:N' or 'tied:N'"),
         (([[1.0, 0.0]], [1], ["Ties"], ["ref:1"]), {}, "no prompt has both"),
         (([[1.0, 0.0], [1.0, 0.0]], [1, 1], ["Ties"] * 2, ["ref:1", "tied:1"]), {}, "single correct answer"),

@@ -266,7 +266,9 @@ def train(
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     data: str = typer.Option(..., "--data", "-d", help="Pairwise rows, or RewardBench 2 rows (chosen/rejected lists)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics.json to write (+ a margin plot)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="metrics.json to write (+ a margin plot for pairs)."
+    ),
     ties: str = typer.Option(
         "half", "--ties", help="A tie at the top: half (split credit; RewardBench 2's rule) or loss (RewardBench 1's)."
     ),

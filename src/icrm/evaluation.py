@@ -27,21 +27,21 @@ import numpy as np
 
 __all__ = [
     "LENGTH_BUCKETS",
+    "TIES",
     "bon_metrics",
     "expected_pass_at_n",
     "expected_random_at_n",
     "pairwise_metrics",
+    "parse_ties_id",
     "plot_accuracy_bars",
     "plot_bon_curve",
     "plot_loss_curves",
     "plot_margin_histogram",
     "reward_normalizer",
-    "parse_ties_id",
     "rewardbench2_metrics",
     "rewardbench2_subsets",
     "rewardbench_example_counts",
     "rewardbench_sections",
-    "TIES",
 ]
 
 # Length buckets for pairwise accuracy. Length bias is one of the shortcuts a
@@ -108,7 +108,7 @@ def _check_ties(ties: str) -> None:
         raise ValueError(f"ties must be one of {', '.join(TIES)} (got {ties!r})")
 
 
-def _mixed_subsets_error(names: Sequence[str | None], known: set[str], benchmark: str) -> None:
+def _reject_mixed_subsets(names: Sequence[str | None], known: set[str], benchmark: str) -> None:
     """Raise if some subset names belong to ``benchmark`` and others (or missing ones) do not.
 
     Mixing a benchmark's subset names with other names (or with rows that have
@@ -232,7 +232,7 @@ def pairwise_metrics(
         for name in sorted({s for s in names if s is not None})
     }
     lookup = _subset_to_section()
-    _mixed_subsets_error(names, set(lookup), "RewardBench")
+    _reject_mixed_subsets(names, set(lookup), "RewardBench")
 
     example_accuracy = float(credit.mean())
     if any(s in lookup for s in names):
@@ -408,7 +408,7 @@ def rewardbench2_metrics(
             f"scores, num_correct, subsets and ids differ in length "
             f"({len(scores)}, {len(num_correct)}, {len(names)}, {len(row_ids)})"
         )
-    _mixed_subsets_error(names, set(rewardbench2_subsets()), "RewardBench 2")
+    _reject_mixed_subsets(names, set(rewardbench2_subsets()), "RewardBench 2")
     if any(s is not None for s in names) and any(s is None for s in names):
         raise ValueError(f"{sum(s is None for s in names)} row(s) without a subset next to rows with one")
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .data import BonExample, DataError, PairExample, PointExample, flatten_responses, load_examples, responses_of
+from .data import (
+    BonExample,
+    DataError,
+    PairExample,
+    PointExample,
+    flatten_responses,
+    load_examples,
+    responses_of,
+)
 from .errors import UserError
 from .evaluation import (
     TIES,
