@@ -280,8 +280,13 @@ def train(
 @guarded
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
-    data: str = typer.Option(..., "--data", "-d", help="Pairwise data (RewardBench-style subset column optional)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics.json to write (+ a margin plot)."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise rows, or RewardBench 2 rows (chosen/rejected lists)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="metrics.json to write (+ a margin plot for pairs)."
+    ),
+    ties: str = typer.Option(
+        "half", "--ties", help="A tie at the top: half (split credit; RewardBench 2's rule) or loss (RewardBench 1's)."
+    ),
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
@@ -290,12 +295,12 @@ def eval_cmd(
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Pairwise accuracy overall, per subset and per RewardBench section."""
+    """Pairwise accuracy per subset and RewardBench section, or RewardBench 2 scores, scored as their authors do."""
     from .scoring import evaluate_pairs
 
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, skip_invalid=skip_invalid,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
     )
     _report({"accuracy": round(metrics["accuracy"], 4), "n": metrics["n"], "output": str(output) if output else "-"})
 

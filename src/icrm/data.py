@@ -197,6 +197,7 @@ class BonExample:
     answer: str | None = None
     id: str | None = None
     line: int = 0
+    subset: str | None = None
 
 
 FORMAT_FIELDS = {
@@ -206,8 +207,19 @@ FORMAT_FIELDS = {
 }
 
 
+def _is_completion_list(value: Any) -> bool:
+    """RewardBench 2 style: a list of response texts (a message list holds dicts)."""
+    return isinstance(value, list) and not any(isinstance(item, dict) for item in value)
+
+
 def detect_format(row: Row, source: str) -> str:
-    """Which of the DESIGN.md §2 formats a row is in."""
+    """Which of the DESIGN.md §2 formats a row is in.
+
+    ``chosen``/``rejected`` given as lists of responses (RewardBench 2 rows)
+    are best-of-N rows: the chosen responses are its correct candidates.
+    """
+    if "candidates" not in row.data and any(_is_completion_list(row.data.get(k)) for k in ("chosen", "rejected")):
+        return "bon"
     for name, fields in FORMAT_FIELDS.items():
         if all(f in row.data for f in fields):
             return name
@@ -346,8 +358,35 @@ def to_point(row: Row, source: str) -> PointExample:
     )
 
 
+def _completion_list(row: Row, source: str, name: str) -> list[str]:
+    value = row.data.get(name)
+    if not isinstance(value, list) or not value:
+        raise DataError(source, "expected a non-empty list of responses", row.line, name)
+    return [_response_text(v, source, row.line, name) for v in value]
+
+
+def _check_count(row: Row, source: str, name: str, expected: int) -> None:
+    """RewardBench 2's count columns must agree with the lists they describe."""
+    value = row.data.get(name)
+    if value is not None and value != expected:
+        raise DataError(source, f"is {value!r} but the row has {expected}", row.line, name)
+
+
+def _rewardbench2_candidates(row: Row, source: str) -> tuple[list[str], list[int]]:
+    """A RewardBench 2 row's ``chosen`` + ``rejected`` lists as labelled candidates, chosen first."""
+    chosen = _completion_list(row, source, "chosen")
+    rejected = _completion_list(row, source, "rejected")
+    _check_count(row, source, "num_correct", len(chosen))
+    _check_count(row, source, "num_incorrect", len(rejected))
+    _check_count(row, source, "total_completions", len(chosen) + len(rejected))
+    return chosen + rejected, [1] * len(chosen) + [0] * len(rejected)
+
+
 def to_bon(row: Row, source: str) -> BonExample:
     prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    if "candidates" not in row.data:
+        texts, labels = _rewardbench2_candidates(row, source)
+        return BonExample(prompt, texts, labels, None, _optional_str(row, "id"), row.line, _optional_str(row, "subset"))
     candidates = row.data["candidates"]
     if not isinstance(candidates, list) or not candidates:
         raise DataError(source, "expected a non-empty list of responses", row.line, "candidates")
@@ -361,7 +400,8 @@ def to_bon(row: Row, source: str) -> BonExample:
                 source, f"{len(labels)} labels for {len(texts)} candidates (lengths must match)", row.line, "labels"
             )
         labels = [_label(v, source, row.line, "labels") for v in labels]
-    return BonExample(prompt, texts, labels, _optional_str(row, "answer"), _optional_str(row, "id"), row.line)
+    answer, row_id, subset = (_optional_str(row, name) for name in ("answer", "id", "subset"))
+    return BonExample(prompt, texts, labels, answer, row_id, row.line, subset)
 
 
 CONVERTERS = {"pairwise": to_pair, "pointwise": to_point, "bon": to_bon}

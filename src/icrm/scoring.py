@@ -10,9 +10,25 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .data import BonExample, PairExample, PointExample, flatten_responses, load_examples, responses_of
+from .data import (
+    BonExample,
+    DataError,
+    PairExample,
+    PointExample,
+    flatten_responses,
+    load_examples,
+    responses_of,
+)
 from .errors import UserError
-from .evaluation import bon_metrics, pairwise_metrics, plot_bon_curve, plot_margin_histogram
+from .evaluation import (
+    TIES,
+    bon_metrics,
+    pairwise_metrics,
+    parse_ties_id,
+    plot_bon_curve,
+    plot_margin_histogram,
+    rewardbench2_metrics,
+)
 from .modeling import RewardModel
 from .outputs import progress, write_json, write_jsonl
 
@@ -45,23 +61,41 @@ def evaluate_pairs(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    ties: str = "half",
 ) -> dict:
-    """Pairwise accuracy (overall, per subset, per section) of a reward model."""
-    loaded = load_examples(data, expect=("pairwise",), split=split, skip_invalid=skip_invalid, limit=limit)
+    """``icrm eval``: pairwise accuracy (per subset, RewardBench sections), or RewardBench 2 scores.
+
+    Pairwise rows get :func:`~icrm.evaluation.pairwise_metrics`; best-of-N rows
+    (RewardBench 2's ``chosen``/``rejected`` lists, or ``candidates`` with
+    their ``labels`` listing the chosen first) get
+    :func:`~icrm.evaluation.rewardbench2_metrics`. ``ties`` ("half" or "loss")
+    is how a tie at the top counts; see :data:`~icrm.evaluation.TIES`.
+    """
+    if ties not in TIES:
+        raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
+    loaded = load_examples(data, expect=("pairwise", "bon"), split=split, skip_invalid=skip_invalid, limit=limit)
+    if loaded.format == "bon":
+        num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
     prompts, responses = flatten_responses(loaded.examples)
     scores = score_responses(rm, prompts, responses, batch_size)
-    chosen, rejected = scores[0::2], scores[1::2]
-    lengths = [len(rm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
     subsets = [ex.subset for ex in loaded.examples]
+    named_subsets = subsets if any(s is not None for s in subsets) else None
     try:
-        metrics = pairwise_metrics(
-            chosen,
-            rejected,
-            subsets if any(s is not None for s in subsets) else None,
-            chosen_lengths=lengths[0::2],
-            rejected_lengths=lengths[1::2],
-        )
+        if loaded.format == "bon":
+            per_row, ids = _per_example(scores, loaded.examples), [ex.id for ex in loaded.examples]
+            metrics = rewardbench2_metrics(per_row, num_correct, named_subsets, ids, ties=ties)
+        else:
+            chosen, rejected = scores[0::2], scores[1::2]
+            lengths = [len(rm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
+            metrics = pairwise_metrics(
+                chosen,
+                rejected,
+                named_subsets,
+                chosen_lengths=lengths[0::2],
+                rejected_lengths=lengths[1::2],
+                ties=ties,
+            )
     except ValueError as err:
         raise UserError(f"{data}: {err}") from err
     metrics["skipped_rows"] = loaded.skipped
@@ -69,8 +103,44 @@ def evaluate_pairs(
     metrics["data"] = data
     if output is not None:
         write_json(output, metrics)
-        plot_margin_histogram(chosen, rejected, Path(output).with_name(Path(output).stem + "_margins.png"))
+        if loaded.format == "pairwise":
+            plot_margin_histogram(chosen, rejected, Path(output).with_name(Path(output).stem + "_margins.png"))
     return metrics
+
+
+def _chosen_first(ex: BonExample, source: str) -> int:
+    """How many chosen responses lead a best-of-N row; ``icrm eval`` scores the first one.
+
+    Checked before any model is loaded, along with the Ties rows' ids, so a
+    bad file fails fast with its line.
+    """
+    labels = ex.labels
+    if labels is None:
+        raise DataError(source, "icrm eval needs chosen/rejected lists or labelled candidates", ex.line, "labels")
+    num_correct = sum(labels)
+    if labels != [1] * num_correct + [0] * (len(labels) - num_correct) or not 0 < num_correct < len(labels):
+        raise DataError(
+            source,
+            "icrm eval needs the chosen (label 1) candidates first, then a rejected one (else use icrm bon)",
+            ex.line,
+            "labels",
+        )
+    if ex.subset is not None and ex.subset.lower() == "ties":
+        try:
+            parse_ties_id(ex.id)
+        except ValueError as err:
+            raise DataError(source, str(err), ex.line, "id") from err
+    return num_correct
+
+
+def _per_example(flat: list[float], examples: list) -> list[list[float]]:
+    """Split one flat list of rewards back into each example's responses."""
+    grouped, at = [], 0
+    for ex in examples:
+        n = len(responses_of(ex))
+        grouped.append(flat[at : at + n])
+        at += n
+    return grouped
 
 
 def score_file(
@@ -102,11 +172,7 @@ def score_file(
     if normalize:
         mean, std = rm.reward_stats["mean"], rm.reward_stats["std"]
         scores = [(s - mean) / std for s in scores]
-    rows, at = [], 0
-    for ex in loaded.examples:
-        n = len(responses_of(ex))
-        rows.append(_scored_row(ex, scores[at : at + n]))
-        at += n
+    rows = [_scored_row(ex, row) for ex, row in zip(loaded.examples, _per_example(scores, loaded.examples))]
     if per_token:
         _add_token_rewards(rm, loaded.examples, rows, generator)
     write_jsonl(output, rows)
@@ -146,6 +212,8 @@ def _scored_row(ex, scores: list[float]) -> dict:
             row["labels"] = ex.labels
         if ex.answer is not None:
             row["answer"] = ex.answer
+        if ex.subset is not None:
+            row["subset"] = ex.subset
     return row
 
 
@@ -231,11 +299,7 @@ def best_of_n(
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
     prompts, responses = flatten_responses(examples)
-    flat = score_responses(rm, prompts, responses, batch_size)
-    scores, at = [], 0
-    for ex in examples:
-        scores.append(flat[at : at + len(ex.candidates)])
-        at += len(ex.candidates)
+    scores = _per_example(score_responses(rm, prompts, responses, batch_size), examples)
     try:
         report = bon_metrics(scores, labels, ns, answers=answers, n_draws=n_draws, seed=seed)
     except ValueError as err:
