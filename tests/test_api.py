@@ -88,7 +88,7 @@ def test_trl_formats_train_and_export_a_transformers_reward_model(tmp_path, base
     # the rows as icrm understood them: prompt turns and responses, split as TRL splits them
     examples = trainer.train_dataset.examples
     if fmt == "unpaired":
-        assert trainer.format == "pointwise"
+        assert trainer.data_format == "pointwise"
         assert [(e.prompt, e.response, e.label) for e in examples] == [
             (user(q), text, label) for q, c, r in ROWS for text, label in ((c, 1), (r, 0))]
     else:

@@ -312,7 +312,7 @@ class ICRMTrainer(Trainer):
         )
         rm.training_config = {"model": {"name": name}, **args.settings()}
 
-        self.format = data_format
+        self.data_format = data_format
         self.data_stats: dict[str, dict] = {}
         self.generator_cache = "unused"  # or "hit"/"miss": where the generator weights came from
         tokenize = lambda data, label: self._tokenize(data, rm.tokenizer, args, label)
@@ -361,10 +361,6 @@ class ICRMTrainer(Trainer):
         if self._signature_columns is None:
             self._signature_columns = ["sequences", "length", "weights", "margin", "label"]
 
-    def _tokenized_sets(self) -> list[RewardDataset]:
-        evals = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
-        return [d for d in (self.train_dataset, *evals) if isinstance(d, RewardDataset)]
-
     def _attach_generator_weights(self, datasets: list[RewardDataset]) -> None:
         """Generator weights ``w_t`` of every sequence, for ``generator=PATH``: computed once, cached on disk.
 
@@ -398,7 +394,7 @@ class ICRMTrainer(Trainer):
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """The generator pass, transformers' training loop, then the training reward statistics."""
-        self._attach_generator_weights(self._tokenized_sets())
+        self._attach_generator_weights(_reward_datasets(self.train_dataset, self.eval_dataset))
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         # Collectives (under ZeRO-3 each rank holds shards): every rank takes part.
         self.reward_model.reward_stats = _reward_stats(self.reward_model, self.train_dataset)
@@ -408,12 +404,10 @@ class ICRMTrainer(Trainer):
         """transformers' ``evaluate``; a dataset given here is validated and tokenized like the training data."""
         if eval_dataset is not None and not isinstance(eval_dataset, str):
             prepare = lambda data, label: self._tokenize(
-                _examples(data, label, self.format), self.reward_model.tokenizer, self.args, label
+                _examples(data, label, self.data_format), self.reward_model.tokenizer, self.args, label
             )
             eval_dataset = _map_eval(eval_dataset, prepare)
-        evals = eval_dataset if eval_dataset is not None else self.eval_dataset
-        self._attach_generator_weights([d for d in (evals.values() if isinstance(evals, dict) else [evals])
-                                        if isinstance(d, RewardDataset)])
+        self._attach_generator_weights(_reward_datasets(self.eval_dataset, eval_dataset))
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -434,6 +428,11 @@ class ICRMTrainer(Trainer):
 
     # -- the objective
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The ICRM objective of a batch, which says its data by its keys.
+
+        ``margin``: pairs, all chosen rows then all rejected; ``labels``: graded
+        single responses. Each term is also logged (``bt``/``bce``, ``icrm``, ``sft``, ``accuracy``).
+        """
         args: ICRMConfig = self.args
         rm: RewardModel = self.accelerator.unwrap_model(model)
         mask = inputs["attention_mask"]
@@ -664,6 +663,14 @@ def _map_eval(eval_dataset, fn):
     if isinstance(eval_dataset, dict):
         return {key: fn(value, f"eval_dataset[{key!r}]") for key, value in eval_dataset.items()}
     return fn(eval_dataset, "eval_dataset")
+
+
+def _reward_datasets(*datasets) -> list[RewardDataset]:
+    """The tokenized datasets among these (each a dataset, a dict of them, a name or None)."""
+    found = []
+    for dataset in datasets:
+        found += dataset.values() if isinstance(dataset, dict) else [dataset]
+    return [d for d in found if isinstance(d, RewardDataset)]
 
 
 def _tokenize_in_processes(examples: list, tokenizer, max_length: int, truncation: str, num_proc: int):
