@@ -328,8 +328,9 @@ def _split_shared_text(chosen: str, rejected: str, source: str, line: int) -> tu
         shared = shared[: boundary.start() if boundary else 0]
     if not shared.strip():
         raise DataError(source, "no prompt column, and chosen and rejected share no leading text", line, "prompt")
-    return ([{"role": "user", "content": shared.strip()}], _response_text(chosen[len(shared):].strip(), source, line,
-            "chosen"), _response_text(rejected[len(shared):].strip(), source, line, "rejected"))
+    answers = [_response_text(text[len(shared):].strip(), source, line, name)
+               for text, name in ((chosen, "chosen"), (rejected, "rejected"))]
+    return [{"role": "user", "content": shared.strip()}], answers[0], answers[1]
 
 
 def _optional_float(row: Row, source: str, name: str) -> float | None:
