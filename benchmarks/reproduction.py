@@ -160,7 +160,7 @@ def run_row(row: Row, data: Path, sft: Path, backbone: Path, work: Path, seed: i
         output_dir=str(out),
         method=row.method,
         lambda_=row.lam,
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
         generator=generator,
         max_length=SETTINGS["max_length"],
         **_args(seed, SETTINGS["epochs"]),

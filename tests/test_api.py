@@ -96,6 +96,7 @@ def test_trl_formats_train_and_export_a_transformers_reward_model(tmp_path, base
         assert [e.margin for e in examples] == [0.5 if fmt == "standard" else None] * len(ROWS)
     trainer.train()
     assert trainer.state.global_step == 2
+    assert trainer.reward_model.decoder.is_activation_checkpointing  # TRL's default gradient_checkpointing=True
     trainer.save_model(str(tmp_path / "rm"))
     assert_transformers_scores_like_icrm(tmp_path / "rm")
 
@@ -225,3 +226,14 @@ def test_import_icrm_stays_light():
     code = "import sys, icrm; print('torch' in sys.modules); icrm.ICRMTrainer; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["False", "True"], done.stderr[-2000:]
+
+
+def test_cli_gradient_checkpointing_option(tmp_path, cli):
+    rows = [{"prompt": q, "completion": c, "label": 1} for q, c, _ in QA] + [
+        {"prompt": q, "completion": r, "label": 0} for q, _, r in QA]
+    data = tmp_path / "unpaired.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = cli("train", "--data", data, "--output", tmp_path / "rm", "--max-steps", "1", "--gradient-checkpointing")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and metrics["format"] == "pointwise" and metrics["train_examples"] == 6

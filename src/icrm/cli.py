@@ -266,7 +266,7 @@ def train(
         max_length=max_length,
         truncation=truncation,
         eval_strategy="epoch" if eval_data else "no",
-        activation_checkpointing=gradient_checkpointing,
+        gradient_checkpointing=gradient_checkpointing,
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
             group_by_length,

@@ -72,7 +72,7 @@ def _reward_model(data: Path, output: Path, generator: Path, method: str, settin
         lambda_=lam,
         generator=str(generator),
         max_length=settings.max_length,
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
         **_train_args(settings, settings.epochs),
     )
     return train_reward_model(str(data), str(output), config, ModelSpec(str(generator)))
@@ -110,7 +110,7 @@ def _arithmetic(root: Path, settings: DemoSettings, bon_results: dict) -> None:
         preset = {"BT": "bt", "ICRM": "icrm-nosft"}[method]
         config = ICRMConfig(
             output_dir=str(model_dir), method=preset, generator=str(generator), max_length=settings.max_length,
-            activation_checkpointing=False,
+            gradient_checkpointing=False,
             **_train_args(settings, settings.epochs),
         )
         train_reward_model(str(data / "train.jsonl"), str(model_dir), config, ModelSpec(str(generator)))
