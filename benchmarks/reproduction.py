@@ -56,8 +56,8 @@ from icrm import training
 from icrm.scoring import evaluate_pairs
 from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
 from icrm.training import (
+    ICRMConfig,
     ModelSpec,
-    RewardConfig,
     train_reward_model,
     train_sft,
     trainer_arguments,
@@ -156,10 +156,11 @@ def _args(seed: int, epochs: float) -> dict:
 def run_row(row: Row, data: Path, sft: Path, backbone: Path, work: Path, seed: int, splits: list[str]) -> dict[str, float]:
     generator = str(sft) if row.generator == "sft" else row.generator
     out = work / "rm"
-    config = RewardConfig(
+    config = ICRMConfig(
         output_dir=str(out),
         method=row.method,
-        lambda_icrm=row.lam,
+        lambda_=row.lam,
+        gradient_checkpointing=False,
         generator=generator,
         max_length=SETTINGS["max_length"],
         **_args(seed, SETTINGS["epochs"]),

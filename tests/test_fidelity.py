@@ -12,7 +12,7 @@ from conftest import write_jsonl
 from icrm import losses
 from icrm.data import PairExample, PointExample, RewardCollator, RewardDataset, tokenize_examples
 from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
-from icrm.training import ICRMTrainer, RewardConfig, sft_examples, trainer_arguments
+from icrm.training import ICRMConfig, ICRMTrainer, sft_examples, trainer_arguments
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world, how are you today?"] * 20
 PAIRS = [("hello world", "the quick fox", "lazy dog"), ("how are you", "fine thanks", "the dog is brown")] * 4
@@ -40,7 +40,7 @@ def pair_dataset(rm: RewardModel) -> RewardDataset:
 
 
 def train_steps(rm: RewardModel, tmp_path, steps: int = 3, **config) -> ICRMTrainer:
-    args = RewardConfig(output_dir=str(tmp_path), **{"method": "icrm", "generator": "self", **config},
+    args = ICRMConfig(output_dir=str(tmp_path), **{"method": "icrm", "generator": "self", **config},
                         disable_tqdm=True, **trainer_arguments(batch_size=4, lr=1e-2, max_steps=steps, warmup=0))
     trainer = ICRMTrainer(model=rm, args=args, train_dataset=pair_dataset(rm),
                           data_collator=RewardCollator(rm.tokenizer.pad_token_id))
@@ -51,7 +51,7 @@ def train_steps(rm: RewardModel, tmp_path, steps: int = 3, **config) -> ICRMTrai
 def test_self_generator_reads_a_frozen_copy_while_the_sft_head_trains(tmp_path):
     rm = tiny_rm()
     lm_head_before = rm.lm_head.weight.detach().clone()
-    train_steps(rm, tmp_path, lambda_icrm=0.3)
+    train_steps(rm, tmp_path, lambda_=0.3)
     # the weights w_t come from the head as it was at the start of training...
     torch.testing.assert_close(rm.generator_head, lm_head_before, rtol=0, atol=0)
     # ...while the SFT term trains its own copy (which would have moved them before)
@@ -165,4 +165,4 @@ def test_pointwise_generator_weights_default_to_the_references_sampling(tmp_path
     assert (config["generator_temperature"], config["generator_top_p"]) == (0.7, 0.8)
     assert cli(*common, "--generator-temperature", "1", "--output", tmp_path / "rm2").exit_code == 0
     assert len(list((tmp_path / "cache").rglob("meta.json"))) == 2  # part of the cache key
-    assert RewardConfig(output_dir=str(tmp_path)).generator_sampling(pointwise=False) == (1.0, 1.0)
+    assert ICRMConfig(output_dir=str(tmp_path), use_cpu=True).generator_sampling(pointwise=False) == (1.0, 1.0)

@@ -238,20 +238,23 @@ def train(
         True, "--group-by-length/--no-group-by-length", help="Batch rows of similar length (less padding)."
     ),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Generator-probability cache (default ~/.cache/icrm, or $ICRM_CACHE)."),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
+    ),
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a reward model (Bradley–Terry / pointwise + ICRM regularizers)."""
-    from .training import ModelSpec, RewardConfig, train_reward_model, trainer_arguments
+    from .training import ICRMConfig, ModelSpec, train_reward_model, trainer_arguments
 
     if warmup < 0:
         raise typer.BadParameter("--warmup must be >= 0")
-    reward_config = RewardConfig(
+    reward_config = ICRMConfig(
         output_dir=str(output),
         method=method,
-        lambda_icrm=lam,
+        lambda_=lam,
         sft_weight=sft_weight,
         sft_backbone_grad=sft_backbone_grad,
         center_rewards_coefficient=center_rewards,
@@ -263,6 +266,7 @@ def train(
         max_length=max_length,
         truncation=truncation,
         eval_strategy="epoch" if eval_data else "no",
+        gradient_checkpointing=gradient_checkpointing,
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
             group_by_length,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,14 @@ class Row:
     data: dict[str, Any]
 
 
-def read_rows(source: str | Path, split: str | None = None) -> list[Row]:
-    """Read raw records from a file, a saved dataset directory or a hub id."""
+def read_rows(source, split: str | None = None, name: str | None = None) -> list[Row]:
+    """Read raw records from a file, a saved dataset directory, a hub id, or memory.
+
+    In memory: a ``datasets.Dataset`` / ``IterableDataset`` (read through) or
+    a list of dicts, named ``name`` in errors, rows numbered from 1.
+    """
+    if not isinstance(source, (str, Path)):
+        return _read_in_memory(source, name or "dataset")
     path = Path(source)
     name = str(source)
     if path.is_dir():
@@ -156,6 +163,23 @@ def _read_saved_dataset(path: Path, split: str | None) -> list[Row]:
     return [Row(i, _plain(record)) for i, record in enumerate(loaded, start=1)]
 
 
+def _read_in_memory(dataset, name: str) -> list[Row]:
+    import datasets
+
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        raise DataError(name, f"a DatasetDict; pass one split (e.g. dataset['train'], have {', '.join(dataset)})")
+    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset, list, tuple)):
+        raise DataError(name, f"expected a datasets.Dataset or a list of dicts, got {type(dataset).__name__}")
+    rows = []
+    for number, record in enumerate(dataset, start=1):
+        if not isinstance(record, dict):
+            raise DataError(name, f"expected a dict per row, got {type(record).__name__}", number)
+        rows.append(Row(number, _plain(record)))
+    if not rows:
+        raise DataError(name, "no rows (empty dataset)")
+    return rows
+
+
 def _read_hub_dataset(name: str, split: str | None) -> list[Row]:
     import datasets
 
@@ -213,15 +237,16 @@ def _is_completion_list(value: Any) -> bool:
 
 
 def detect_format(row: Row, source: str) -> str:
-    """Which of the DESIGN.md §2 formats a row is in.
+    """Which of the DESIGN.md §2 formats a row is in (TRL's ``completion`` counts as ``response``).
 
     ``chosen``/``rejected`` given as lists of responses (RewardBench 2 rows)
     are best-of-N rows: the chosen responses are its correct candidates.
     """
     if "candidates" not in row.data and any(_is_completion_list(row.data.get(k)) for k in ("chosen", "rejected")):
         return "bon"
+    columns = set(row.data) | ({"response"} if "completion" in row.data else set())
     for name, fields in FORMAT_FIELDS.items():
-        if all(f in row.data for f in fields):
+        if all(f in columns for f in fields):
             return name
     present = ", ".join(sorted(row.data)) or "none"
     missing = "chosen/rejected (pairwise), response/label (pointwise) or candidates (best-of-N)"
@@ -282,8 +307,8 @@ def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], str, s
     reply), unlike an empty ``chosen``/``rejected`` column.
     """
     chosen, rejected = row.data["chosen"], row.data["rejected"]
-    if isinstance(chosen, str) and parse_hh_dialogue(chosen) is None:
-        raise DataError(source, "no prompt column, and chosen is not a conversation", row.line, "prompt")
+    if isinstance(chosen, str) and isinstance(rejected, str) and parse_hh_dialogue(chosen) is None:
+        return _split_shared_text(chosen, rejected, source, row.line)
     conv_c = _as_messages(chosen, source, row.line, "chosen")
     conv_r = _as_messages(rejected, source, row.line, "rejected")
     shared = 0
@@ -300,6 +325,24 @@ def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], str, s
             raise DataError(source, "after the shared prompt, only assistant turns may follow", row.line, name)
         answers.append("\n\n".join(m["content"] for m in tail))
     return conv_c[:shared], answers[0], answers[1]
+
+
+def _split_shared_text(chosen: str, rejected: str, source: str, line: int) -> tuple[list[Message], str, str]:
+    """TRL's standard implicit prompt: the shared leading text is the prompt.
+
+    The cut moves back to a word boundary, so "The answer is 4" against
+    "The answer is 45" gives the prompt "The answer is", not "The answer is 4".
+    """
+    shared = os.path.commonprefix([chosen, rejected])
+    rests = (chosen[len(shared):], rejected[len(shared):])
+    if not (shared[-1:].isspace() or all(rest[:1].isspace() for rest in rests)):
+        boundary = re.search(r"\s\S*$", shared)
+        shared = shared[: boundary.start() if boundary else 0]
+    if not shared.strip():
+        raise DataError(source, "no prompt column, and chosen and rejected share no leading text", line, "prompt")
+    answers = [_response_text(text[len(shared):].strip(), source, line, name)
+               for text, name in ((chosen, "chosen"), (rejected, "rejected"))]
+    return [{"role": "user", "content": shared.strip()}], answers[0], answers[1]
 
 
 def _optional_float(row: Row, source: str, name: str) -> float | None:
@@ -349,9 +392,10 @@ def to_pair(row: Row, source: str) -> PairExample:
 
 def to_point(row: Row, source: str) -> PointExample:
     prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    column = "response" if "response" in row.data else "completion"  # TRL's unpaired preference
     return PointExample(
         prompt=prompt,
-        response=_response_text(row.data["response"], source, row.line, "response"),
+        response=_response_text(row.data[column], source, row.line, column),
         label=_label(row.data["label"], source, row.line, "label"),
         id=_optional_str(row, "id"),
         line=row.line,
@@ -419,21 +463,24 @@ class LoadedData:
 
 
 def load_examples(
-    source: str | Path,
+    source,
     *,
     expect: Iterable[str] | None = None,
     split: str | None = None,
     skip_invalid: bool = False,
     limit: int | None = None,
+    name: str | None = None,
 ) -> LoadedData:
-    """Read and validate a data file; every row must be in one format.
+    """Read and validate data; every row must be in one format.
 
-    ``expect`` restricts the accepted formats (e.g. ``("pairwise",)`` for
-    ``icrm eval``). With ``skip_invalid`` a bad row is counted and skipped
-    instead of stopping the run.
+    ``source`` is a path or hub id (see :func:`read_rows`), a
+    ``datasets.Dataset``/``IterableDataset`` or a list of dicts (then errors
+    call it ``name``). ``expect`` restricts the accepted formats (e.g.
+    ``("pairwise",)`` for ``icrm eval``). With ``skip_invalid`` a bad row is
+    counted and skipped instead of stopping the run.
     """
-    name = str(source)
-    rows = read_rows(source, split)
+    name = name or (str(source) if isinstance(source, (str, Path)) else "dataset")
+    rows = read_rows(source, split, name)
     if limit is not None:
         rows = rows[:limit]
     fmt = None
@@ -580,12 +627,15 @@ class RewardCollator:
     and rejected go through the model in a single forward pass.
     """
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
         self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         seqs = [seq for slot in range(len(items[0]["sequences"])) for seq in (it["sequences"][slot] for it in items)]
         width = max(s.length for s in seqs)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         n = len(seqs)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)
