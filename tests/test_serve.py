@@ -20,7 +20,7 @@ import threading
 import httpx
 import pytest
 
-from icrm.serve import Metrics, ServeConfig, create_app, percentile
+from icrm.serve import Metrics, ServeConfig, create_app, percentile, pick_batch
 
 PROMPTS = [
     "hello world, how are you today?",
@@ -139,6 +139,38 @@ def test_batches_never_exceed_max_batch_size(tiny_rm):
     rewards, metrics = talk(app, body)
     assert rewards == pytest.approx(tiny_rm.score([PROMPTS[0]] * 10, ["dog " * (i + 1) for i in range(10)]), abs=1e-5)
     assert metrics["batch_size"] == {"mean": 10 / 3, "max": 4, "histogram": {"2": 1, "4": 2}}
+
+
+def test_defaults_on_a_cpu_score_one_conversation_per_forward_pass(tiny_rm):
+    async def body(client):
+        return (await client.get("/health")).json()
+
+    health = talk(create_app(tiny_rm, ServeConfig()), body)
+    assert (health["max_batch_size"], health["max_wait_ms"], health["max_length"]) == (1, 0.0, 2048)
+
+
+def test_pick_batch_takes_the_oldest_and_the_closest_lengths():
+    assert pick_batch([100, 10, 95, 300, 101, 99], 3) == [0, 4, 5]  # |101-100| = |99-100|: earlier first
+    assert pick_batch([50, 10, 20], 8) == [0, 1, 2]  # all fit
+    assert pick_batch([7], 1) == [0]
+
+
+def test_a_busy_server_batches_similar_lengths_together(tiny_rm, monkeypatch):
+    short = rendered(tiny_rm.tokenizer, PROMPTS[2], "dog")
+    long = rendered(tiny_rm.tokenizer, PROMPTS[2], "the quick brown fox jumps over the lazy dog " * 6)
+    texts = [short, long] * 5
+    lengths = []
+    original = tiny_rm.sequence_rewards
+
+    def record(seqs, batch_size):
+        lengths.append(sorted({s.length for s in seqs}))
+        return original(seqs, batch_size)
+
+    monkeypatch.setattr(tiny_rm, "sequence_rewards", record)
+    app = create_app(tiny_rm, ServeConfig(max_batch_size=5))
+    rewards = post(app, "/get_reward", {"query": texts}).json()["rewards"]
+    assert len(lengths) == 2 and all(len(batch) == 1 for batch in lengths)  # no short row padded to a long one
+    assert rewards == pytest.approx(tiny_rm.score([PROMPTS[2]] * 10, ["dog", "the quick brown fox jumps over the lazy dog " * 6] * 5), abs=1e-5)
 
 
 def test_metrics_and_health(tiny_rm):
@@ -289,6 +321,15 @@ def test_icrm_serve_subprocess_batches_concurrent_clients_and_stops_cleanly(tiny
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle():
+    """asyncio sets TCP_NODELAY on accepted connections only for proto=IPPROTO_TCP listeners;
+    without it every keep-alive answer waited ~40 ms for a delayed ACK."""
+    from icrm.serve import _listen
+
+    with _listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
 
 
 def test_serve_refuses_a_busy_port_and_bad_options(tiny_rm, tmp_path, cli):

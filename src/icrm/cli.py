@@ -591,8 +591,10 @@ def serve_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all interfaces, no auth)."),
     port: int = typer.Option(5000, "--port", help="Port (0: any free port; the URL is printed)."),
-    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Most sequences per forward pass."),
-    max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Longest wait for a batch to fill."),
+    max_batch_size: Optional[int] = typer.Option(
+        None, "--max-batch-size", help="Most sequences per forward pass (default: 16 on a GPU, 1 on a CPU)."
+    ),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Extra wait for a batch to fill (0: batch what queued)."),
     max_length: Optional[int] = typer.Option(
         None, "--max-length", help="Token limit per text (default: position limit, at most 2048)."
     ),

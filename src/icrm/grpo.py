@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .outputs import staged_directory, write_json
-from .policy import load_prompts, prompt_key
+from .policy import load_prompts, lora_config, prompt_key, train_and_save, training_summary
 
 # What TRL 1.x's GRPOConfig accepts (it only rejects others mid-training).
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
@@ -102,7 +102,6 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
 
     from .modeling import load_causal_lm
     from .outputs import QUIET
-    from .training import _use_rich_progress
 
     settings.validate()
     group = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * _processes()
@@ -121,11 +120,7 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
         datasets.disable_progress_bars()
     model, tokenizer = load_causal_lm(policy, settings.trust_remote_code, settings.allow_pickle)
     dataset = datasets.Dataset.from_list([{"prompt": p.messages} for p in kept])
-    peft_config = None
-    if settings.lora_r > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules="all-linear")
+    peft_config = lora_config(settings.lora_r, settings.lora_alpha)
 
     with staged_directory(output) as staging:
         try:
@@ -154,23 +149,11 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
             processing_class=tokenizer,
             peft_config=peft_config,
         )
-        _use_rich_progress(trainer)
-        result = trainer.train()
-        trained = trainer.model
-        if peft_config is not None:
-            trained = trained.merge_and_unload()
-        trained.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        result = train_and_save(trainer, tokenizer, staging, merge_lora=peft_config is not None)
         history = trainer.state.log_history
         rewards = [entry for entry in history if "reward" in entry]
-        config = {
-            "policy": policy,
-            "reward_model": reward_model,
-            "prompts": prompts,
-            **asdict(settings),
-            **{k: training[k] for k in ("learning_rate", "num_train_epochs", "max_steps", "seed") if k in training},
-            "batch_size": training.get("per_device_train_batch_size"),
-        }
+        config = {"policy": policy, "reward_model": reward_model, "prompts": prompts, **asdict(settings),
+                  **training_summary(training)}
         metrics = {
             "train_loss": result.training_loss,
             "steps": result.global_step,

@@ -24,8 +24,13 @@ on batches of one. Every request's sequences go into one queue; a single
 worker takes up to ``max_batch_size`` of them, waiting at most
 ``max_wait_ms`` after the first for the batch to fill, and runs the model on
 them (sorted by length) in a worker thread, so the event loop keeps accepting
-requests meanwhile. Sequences longer than ``max_length`` are refused, so one
-forward pass holds at most ``max_batch_size`` x ``max_length`` tokens.
+requests meanwhile. The default wait is 0: what arrived while the model was
+busy forms the next batch, so batches grow with the load and an idle server
+adds no delay. (On a CPU the default batch size is 1: see
+:func:`default_batch_size`.) When more are waiting than fit, the oldest goes with the ones
+closest to it in length (:func:`pick_batch`): padding costs as much as real
+tokens. Sequences longer than ``max_length`` are refused, so one forward pass
+holds at most ``max_batch_size`` x ``max_length`` tokens.
 Tokenizing runs in a second single thread: fast tokenizers must not be called
 from two threads at once, and a large request should not stall the loop.
 
@@ -45,10 +50,11 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -62,17 +68,17 @@ LATENCY_WINDOW = 10_000  # requests kept for the latency percentiles
 
 @dataclass
 class ServeConfig:
-    """Batching and limits (``max_length=None``: the model's position limit, at most 2048 tokens)."""
+    """Batching and limits; ``None`` picks the default for the model's device (see :func:`create_app`)."""
 
-    max_batch_size: int = 16
-    max_wait_ms: float = 10.0
+    max_batch_size: int | None = None
+    max_wait_ms: float = 0.0
     max_length: int | None = None
     max_items: int = 1024
     normalize: bool = False
 
     def validate(self) -> None:
         """Fail before the model is loaded, with the option's name in the message."""
-        if self.max_batch_size < 1:
+        if self.max_batch_size is not None and self.max_batch_size < 1:
             raise UserError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_wait_ms <= 60_000:
             raise UserError(f"--max-wait-ms must be between 0 and 60000, got {self.max_wait_ms}")
@@ -153,6 +159,17 @@ class Metrics:
 # --------------------------------------------------------------- the batcher
 
 
+def pick_batch(lengths: list[int], size: int) -> list[int]:
+    """Indices of the next batch among waiting sequences (``lengths`` in arrival order).
+
+    The oldest always goes (nothing waits forever); the rest are the ones
+    closest to it in length, earlier first on ties, so a busy server pads
+    little: a forward pass costs the batch's longest row times its rows.
+    """
+    others = sorted(range(1, len(lengths)), key=lambda i: (abs(lengths[i] - lengths[0]), i))
+    return [0, *sorted(others[: size - 1])]
+
+
 class DynamicBatcher:
     """One queue of sequences from every request, one worker scoring them in batches.
 
@@ -167,12 +184,13 @@ class DynamicBatcher:
         self.max_wait = max_wait_ms / 1000
         self.metrics = metrics
         self.queue: asyncio.Queue | None = None
+        self.waiting: list[tuple[Sequence, asyncio.Future]] = []  # arrived, not yet batched, oldest first
         self.worker: asyncio.Task | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="icrm-model")
 
     @property
     def depth(self) -> int:
-        return self.queue.qsize() if self.queue is not None else 0
+        return len(self.waiting) + (self.queue.qsize() if self.queue is not None else 0)
 
     async def score(self, seqs: list[Sequence]) -> list[torch.Tensor]:
         if self.worker is None:
@@ -194,30 +212,34 @@ class DynamicBatcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _next_batch(self) -> list[tuple[Sequence, asyncio.Future]]:
+        """Wait for work, take what has arrived (waiting up to ``max_wait`` to fill a batch), pick a batch."""
         loop = asyncio.get_running_loop()
-        batch = [await self.queue.get()]
+        if not self.waiting:
+            self.waiting.append(await self.queue.get())
         deadline = loop.time() + self.max_wait
-        while len(batch) < self.max_batch_size:
-            try:
-                batch.append(self.queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
+        while True:
+            while not self.queue.empty():
+                self.waiting.append(self.queue.get_nowait())
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if len(self.waiting) >= self.max_batch_size or remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                self.waiting.append(await asyncio.wait_for(self.queue.get(), remaining))
             except asyncio.TimeoutError:
                 break
+        self.waiting = [item for item in self.waiting if not item[1].done()]  # clients that left
+        chosen = pick_batch([seq.length for seq, _ in self.waiting], self.max_batch_size) if self.waiting else []
+        batch = [self.waiting[i] for i in chosen]
+        taken = set(chosen)
+        self.waiting = [item for i, item in enumerate(self.waiting) if i not in taken]
         return batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [(seq, future) for seq, future in await self._next_batch() if not future.done()]
+            batch = await self._next_batch()
             if not batch:
-                continue  # every client of this batch has gone
+                continue  # every waiting client has gone
             self.metrics.batch_sizes[len(batch)] += 1
             seqs = [seq for seq, _ in batch]
             try:
@@ -346,8 +368,18 @@ def step_positions(tokenizer, item: ScoreItem, separator: str) -> list[int]:
 # --------------------------------------------------------------------- the app
 
 
+def default_batch_size(rm: RewardModel) -> int:
+    """16 on an accelerator; 1 on a CPU, where batched forward passes measured slower per
+    conversation than single ones unless the lengths are equal (BENCHMARKS.md §6)."""
+    return 16 if next(rm.parameters()).device.type != "cpu" else 1
+
+
 def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
-    """The Starlette app serving ``rm`` (use it in-process, or run it with uvicorn)."""
+    """The Starlette app serving ``rm`` (use it in-process, or run it with uvicorn).
+
+    ``max_length=None`` allows the model's position limit, at most 2048
+    tokens; ``max_batch_size=None`` is :func:`default_batch_size`.
+    """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse
@@ -362,7 +394,8 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
     rm.eval()
     tokenizer = rm.tokenizer
     metrics = Metrics()
-    batcher = DynamicBatcher(rm, config.max_batch_size, config.max_wait_ms, metrics)
+    max_batch_size = config.max_batch_size or default_batch_size(rm)
+    batcher = DynamicBatcher(rm, max_batch_size, config.max_wait_ms, metrics)
     tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix="icrm-tokenize")
 
     def scale(values: list[float]) -> list[float]:
@@ -426,7 +459,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
         return JSONResponse({
             "status": "ok",
             "model": model_name,
-            "max_batch_size": config.max_batch_size,
+            "max_batch_size": max_batch_size,
             "max_wait_ms": config.max_wait_ms,
             "max_length": max_length,
             "max_items": config.max_items,
@@ -465,9 +498,24 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (bound here, so a busy port is a clean error and port 0 works).
+
+    Created with ``proto=IPPROTO_TCP``, as asyncio's own servers are: asyncio
+    sets TCP_NODELAY on accepted connections only then, and without it every
+    keep-alive response waits about 40 ms for a delayed ACK.
+    """
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             proto=socket.IPPROTO_TCP)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
+        return sock
     except OSError as err:
         raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err})") from err
 
