@@ -27,7 +27,13 @@ from pathlib import Path
 
 from .errors import UserError
 from .outputs import staged_directory, write_json
-from .policy import load_prompts, lora_config, prompt_key, train_and_save, training_summary
+from .policy import (
+    load_prompts,
+    lora_config,
+    prompt_key,
+    train_and_save,
+    training_summary,
+)
 
 # What TRL 1.x's GRPOConfig accepts (it only rejects others mid-training).
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")

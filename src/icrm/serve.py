@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import signal
 import socket
@@ -61,9 +62,11 @@ import torch
 from .data import DataError, Message, Sequence, _as_messages, _response_text, encode
 from .errors import UserError
 from .modeling import RewardModel
+from .policy import _without_open_turn
 
 DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len)
 LATENCY_WINDOW = 10_000  # requests kept for the latency percentiles
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -329,9 +332,7 @@ def score_items(tokenizer, prompts: list, responses: list, separator: str, max_l
     items = []
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
         try:
-            messages = _as_messages(prompt, "body", None, f"prompts[{i}]")
-            if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"].strip():
-                messages = messages[:-1]  # an HH prompt string ends with an empty "Assistant:" turn
+            messages = _without_open_turn(_as_messages(prompt, "body", None, f"prompts[{i}]"))
             steps = None
             if isinstance(response, list) and response and all(isinstance(s, str) for s in response):
                 steps = response
@@ -417,7 +418,8 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
             except RequestError as err:
                 metrics.errors[err.status] += 1
                 return JSONResponse({"error": err.message}, status_code=err.status)
-            except Exception as err:  # noqa: BLE001 -- answer, log, keep serving
+            except Exception as err:  # answer, log, keep serving
+                logger.exception("%s failed", name)
                 metrics.errors[500] += 1
                 return JSONResponse({"error": f"internal error ({err.__class__.__name__}: {err})"}, status_code=500)
             metrics.record_request(name, items, time.perf_counter() - started)
