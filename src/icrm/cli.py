@@ -606,6 +606,90 @@ def compare_policies_cmd(
         console.print(f"[bold]output[/bold]: {output}")
 
 
+# ------------------------------------------------------- online RL (serve, GRPO)
+
+
+@app.command("serve")
+@guarded
+def serve_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all interfaces, no auth)."),
+    port: int = typer.Option(5000, "--port", help="Port (0: any free port; the URL is printed)."),
+    max_batch_size: Optional[int] = typer.Option(
+        None, "--max-batch-size", help="Most sequences per forward pass (default: 16 on a GPU, 1 on a CPU)."
+    ),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Extra wait for a batch to fill (0: batch what queued)."),
+    max_length: Optional[int] = typer.Option(
+        None, "--max-length", help="Token limit per text (default: position limit, at most 2048)."
+    ),
+    max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
+    normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Serve rewards over HTTP: OpenRLHF's /get_reward, /score, /health, /metrics."""
+    from .serve import ServeConfig, serve
+
+    def ready(url: str) -> None:
+        _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
+        sys.stdout.flush()
+
+    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize)
+    serve(model, host, port, settings, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, on_ready=ready)
+    _report({"stopped": model})
+
+
+@app.command()
+@guarded
+def grpo(
+    policy: str = typer.Option(..., "--policy", "-p", help="Starting policy (a causal LM with a chat template)."),
+    reward_model: str = typer.Option(..., "--reward-model", "-r", help="Reward model directory (the judge)."),
+    prompts: str = typer.Option(..., "--prompts", help="JSONL with `prompt` (text or messages), or any data file."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
+    num_generations: int = typer.Option(8, "--num-generations", help="Completions per prompt (the GRPO group)."),
+    max_completion_length: int = typer.Option(256, "--max-completion-length", help="Longest completion, in tokens."),
+    beta: float = typer.Option(0.0, "--beta", help="KL weight to the starting policy (0: no reference model)."),
+    loss_type: str = typer.Option("dapo", "--loss-type", help="TRL loss: dapo, grpo, dr_grpo, bnpo, ..."),
+    epsilon: float = typer.Option(0.2, "--epsilon", help="Clipping range of the policy ratio."),
+    scale_rewards: str = typer.Option("group", "--scale-rewards", help="Divide advantages by the std of: group, batch, none."),
+    temperature: float = SamplingOpts["temperature"],
+    top_p: float = SamplingOpts["top_p"],
+    top_k: int = SamplingOpts["top_k"],
+    exclude_prompts: Optional[str] = typer.Option(None, "--exclude-prompts", help="Drop prompts that occur in this file (e.g. a test set)."),
+    lora_r: int = LoraROpt,
+    lora_alpha: int = LoraAlphaOpt,
+    epochs: float = EpochsOpt,
+    max_steps: int = MaxStepsOpt,
+    batch_size: int = typer.Option(8, "--batch-size", help="Completions per device per step (x grad-accum: a multiple of --num-generations)."),
+    grad_accum: int = GradAccOpt,
+    lr: float = typer.Option(1e-6, "--lr", help="Learning rate (TRL default 1e-6; tiny models want ~1e-4)."),
+    warmup: float = typer.Option(0.0, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
+    scheduler: str = typer.Option("linear", "--scheduler"),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+    logging_steps: int = typer.Option(1, "--logging-steps"),
+    seed: int = SeedOpt,
+    bf16: bool = Bf16Opt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Train a policy with GRPO (TRL GRPOTrainer), the reward model as reward function."""
+    from .grpo import GRPOSettings, train_grpo
+    from .training import trainer_arguments
+
+    training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
+    settings = GRPOSettings(
+        num_generations, max_completion_length, beta, loss_type, epsilon, scale_rewards, temperature, top_p, top_k,
+        lora_r, lora_alpha, gradient_checkpointing, exclude_prompts, trust_remote_code, allow_pickle,
+    )
+    metrics = train_grpo(policy, reward_model, prompts, output, training, settings)
+    summary = {"output": str(output), "steps": metrics["steps"], "prompts": metrics["prompts"]}
+    if metrics["final_reward"] is not None:
+        summary.update(first_reward=round(metrics["first_reward"], 4), final_reward=round(metrics["final_reward"], 4))
+    _report(summary)
+
+
 def main() -> None:
     app()
 

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import Message, RewardCollator, encode, last_token_index
+from .data import Message, RewardCollator, Sequence, encode, last_token_index
 from .errors import UserError
 from .losses import scale_grad
 
@@ -376,6 +376,15 @@ class RewardModel(nn.Module):
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         seqs = [encode(self.tokenizer, _messages(p), r) for p, r in zip(prompts, responses)]
+        return self.sequence_rewards(seqs, batch_size)
+
+    @torch.no_grad()
+    def sequence_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[torch.Tensor]:
+        """Prefix rewards from each tokenized sequence's ``start`` to its end, batched by length.
+
+        The entry point for callers that tokenize themselves (``icrm serve``
+        scores already-rendered texts); the last value of each row is R.
+        """
         order = sorted(range(len(seqs)), key=lambda i: seqs[i].length)
         collate = RewardCollator(self.tokenizer.pad_token_id)
         device = next(self.parameters()).device
