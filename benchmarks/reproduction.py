@@ -12,6 +12,17 @@ where the row beats BT.
     python benchmarks/reproduction.py --seeds 5                 # full grid
     python benchmarks/reproduction.py --quick                   # smoke test, ~1 min
     python benchmarks/reproduction.py --seeds 5 --variants      # + regularizer variants
+    python benchmarks/reproduction.py --seeds 5 --setup pretrained --out reproduction-pretrained
+
+Setups. ``scratch``: the tiny model starts from random weights; the generator
+is SFT-trained on the labelled pairs and every RM starts from it. ``pretrained``
+(closer to the paper, whose RMs start from a pretrained LM): the tiny model is
+first language-modelled on unlabelled task text (``pretrain_factor`` × the
+labelled pairs, fresh ones from the same task, good and bad responses alike);
+the generator is SFT-trained from that backbone, and the RMs start from the
+backbone itself, as the reference's RMs start from the base model.
+``--generator-responses`` picks the generator's SFT data: ``both`` (the
+reference's ``taorm_sft`` stage) or ``chosen`` (icrm before issue 12).
 
 Raw per-seed accuracies go to benchmarks/results/<out>.json (written after
 every model, and reused: a re-run with the same --out resumes), the table to
@@ -45,8 +56,8 @@ from icrm import training
 from icrm.scoring import evaluate_pairs
 from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
 from icrm.training import (
+    ICRMConfig,
     ModelSpec,
-    RewardConfig,
     train_reward_model,
     train_sft,
     trainer_arguments,
@@ -70,6 +81,10 @@ SETTINGS = {
     "batch_size": 16,
     "lr": 1e-3,
     "max_length": 128,
+    "setup": "scratch",
+    "generator_responses": "both",
+    "pretrain_factor": 10,
+    "pretrain_epochs": 3.0,
 }
 TASKS = {  # task -> (label-flip share in training, evaluation splits)
     "noisy": (0.25, ["test"]),
@@ -138,13 +153,14 @@ def _args(seed: int, epochs: float) -> dict:
     return trainer_arguments(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=seed, logging_steps=50)
 
 
-def run_row(row: Row, data: Path, sft: Path, work: Path, seed: int, splits: list[str]) -> dict[str, float]:
+def run_row(row: Row, data: Path, sft: Path, backbone: Path, work: Path, seed: int, splits: list[str]) -> dict[str, float]:
     generator = str(sft) if row.generator == "sft" else row.generator
     out = work / "rm"
-    config = RewardConfig(
+    config = ICRMConfig(
         output_dir=str(out),
         method=row.method,
-        lambda_icrm=row.lam,
+        lambda_=row.lam,
+        gradient_checkpointing=False,
         generator=generator,
         max_length=SETTINGS["max_length"],
         **_args(seed, SETTINGS["epochs"]),
@@ -155,10 +171,22 @@ def run_row(row: Row, data: Path, sft: Path, work: Path, seed: int, splits: list
 
         training.ICRMTrainer = VARIANTS[row.variant]
     try:
-        train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(sft)))
+        train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(backbone)))
     finally:
         training.ICRMTrainer = trainer_cls
     return {split: evaluate_pairs(str(out), str(data / f"{split}.jsonl"), None)["accuracy"] for split in splits}
+
+
+def pretrain(task: str, work: Path, seed: int) -> Path:
+    """A tiny LM language-modelled on unlabelled text of the task (both responses of fresh pairs)."""
+    text = work / "unlabelled"
+    n = SETTINGS["pretrain_factor"] * SETTINGS["n_train"]
+    write_task(task, text, seed=10_000 + seed, n_train=n, n_test=1, flip=0.0)
+    out = work / "pretrained"
+    targs = TrainingArguments(output_dir=str(out), **_args(seed, SETTINGS["pretrain_epochs"]))
+    train_sft(str(text / "train.jsonl"), str(out), targs, ModelSpec("tiny"), max_length=SETTINGS["max_length"],
+              responses="both")
+    return out
 
 
 def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict, checks: dict, save) -> None:
@@ -173,15 +201,17 @@ def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict,
                 data, sft = work / "data", work / "sft"
                 write_task(task, data, seed=seed, n_train=SETTINGS["n_train"], n_test=SETTINGS["n_test"], flip=flip)
                 t0 = time.time()
+                backbone = pretrain(task, work, seed) if SETTINGS["setup"] == "pretrained" else None
                 targs = TrainingArguments(output_dir=str(sft), **_args(seed, SETTINGS["sft_epochs"]))
                 train_sft(
-                    str(data / "train.jsonl"), str(sft), targs, ModelSpec("tiny"), max_length=SETTINGS["max_length"]
+                    str(data / "train.jsonl"), str(sft), targs, ModelSpec(str(backbone or "tiny")),
+                    max_length=SETTINGS["max_length"], responses=SETTINGS["generator_responses"],
                 )
                 check = checks.setdefault(task, {})[str(seed)] = generator_check(sft, data)
-                print(f"[{task} seed {seed}] SFT {time.time() - t0:.0f}s, generator p: {check}", flush=True)
+                print(f"[{task} seed {seed}] backbone+SFT {time.time() - t0:.0f}s, generator p: {check}", flush=True)
                 for row in todo:
                     t0 = time.time()
-                    acc = run_row(row, data, sft, work, seed, splits)
+                    acc = run_row(row, data, sft, backbone or sft, work, seed, splits)
                     results.setdefault(task, {}).setdefault(str(seed), {})[row.name] = acc
                     save()
                     accs = " ".join(f"{k}={v:.3f}" for k, v in acc.items())
@@ -297,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="reproduction", help="name of the results files under benchmarks/results/")
     p.add_argument("--sft-epochs", type=float, default=SETTINGS["sft_epochs"], help="generator SFT epochs (demo: 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--setup", choices=("scratch", "pretrained"), default="scratch", help="see the module docstring")
+    p.add_argument("--generator-responses", choices=("both", "chosen"), default="both",
+                   help="the generator's SFT data (reference: both)")
+    p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
@@ -307,7 +341,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = [ROWS[0], ROWS[1], ROWS[3]] + variant_rows()
     elif a.variants:
         rows += variant_rows()
-    SETTINGS["sft_epochs"] = a.sft_epochs
+    SETTINGS.update(sft_epochs=a.sft_epochs, setup=a.setup, generator_responses=a.generator_responses)
+    if a.rows:
+        wanted = a.rows.split(",")
+        rows = [r for r in rows if r.name in wanted]
     tasks, seeds = a.tasks.split(","), list(range(a.first_seed, a.first_seed + a.seeds))
     if a.quick:
         rows, tasks, seeds = QUICK_ROWS, ["noisy"], [a.first_seed]

@@ -8,7 +8,7 @@ learning-rate schedule:
 
   trl         trl.RewardTrainer (its default collator/padding) on a
               LlamaForSequenceClassification loaded from the same saved model
-  bt          icrm.training.train_reward_model, RewardConfig(method="bt")
+  bt          icrm.training.train_reward_model, ICRMConfig(method="bt")
   icrm-nosft  same, method="icrm-nosft" (λ=0.1: BT + consistency regularizer),
               generator = a saved causal LM, probabilities already cached
   icrm        same, method="icrm" (λ=0.1 and the α=1 SFT term), cache warm
@@ -382,7 +382,7 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
     # the post-training reward statistics re-score the whole training set; not
     # timed anyway, so skip them to keep the benchmark's wall time down
     training._reward_stats = lambda rm, dataset: {}
-    config = training.RewardConfig(
+    config = training.ICRMConfig(
         output_dir=str(workdir / "icrm-trainer"),
         method=method,
         generator=spec["generator"],

@@ -33,7 +33,7 @@ gain on the length probe (reversed split +0.6 vs +11.1 points over BT), so it is
 dense one-sided push, not from consistency as such.
 
 Code change, were it wanted (src/icrm/losses.py, ``consistency_loss``), behind
-an option such as ``RewardConfig.consistency_form: str = "paper"`` (``"paper" |
+an option such as ``ICRMConfig.consistency_form: str = "paper"`` (``"paper" |
 "two-sided"``) passed through ``ICRMTrainer._consistency``:
 
     per_pair = -0.5 * (log(left+eps)*right.detach() + left.detach()*log(right+eps))

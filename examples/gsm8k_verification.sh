@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Real-data recipe: GSM8K best-of-4 verification with the shipped graded model solutions.
-# Questions are split in halves by a fixed seed. A tiny backbone/generator is trained by
-# SFT on GSM8K train solutions, then pointwise verifiers (BCE, and BCE + ICRM consistency)
-# on the train half's graded solutions; best-of-4 on the test half vs random@4 and pass@4.
+# Questions are split in halves by a fixed seed. A tiny backbone is trained by SFT on GSM8K
+# train solutions; the ICRM generator continues from it on all graded solutions of the train
+# half, right and wrong (the reference's generator); then pointwise verifiers (BCE, and BCE +
+# ICRM consistency) on the train half; best-of-4 on the test half vs random@4 and pass@4.
 # CPU, a few minutes on 2 cores (tiny model). Usage: bash examples/gsm8k_verification.sh [OUT_DIR] [SEED]
 set -euo pipefail
 OUT=${1:-runs/gsm8k}
@@ -13,8 +14,10 @@ COMMON=(--batch-size 16 --lr 1e-3 --max-length 320 --seed "$SEED")
 icrm --quiet data gsm8k-bon --data "$SHARED/gsm8k/example_model_solutions.jsonl.gz" --output "$OUT/data" --seed "$SEED"
 icrm --quiet data gsm8k-sft --data "$SHARED/gsm8k/train.jsonl.gz" --output "$OUT/sft.jsonl"
 icrm --quiet sft --data "$OUT/sft.jsonl" --model tiny --output "$OUT/sft" --epochs 1 "${COMMON[@]}"
+icrm --quiet sft --data "$OUT/data/pointwise_train.jsonl" --model "$OUT/sft" --responses all --output "$OUT/gen" \
+     --epochs 1 "${COMMON[@]}"
 for method in bt icrm-nosft; do
-  icrm --quiet train --data "$OUT/data/pointwise_train.jsonl" --model "$OUT/sft" --generator "$OUT/sft" \
+  icrm --quiet train --data "$OUT/data/pointwise_train.jsonl" --model "$OUT/sft" --generator "$OUT/gen" \
        --method "$method" --output "$OUT/verifier-$method" --epochs 2 "${COMMON[@]}"
   icrm --quiet bon --model "$OUT/verifier-$method" --data "$OUT/data/bon_test.jsonl" --n 1,2,4 \
        --output "$OUT/bon-$method.json"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from icrm.data import PairExample, RewardCollator, RewardDataset, tokenize_examples
-from icrm.training import ICRMTrainer, RewardConfig, trainer_arguments
+from icrm.training import ICRMConfig, ICRMTrainer, trainer_arguments
 
 PROMPTS = ["hello world", "the quick brown fox", "how are you today?", "lazy dog"]
 RESPONSES = [("the dog jumps over the fox", "dog"), ("hello", "the lazy dog is brown"), ("fine", "fine thanks, you?"),
@@ -20,7 +20,7 @@ def _dataset(rm):
 
 
 def _trainer(rm, tmp_path, group_by_length=False):
-    config = RewardConfig(output_dir=str(tmp_path), method="icrm", generator="self",
+    config = ICRMConfig(output_dir=str(tmp_path), method="icrm", generator="self",
                           **trainer_arguments(batch_size=2, group_by_length=group_by_length))
     dataset = _dataset(rm)
     return ICRMTrainer(model=rm, args=config, train_dataset=dataset,

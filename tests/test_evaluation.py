@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from icrm.evaluation import (
     plot_loss_curves,
     plot_margin_histogram,
     reward_normalizer,
+    rewardbench2_metrics,
+    rewardbench2_subsets,
+    rewardbench_example_counts,
     rewardbench_sections,
 )
 
@@ -45,7 +49,7 @@ def test_reward_stats():
     )
 
 
-def test_rewardbench_sections_are_example_weighted_and_overall_is_mean_of_sections():
+def test_rewardbench_sections_use_official_weights_and_overall_is_mean_of_sections():
     # Chat: alpacaeval-easy 3 pairs (all correct), mt-bench-easy 1 pair (wrong)
     # Safety: donotanswer 2 pairs (one correct, one tie)
     subsets = ["alpacaeval-easy"] * 3 + ["mt-bench-easy"] + ["donotanswer"] * 2
@@ -53,7 +57,8 @@ def test_rewardbench_sections_are_example_weighted_and_overall_is_mean_of_sectio
     rejected = [0, 0, 0, 1, 0, 0]
     result = pairwise_metrics(chosen, rejected, subsets)
 
-    chat = (1 + 1 + 1 + 0) / 4  # example-weighted, not mean of subsets (which would be 0.5)
+    # official EXAMPLE_COUNTS weights: alpacaeval-easy 100, mt-bench-easy 28 (not the 3 and 1 pairs here)
+    chat = (1.0 * 100 + 0.0 * 28) / (100 + 28)
     safety = (1 + 0.5) / 2
     assert result["sections"] == {
         "Chat": {"accuracy": pytest.approx(chat), "n": 4},
@@ -66,7 +71,24 @@ def test_rewardbench_sections_are_example_weighted_and_overall_is_mean_of_sectio
         "donotanswer": {"accuracy": 0.75, "n": 2},
         "mt-bench-easy": {"accuracy": 0.0, "n": 1},
     }
+    assert result["benchmark"] == "RewardBench" and result["ties"] == "half"
     json.dumps(result)  # JSON-friendly
+
+
+def test_reasoning_weighs_math_like_all_code_subsets_together():
+    # math-prm counts 984 = 6 x 164 (each hep-* subset), as in the official EXAMPLE_COUNTS
+    subsets = ["math-prm", "hep-go", "hep-rust"]
+    result = pairwise_metrics([1, 0, 1], [0, 1, 0], subsets)
+    assert result["sections"]["Reasoning"]["accuracy"] == pytest.approx((984 * 1 + 164 * 0 + 164 * 1) / (984 + 328))
+
+
+def test_ties_as_loss_reproduce_the_official_rewardbench_script():
+    # official run_rm.py: results = [1 if chosen > rejected else 0 ...]
+    result = pairwise_metrics([1.0, 2.0, 0.0, 5.0], [0.0, 2.0, 1.0, 5.0], ties="loss")
+    assert result["accuracy"] == pytest.approx(0.25)
+    assert result["ties"] == "loss" and result["benchmark"] is None
+    with pytest.raises(ValueError, match="ties must be one of half, loss"):
+        pairwise_metrics([1.0], [0.0], ties="draw")
 
 
 def test_section_mapping_resource():
@@ -76,6 +98,10 @@ def test_section_mapping_resource():
     assert "math-prm" in sections["Reasoning"] and "hep-rust" in sections["Reasoning"]
     all_subsets = [s for subsets in sections.values() for s in subsets]
     assert len(all_subsets) == len(set(all_subsets)) == 23
+    counts = rewardbench_example_counts()
+    assert set(counts) == set(all_subsets)
+    assert counts["math-prm"] == 984 and counts["xstest-should-respond"] == 250 and counts["mt-bench-hard"] == 37
+    assert rewardbench2_subsets() == ["Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"]
 
 
 def test_non_rewardbench_subsets_give_one_section():
@@ -118,6 +144,100 @@ def test_length_buckets():
     assert empty[0] == {"bucket": "chosen longer", "accuracy": None, "n": 0}
     with pytest.raises(ValueError, match="both"):
         pairwise_metrics([1], [0], chosen_lengths=[1])
+
+
+# --------------------------------------------------------------------------- #
+# RewardBench 2
+# --------------------------------------------------------------------------- #
+
+
+def test_rewardbench2_best_of_4_and_ties_at_the_top():
+    scores = [
+        [3.0, 1.0, 2.0, 0.0],  # chosen strictly highest: 1
+        [3.0, 3.0, 2.0, 0.0],  # chosen ties one rejected at the top: 1/2 (official), 0 with ties="loss"
+        [1.0, 1.0, 1.0, 1.0],  # four-way tie: 1/4, or 0
+        [1.0, 3.0, 2.0, 0.0],  # a rejected one is highest: 0
+        [2.0, 5.0, 1.0, 0.0],  # two chosen: the first is the one scored, the second competes: 0
+    ]
+    subsets = ["Math", "Math", "Focus", "Focus", "Safety"]
+    half = rewardbench2_metrics(scores, [1, 1, 1, 1, 2], subsets)
+    math_, focus, safety = (1 + 0.5) / 2, (0.25 + 0) / 2, 0.0
+    assert half["subsets"] == {
+        "Focus": {"accuracy": pytest.approx(focus), "n": 2},
+        "Math": {"accuracy": pytest.approx(math_), "n": 2},
+        "Safety": {"accuracy": 0.0, "n": 1},
+    }
+    assert half["sections"] == half["subsets"]
+    assert half["accuracy"] == pytest.approx((math_ + focus + safety) / 3)
+    assert half["benchmark"] == "RewardBench 2" and half["n"] == 5
+    loss = rewardbench2_metrics(scores, [1, 1, 1, 1, 2], subsets, ties="loss")
+    assert loss["subsets"]["Math"]["accuracy"] == pytest.approx(0.5)
+    assert loss["subsets"]["Focus"]["accuracy"] == 0.0
+    json.dumps(half)
+
+
+def test_rewardbench2_without_subsets_is_plain_best_of_k_accuracy():
+    result = rewardbench2_metrics([[2.0, 1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 2.0]], [1, 1, 1])
+    assert result["subsets"] == {}
+    assert result["sections"] == {"all": {"accuracy": pytest.approx(1.5 / 3), "n": 3}}
+    assert result["accuracy"] == pytest.approx(0.5) and result["benchmark"] is None
+
+
+def test_rewardbench2_ties_subset_formula():
+    rows = [  # (id, scores with the correct answers first, number correct)
+        ("ref:0", [5.0, 1.0, 2.0], 1),  # gap 5 - 2 = 3 > 0: accurate
+        ("tied:0", [4.0, 3.0, 3.5, 0.0, 1.0], 3),  # gap 3 - 1 = 2, spread 4 - 3 = 1: accurate
+        ("ref:1", [1.0, 2.0], 1),  # gap 1 - 2 = -1: wrong
+        ("tied:1", [2.0, 2.0, 0.5], 2),  # gap 2 - 0.5 = 1.5, spread 0: accurate
+        ("tied:2", [1.0, 0.0, 2.0], 2),  # no ref twin: counts in tied accuracy only; gap 0 - 2 = -2: wrong
+    ]
+    ids = [r[0] for r in rows]
+    result = rewardbench2_metrics([r[1] for r in rows], [r[2] for r in rows], ["Ties"] * 5, ids)
+    tied_accuracy, ref_accuracy = 2 / 3, 1 / 2
+    # prompts 0 and 1 have both rows
+    gap_tied, gap_ref, spread = (2.0, 1.5), (3.0, -1.0), (1.0, 0.0)
+    preferred = sum(t > s for t, s in zip(gap_tied, spread)) / 2
+    preferred_hard = sum(min(r, t) > s for r, t, s in zip(gap_ref, gap_tied, spread)) / 2
+    margin = (math.tanh(min(3, 2) / 1 - 1) + -1.0) / 2  # prompt 1: min(-1, 1.5) / 0 = -inf, tanh(-inf) = -1
+    expected = 0.3 * tied_accuracy + 0.3 * ref_accuracy + 0.2 * preferred + 0.2 * preferred_hard + 0.01 * margin
+    assert result["subsets"] == {"Ties": {"accuracy": pytest.approx(expected), "n": 5}}
+    assert result["ties_subset"] == pytest.approx(
+        {
+            "score": expected,
+            "tied_accuracy": tied_accuracy,
+            "ref_accuracy": ref_accuracy,
+            "correctness_preferred": preferred,
+            "correctness_preferred_hard": preferred_hard,
+            "correctness_margin_score": margin,
+        }
+    )
+    # 0/0 in the margin term counts 0
+    zero = rewardbench2_metrics([[1.0, 1.0], [1.0, 1.0, 1.0]], [1, 2], ["Ties", "Ties"], ["ref:3", "tied:3"])
+    assert zero["ties_subset"]["correctness_margin_score"] == 0.0
+    assert zero["accuracy"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        (([[1.0, 0.0]], [1], ["Math"], [None]), {}, None),
+        (([[1.0, 0.0], [1.0, 0.0]], [1, 1], ["Math", "mine"]), {}, "mix RewardBench 2 subsets with unknown subset"),
+        (([[1.0, 0.0], [1.0, 0.0]], [1, 1], ["a", None]), {}, r"1 row\(s\) without a subset"),
+        (([[1.0, 0.0]], [1], ["Ties"], ["7"]), {}, "row 1: a Ties row needs an id 'ref:N' or 'tied:N'"),
+        (([[1.0, 0.0]], [1], ["Ties"], ["ref:1"]), {}, "no prompt has both"),
+        (([[1.0, 0.0], [1.0, 0.0]], [1, 1], ["Ties"] * 2, ["ref:1", "tied:1"]), {}, "single correct answer"),
+        (([[1.0, 0.0], [1.0]], [1, 1]), {}, "row 2: needs at least one chosen and one rejected"),
+        (([[1.0, float("nan")]], [1]), {}, "row 1: a reward is not finite"),
+        (([[1.0, 0.0]], [1]), {"ties": "both"}, "ties must be one of"),
+        (([], []), {}, "no rows"),
+    ],
+)
+def test_rewardbench2_validation(args, kwargs, message):
+    if message is None:
+        assert rewardbench2_metrics(*args, **kwargs)["accuracy"] == 1.0
+        return
+    with pytest.raises(ValueError, match=message):
+        rewardbench2_metrics(*args, **kwargs)
 
 
 def test_reward_normalizer():

@@ -1,17 +1,123 @@
-"""Generator probabilities: the row-wise computation equals a plain softmax."""
+"""Generator weights ``w_t = p(tok_{t+1} | tok_{<=t})``: both producers against a hand computation.
+
+The hand computation runs the model on the prefix ``tok_{<=t}`` alone (no
+padding, no batch) and reads the softmax of its last position at the token
+that actually follows. A producer shifted by one position, reading the wrong
+row's padding, or ignoring temperature/top-p fails these tests.
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
 import torch
 
-from icrm.generator import gathered_next_token_probs
+from icrm.data import RewardCollator, Sequence
+from icrm.generator import (
+    GenerationWeights,
+    _write_cache,
+    head_generation_weights,
+    next_token_logprobs,
+    token_logprobs,
+)
+from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world, how are you today?"] * 20
 
 
-def test_next_token_probs_equal_softmax_of_the_actual_next_token():
-    torch.manual_seed(0)
-    logits = torch.randn(3, 7, 50, dtype=torch.bfloat16)
-    ids = torch.randint(0, 50, (3, 7))
-    expected = torch.softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    got = gathered_next_token_probs(logits, ids)
-    assert got.shape == (3, 6) and got.dtype == torch.float32
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+@pytest.fixture(scope="module")
+def lm_and_tokenizer():
+    tokenizer = train_tokenizer(TEXTS, 400)
+    return build_causal_lm("tiny", tokenizer, seed=3).eval(), tokenizer
+
+
+def sequences(tokenizer) -> list[Sequence]:
+    """Two sequences of different lengths, so the batch has padding."""
+    long_ids = tokenizer("the quick brown fox jumps over the lazy dog")["input_ids"]
+    short_ids = tokenizer("hello world")["input_ids"]
+    return [Sequence(long_ids, 2), Sequence(short_ids, 1)]
+
+
+def hand_prob(next_logits_of, ids: list[int], t: int, temperature: float = 1.0, top_p: float = 1.0) -> float:
+    """p(ids[t+1] | ids[:t+1]) from the logits of the prefix alone, with a hand-written nucleus."""
+    logits = next_logits_of(ids[: t + 1]).double() / temperature
+    probs = torch.softmax(logits, -1)
+    if top_p < 1.0:
+        order = torch.argsort(probs, descending=True).tolist()
+        kept, mass = [], 0.0
+        for token in order:  # smallest set of top tokens whose mass reaches top_p
+            kept.append(token)
+            mass += float(probs[token])
+            if mass >= top_p:
+                break
+        if ids[t + 1] not in kept:
+            return 0.0
+        return float(probs[ids[t + 1]]) / sum(float(probs[k]) for k in kept)
+    return float(probs[ids[t + 1]])
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.8)])
+def test_generator_pass_matches_prefix_by_prefix_probabilities(lm_and_tokenizer, temperature, top_p):
+    lm, tokenizer = lm_and_tokenizer
+    seqs = sequences(tokenizer)
+    got = next_token_logprobs(lm, seqs, tokenizer.pad_token_id, batch_size=2, temperature=temperature, top_p=top_p)
+
+    def next_logits_of(prefix):
+        with torch.no_grad():
+            return lm(input_ids=torch.tensor([prefix])).logits[0, -1]
+
+    for seq, row in zip(seqs, got):
+        assert row.shape == (seq.length,) and row[-1] == -np.inf  # nothing follows the last token
+        for t in range(seq.length - 1):
+            expected = hand_prob(next_logits_of, seq.input_ids, t, temperature, top_p)
+            assert math.exp(row[t]) == pytest.approx(expected, rel=1e-4, abs=1e-7), (t, temperature)
+    if top_p < 1.0:  # the nucleus really cut something
+        assert any(math.exp(v) == 0.0 for row in got for v in row[:-1])
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.8)])
+def test_self_generator_weights_match_prefix_by_prefix_probabilities(lm_and_tokenizer, temperature, top_p):
+    lm, tokenizer = lm_and_tokenizer
+    rm = RewardModel.from_causal_lm(lm, tokenizer).eval()
+    rm.prepare_training_heads(sft=False, self_generator=True)
+    seqs = sequences(tokenizer)
+    batch = RewardCollator(tokenizer.pad_token_id)([{"sequences": [s]} for s in seqs])
+    with torch.no_grad():
+        hidden = rm(batch["input_ids"], batch["attention_mask"]).hidden
+    got = head_generation_weights(
+        hidden, batch["input_ids"], batch["response_mask"], rm.generator_head, temperature, top_p
+    )
+
+    def next_logits_of(prefix):
+        with torch.no_grad():
+            h = rm.decoder(input_ids=torch.tensor([prefix])).last_hidden_state[0, -1]
+        return rm.generator_head @ h
+
+    for row, seq in enumerate(seqs):
+        for t in range(got.shape[1]):
+            if seq.start <= t < seq.length - 1:  # a pair (t, t+1) inside the response
+                expected = hand_prob(next_logits_of, seq.input_ids, t, temperature, top_p)
+                assert float(got[row, t]) == pytest.approx(expected, rel=1e-4, abs=1e-7), (row, t)
+            else:
+                assert float(got[row, t]) == 0.0
+
+
+def test_token_logprobs_temperature_by_hand():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
+    z = sum(math.exp(v / 0.5) for v in [1.0, 2.0, 3.0, 0.0])
+    assert token_logprobs(logits, torch.tensor([1]), temperature=0.5).item() == pytest.approx(2.0 / 0.5 - math.log(z))
+    # top-p 0.6: p = softmax([1,2,3,0]) ≈ [0.087, 0.237, 0.644, 0.032]; the nucleus is {2} alone
+    assert token_logprobs(logits, torch.tensor([2]), top_p=0.6).item() == pytest.approx(0.0, abs=1e-6)
+    assert token_logprobs(logits, torch.tensor([1]), top_p=0.6).item() == -math.inf
+
+
+def test_cache_keeps_small_probabilities(tmp_path):
+    """float16 probabilities flush p < ~6e-8 to 0; log-probabilities keep them."""
+    probs = np.array([0.9, 3e-9, 1e-20, 0.5], dtype=np.float64)
+    stored = _write_cache(tmp_path / "entry", "key", [np.log(probs).astype(np.float32)], {})
+    read = GenerationWeights(stored.flat, stored.offsets)[0]
+    assert np.float16(3e-9) == 0.0  # what the old format stored
+    np.testing.assert_allclose(read, probs, rtol=0.05)
+    assert (read > 0).all()

@@ -18,6 +18,7 @@ from icrm.losses import (
     EMA_INIT,
     EMA_MOMENTUM,
     EPS,
+    adjacent_pair_mask,
     adjacent_pair_weights,
     bradley_terry,
     consistency_loss,
@@ -173,6 +174,24 @@ def test_adjacent_pair_weights_left_padding():
     assert_close(got, [[0.0, 0.0, 0.0, 0.4, 0.5]])
 
 
+def test_adjacent_pair_mask_counts_pairs_not_weights():
+    assert adjacent_pair_mask(torch.tensor(MASK)).tolist() == PM.tolist()
+
+
+def test_consistency_loss_counts_zero_weight_pairs():
+    """A pair whose connecting token has p ≈ 0 still counts in N_pairs (the reference counts by mask).
+
+    Counting only pairs with w > 0 would divide by 2 here instead of 3 and
+    silently drop such pairs from the average.
+    """
+    pw = [[0.0, 0.8, 0.0], [0.0, 0.4, 0.0]]  # pair (0, 2) has w = 0 (e.g. a float16 underflow)
+    out = consistency_loss(t(D), t(pw), PM, torch.tensor(0.5, dtype=DT))
+    raw, norm = _hand_raw_and_normalizer(D, [(0, 1, 0.8), (0, 2, 0.0), (1, 1, 0.4)])
+    assert raw == approx(sum(_ell(D, b, i) * w for b, i, w in [(0, 1, 0.8), (1, 1, 0.4)]) / 3)
+    assert out.raw.item() == approx(raw)
+    assert out.normalizer.item() == approx(norm)
+
+
 def test_adjacent_pair_weights_are_stop_gradient():
     w = t(W, requires_grad=True)
     pw = adjacent_pair_weights(torch.tensor(MASK), w)
@@ -261,8 +280,14 @@ def test_pointwise_consistency_targets():
 D = [[0.2, 0.7, 0.6, 0.9], [0.5, 0.3, 0.4, 0.1]]
 # pair weights [B, L-1]: row 0 has pairs (1,2) and (2,3), row 1 has pair (1,2)
 PW = [[0.0, 0.8, 0.6], [0.0, 0.4, 0.0]]
-PAIRS = [(0, 1, 0.8), (0, 2, 0.6), (1, 1, 0.4)]  # (row, t, w_t) with w_t > 0
+PAIRS = [(0, 1, 0.8), (0, 2, 0.6), (1, 1, 0.4)]  # (row, t, w_t)
 N_PAIRS = 3
+PM = torch.tensor([[False, True, True], [False, True, False]])  # the pairs of MASK
+
+
+def _ell(d, b, i):
+    a, c = d[b][i], d[b][i + 1]
+    return -0.5 * (math.log(a + EPS) * c + a * math.log(c + EPS))
 
 
 def _hand_raw_and_normalizer(d, pairs):
@@ -276,7 +301,7 @@ def _hand_raw_and_normalizer(d, pairs):
 
 
 def test_consistency_loss_one_step_by_hand():
-    out = consistency_loss(t(D), t(PW), torch.tensor(0.5, dtype=DT))
+    out = consistency_loss(t(D), t(PW), PM, torch.tensor(0.5, dtype=DT))
     raw, norm = _hand_raw_and_normalizer(D, PAIRS)
     ema = 0.95 * 0.5 + 0.05 * norm
     assert out.raw.item() == approx(raw)
@@ -293,7 +318,7 @@ def test_consistency_loss_literal_numbers():
     raw = (0.8 * l1 + 0.6 * l2 + 0.4 * l3) / 3
     norm = (0.8 * 0.65 + 0.6 * 0.75 + 0.4 * 0.35) / 3  # = 0.37
     assert norm == pytest.approx(0.37)
-    out = consistency_loss(t(D), t(PW), torch.tensor(0.5, dtype=DT))
+    out = consistency_loss(t(D), t(PW), PM, torch.tensor(0.5, dtype=DT))
     assert out.raw.item() == pytest.approx(raw, rel=1e-6)
     assert out.normalizer.item() == pytest.approx(0.37, rel=1e-9)
     assert out.ema.item() == pytest.approx(0.95 * 0.5 + 0.05 * 0.37, rel=1e-9)  # 0.4935
@@ -305,8 +330,8 @@ def test_consistency_loss_ema_across_two_steps():
     pw2 = [[0.0, 1.0, 0.5], [0.0, 0.2, 0.0]]
     pairs2 = [(0, 1, 1.0), (0, 2, 0.5), (1, 1, 0.2)]
 
-    step1 = consistency_loss(t(D), t(PW), torch.tensor(EMA_INIT, dtype=DT))
-    step2 = consistency_loss(t(d2), t(pw2), step1.ema)
+    step1 = consistency_loss(t(D), t(PW), PM, torch.tensor(EMA_INIT, dtype=DT))
+    step2 = consistency_loss(t(d2), t(pw2), torch.tensor(pw2) > 0, step1.ema)
 
     raw1, n1 = _hand_raw_and_normalizer(D, PAIRS)
     raw2, n2 = _hand_raw_and_normalizer(d2, pairs2)
@@ -320,7 +345,7 @@ def test_consistency_loss_ema_across_two_steps():
 
 def test_consistency_loss_without_ema_update():
     ema = torch.tensor(0.3, dtype=DT)
-    out = consistency_loss(t(D), t(PW), ema, update_ema=False)
+    out = consistency_loss(t(D), t(PW), PM, ema, update_ema=False)
     raw, norm = _hand_raw_and_normalizer(D, PAIRS)
     assert out.ema.item() == approx(0.3)
     assert ema.item() == approx(0.3)  # the input is not modified in place
@@ -331,8 +356,8 @@ def test_consistency_loss_without_ema_update():
 def test_consistency_loss_ignores_masked_positions():
     # values of d outside response pairs (weight 0) must not matter, even extreme ones
     d_other = [[1e-30, 0.7, 0.6, 0.9], [0.999, 0.3, 0.4, 0.0]]
-    a = consistency_loss(t(D), t(PW), torch.tensor(0.5, dtype=DT))
-    b = consistency_loss(t(d_other), t(PW), torch.tensor(0.5, dtype=DT))
+    a = consistency_loss(t(D), t(PW), PM, torch.tensor(0.5, dtype=DT))
+    b = consistency_loss(t(d_other), t(PW), PM, torch.tensor(0.5, dtype=DT))
     assert b.loss.item() == approx(a.loss.item())
     assert b.normalizer.item() == approx(a.normalizer.item())
 
@@ -340,7 +365,7 @@ def test_consistency_loss_ignores_masked_positions():
 def test_consistency_loss_gradient_is_stop_gradient_form():
     d = t(D, requires_grad=True)
     ema0 = 0.5
-    out = consistency_loss(d, t(PW), torch.tensor(ema0, dtype=DT))
+    out = consistency_loss(d, t(PW), PM, torch.tensor(ema0, dtype=DT))
     out.loss.backward()
 
     _, norm = _hand_raw_and_normalizer(D, PAIRS)
@@ -369,7 +394,7 @@ def test_consistency_loss_gradient_is_stop_gradient_form():
 
 def test_consistency_loss_normalizer_and_ema_carry_no_gradient():
     d = t(D, requires_grad=True)
-    out = consistency_loss(d, t(PW), torch.tensor(0.5, dtype=DT, requires_grad=True))
+    out = consistency_loss(d, t(PW), PM, torch.tensor(0.5, dtype=DT, requires_grad=True))
     assert not out.normalizer.requires_grad
     assert not out.ema.requires_grad
     assert out.raw.requires_grad and out.loss.requires_grad
@@ -379,7 +404,7 @@ def test_generator_weights_get_no_gradient_through_the_pipeline():
     w = t(W, requires_grad=True)
     d = t(D, requires_grad=True)
     pw = adjacent_pair_weights(torch.tensor(MASK), w)
-    out = consistency_loss(d, pw, torch.tensor(0.5, dtype=DT))
+    out = consistency_loss(d, pw, adjacent_pair_mask(torch.tensor(MASK)), torch.tensor(0.5, dtype=DT))
     out.loss.backward()
     assert no_grad_or_zero(w)
     assert d.grad is not None
@@ -394,7 +419,8 @@ def test_end_to_end_rewards_to_consistency_loss():
     d_c, d_r = pairwise_consistency_targets(rc, mc, rr, mr)
     d = torch.cat([d_c, d_r])
     pw = torch.cat([adjacent_pair_weights(mc, w_c), adjacent_pair_weights(mr, w_r)])
-    out = consistency_loss(d, pw, torch.tensor(0.5, dtype=DT))
+    pm = torch.cat([adjacent_pair_mask(mc), adjacent_pair_mask(mr)])
+    out = consistency_loss(d, pw, pm, torch.tensor(0.5, dtype=DT))
 
     hand_d = []
     for b in range(2):
@@ -449,3 +475,16 @@ def test_sft_nll():
     got_half = sft_nll(torch.tensor(logits, dtype=torch.bfloat16), torch.tensor(targets))
     assert got_half.dtype == torch.float32
     assert got_half.item() == pytest.approx(expected, rel=2e-2)
+
+
+def test_sft_nll_averages_per_sequence_first():
+    # three tokens: two from sequence 4, one from sequence 9
+    logits = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [1.0, -2.0, 0.0]]
+    targets = [0, 2, 1]
+    nll = []
+    for row, y in zip(logits, targets):
+        nll.append(-(row[y] - math.log(sum(math.exp(v) for v in row))))
+    expected = ((nll[0] + nll[1]) / 2 + nll[2]) / 2  # not (nll[0] + nll[1] + nll[2]) / 3
+    got = sft_nll(t(logits), torch.tensor(targets), torch.tensor([4, 4, 9]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert got.item() != pytest.approx(sum(nll) / 3, rel=1e-3)

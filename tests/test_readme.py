@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,20 @@ def test_quick_start_runs_as_written(tmp_path):
     run_commands(policy_block[1], tmp_path, env)
     report = json.loads((tmp_path / "runs" / "compare.json").read_text())
     assert len(report["policies"]) == 2
+
+    serve_block, grpo_block = section_blocks("Online RL: a reward server for OpenRLHF, GRPO with TRL")
+    run_commands(grpo_block[1], tmp_path, env)
+    report = json.loads((tmp_path / "runs" / "compare-rl.json").read_text())
+    assert [p["policy"] for p in report["policies"]] == ["runs/sft", "runs/dpo", "runs/grpo"]
+    if shutil.which("curl") is None:
+        pytest.skip("no curl: the icrm serve example was not run")
+    with socket.socket() as probe:  # the README's port may be taken on a test machine: use a free one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = serve_block[1].replace("5000", str(port))
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reward, scored, metrics = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert reward["rewards"][0] == pytest.approx(hf_score, abs=1e-5)
+    assert scored["rewards"][0] == pytest.approx(hf_score, abs=1e-5) == scored["token_rewards"][0][-1]
+    assert metrics["requests"] == {"get_reward": 1, "score": 1}

@@ -179,11 +179,17 @@ TruncOpt = typer.Option("left", "--truncation", help="left: cut the prompt's lef
 SeedOpt = typer.Option(0, "--seed", help="Random seed (the same seed gives the same result).")
 SplitOpt = typer.Option(None, "--split", help="Split of a saved or hub dataset [default: train].")
 ScoreBatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass.")
-LoggingOpt = typer.Option(10, "--logging-steps", help="Log the loss terms every K optimizer steps.")
+GradCkptOpt = typer.Option(
+    False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
+)
 
 
 def _scheduler(default: str):
     return typer.Option(default, "--scheduler", help="Learning-rate schedule: cosine, linear, constant, ...")
+
+
+def _logging_steps(default: int):
+    return typer.Option(default, "--logging-steps", help="Log the loss terms every K optimizer steps.")
 SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
 TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
 PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
@@ -219,11 +225,16 @@ def sft(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    responses: str = typer.Option(
+        "chosen", "--responses",
+        help="Which responses to learn: chosen|rejected|both (pointwise: correct|all). "
+        "A policy: chosen. A generator for --generator: both.",
+    ),
     config: Optional[Path] = ConfigOption,
 ):
     """Train a causal LM (generator, policy) by SFT.
 
-    On the chosen responses of pairwise data, or the label-1 responses of pointwise data.
+    On the chosen, rejected or all responses (--responses).
     """
     from transformers import TrainingArguments
 
@@ -234,7 +245,7 @@ def sft(
         **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10, save_steps),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume)
+    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses)
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
 
@@ -246,6 +257,13 @@ def train(
     model: str = ModelOpt,
     method: str = typer.Option("icrm", "--method", help="bt, grm, icrm or icrm-nosft."),
     generator: str = typer.Option("self", "--generator", help="PATH of a frozen causal LM, 'self' or 'uniform'."),
+    generator_temperature: Optional[float] = typer.Option(
+        None, "--generator-temperature", help="Temperature of w_t (default: 0.7 pointwise, 1 pairwise)."
+    ),
+    generator_top_p: Optional[float] = typer.Option(
+        None, "--generator-top-p", help="Top-p of w_t (default: 0.8 pointwise, 1 pairwise)."
+    ),
+    head_dropout: float = typer.Option(0.1, "--head-dropout", help="Dropout before the value head in training."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Consistency weight λ (overrides --method)."),
     sft_weight: Optional[float] = typer.Option(None, "--sft-weight", help="SFT weight α (overrides --method)."),
     sft_backbone_grad: float = typer.Option(
@@ -268,13 +286,16 @@ def train(
     truncation: str = TruncOpt,
     seed: int = SeedOpt,
     bf16: bool = Bf16Opt,
-    logging_steps: int = LoggingOpt,
+    logging_steps: int = _logging_steps(10),
     save_steps: int = SaveStepsOpt,
     resume: bool = ResumeOpt,
     no_group_by_length: bool = typer.Option(
         False, "--no-group-by-length", help="Random batches instead of rows of similar length (more padding)."
     ),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Cache of generator probabilities [default: $ICRM_CACHE or ~/.cache/icrm]."),
+    cache_dir: Optional[str] = typer.Option(
+        None, "--cache-dir", help="Cache of generator probabilities [default: $ICRM_CACHE or ~/.cache/icrm]."
+    ),
+    gradient_checkpointing: bool = GradCkptOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -284,22 +305,26 @@ def train(
 
     Bradley–Terry (pairwise) or BCE (pointwise) loss, with the consistency and SFT regularizers.
     """
-    from .training import ModelSpec, RewardConfig, train_reward_model, trainer_arguments
+    from .training import ICRMConfig, ModelSpec, train_reward_model, trainer_arguments
 
     if warmup < 0:
         raise typer.BadParameter("--warmup must be >= 0")
-    reward_config = RewardConfig(
+    reward_config = ICRMConfig(
         output_dir=str(output),
         method=method,
-        lambda_icrm=lam,
+        lambda_=lam,
         sft_weight=sft_weight,
         sft_backbone_grad=sft_backbone_grad,
         center_rewards_coefficient=center_rewards,
         generator=generator,
+        generator_temperature=generator_temperature,
+        generator_top_p=generator_top_p,
+        head_dropout=head_dropout,
         cache_dir=cache_dir,
         max_length=max_length,
         truncation=truncation,
         eval_strategy="epoch" if eval_data else "no",
+        gradient_checkpointing=gradient_checkpointing,
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
             not no_group_by_length,
@@ -317,8 +342,13 @@ def train(
 @guarded
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
-    data: str = typer.Option(..., "--data", "-d", help="Pairwise data (RewardBench-style subset column optional)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics.json to write (+ a margin plot)."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise rows, or RewardBench 2 rows (chosen/rejected lists)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="metrics.json to write (+ a margin plot for pairs)."
+    ),
+    ties: str = typer.Option(
+        "half", "--ties", help="A tie at the top: half (split credit; RewardBench 2's rule) or loss (RewardBench 1's)."
+    ),
     split: Optional[str] = SplitOpt,
     batch_size: int = ScoreBatchOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
@@ -328,15 +358,16 @@ def eval_cmd(
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
 ):
-    """Pairwise accuracy, per subset and RewardBench section.
+    """Pairwise accuracy, or RewardBench 2 scores.
 
-    Also per length bucket; with --output, a margin histogram.
+    Scored as their authors do: pairs per subset, RewardBench section and length bucket, with a margin histogram
+    (--output); RewardBench 2 rows per subset.
     """
     from .scoring import evaluate_pairs
 
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
-        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
     )
     shown, notes = _length_summary(metrics)
     _report({"accuracy": round(metrics["accuracy"], 4), "n": metrics["n"], **shown,
@@ -614,10 +645,8 @@ def dpo(
     warmup: float = typer.Option(0.1, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
     scheduler: str = _scheduler("linear"),
     max_length: int = MaxLenOpt,
-    gradient_checkpointing: bool = typer.Option(
-        False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory)."
-    ),
-    logging_steps: int = LoggingOpt,
+    gradient_checkpointing: bool = GradCkptOpt,
+    logging_steps: int = _logging_steps(10),
     save_steps: int = SaveStepsOpt,
     resume: bool = ResumeOpt,
     seed: int = SeedOpt,
@@ -685,6 +714,96 @@ def compare_policies_cmd(
                 f"win/tie/lose {entry['win_rate']:.3f}/{entry['tie_rate']:.3f}/{entry['lose_rate']:.3f}"
             )
         console.print(f"[bold]output[/bold]: {output}")
+
+
+# ------------------------------------------------------- online RL (serve, GRPO)
+
+
+@app.command("serve")
+@guarded
+def serve_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all interfaces, no auth)."),
+    port: int = typer.Option(5000, "--port", help="Port (0: any free port; the URL is printed)."),
+    max_batch_size: Optional[int] = typer.Option(
+        None, "--max-batch-size", help="Most sequences per forward pass (default: 16 on a GPU, 1 on a CPU)."
+    ),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Extra wait for a batch to fill (0: batch what queued)."),
+    max_length: Optional[int] = typer.Option(
+        None, "--max-length", help="Token limit per text (default: position limit, at most 2048)."
+    ),
+    max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
+    normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Serve rewards over HTTP (OpenRLHF's /get_reward).
+
+    Endpoints: /get_reward, /score, /health, /metrics.
+    """
+    from .serve import ServeConfig, serve
+
+    def ready(url: str) -> None:
+        _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
+        sys.stdout.flush()
+
+    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize)
+    serve(model, host, port, settings, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, on_ready=ready)
+    _report({"stopped": model})
+
+
+@app.command()
+@guarded
+def grpo(
+    policy: str = typer.Option(..., "--policy", "-p", help="Starting policy (a causal LM with a chat template)."),
+    reward_model: str = typer.Option(..., "--reward-model", "-r", help="Reward model directory (the judge)."),
+    prompts: str = typer.Option(..., "--prompts", help="JSONL with `prompt` (text or messages), or any data file."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
+    num_generations: int = typer.Option(8, "--num-generations", help="Completions per prompt (the GRPO group)."),
+    max_completion_length: int = typer.Option(256, "--max-completion-length", help="Longest completion, in tokens."),
+    beta: float = typer.Option(0.0, "--beta", help="KL weight to the starting policy (0: no reference model)."),
+    loss_type: str = typer.Option("dapo", "--loss-type", help="TRL loss: dapo, grpo, dr_grpo, bnpo, ..."),
+    epsilon: float = typer.Option(0.2, "--epsilon", help="Clipping range of the policy ratio."),
+    scale_rewards: str = typer.Option("group", "--scale-rewards", help="Divide advantages by the std of: group, batch, none."),
+    temperature: float = SamplingOpts["temperature"],
+    top_p: float = SamplingOpts["top_p"],
+    top_k: int = SamplingOpts["top_k"],
+    exclude_prompts: Optional[str] = typer.Option(None, "--exclude-prompts", help="Drop prompts that occur in this file (e.g. a test set)."),
+    lora_r: int = LoraROpt,
+    lora_alpha: int = LoraAlphaOpt,
+    epochs: float = EpochsOpt,
+    max_steps: int = MaxStepsOpt,
+    batch_size: int = typer.Option(8, "--batch-size", help="Completions per device per step (x grad-accum: a multiple of --num-generations)."),
+    grad_accum: int = GradAccOpt,
+    lr: float = typer.Option(1e-6, "--lr", help="Learning rate (TRL default 1e-6; tiny models want ~1e-4)."),
+    warmup: float = typer.Option(0.0, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
+    scheduler: str = _scheduler("linear"),
+    gradient_checkpointing: bool = GradCkptOpt,
+    logging_steps: int = _logging_steps(1),
+    seed: int = SeedOpt,
+    bf16: bool = Bf16Opt,
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle: bool = PickleOpt,
+    config: Optional[Path] = ConfigOption,
+):
+    """Train a policy with GRPO (TRL's GRPOTrainer).
+
+    The reward model is the reward function.
+    """
+    from .grpo import GRPOSettings, train_grpo
+    from .training import trainer_arguments
+
+    training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
+    settings = GRPOSettings(
+        num_generations, max_completion_length, beta, loss_type, epsilon, scale_rewards, temperature, top_p, top_k,
+        lora_r, lora_alpha, gradient_checkpointing, exclude_prompts, trust_remote_code, allow_pickle,
+    )
+    metrics = train_grpo(policy, reward_model, prompts, output, training, settings)
+    summary = {"output": str(output), "steps": metrics["steps"], "prompts": metrics["prompts"]}
+    if metrics["final_reward"] is not None:
+        summary.update(first_reward=round(metrics["first_reward"], 4), final_reward=round(metrics["final_reward"], 4))
+    _report(summary)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,14 @@ class Row:
     data: dict[str, Any]
 
 
-def read_rows(source: str | Path, split: str | None = None) -> list[Row]:
-    """Read raw records from a file, a saved dataset directory or a hub id."""
+def read_rows(source, split: str | None = None, name: str | None = None) -> list[Row]:
+    """Read raw records from a file, a saved dataset directory, a hub id, or memory.
+
+    In memory: a ``datasets.Dataset`` / ``IterableDataset`` (read through) or
+    a list of dicts, named ``name`` in errors, rows numbered from 1.
+    """
+    if not isinstance(source, (str, Path)):
+        return _read_in_memory(source, name or "dataset")
     path = Path(source)
     name = str(source)
     if path.is_dir():
@@ -157,6 +164,23 @@ def _read_saved_dataset(path: Path, split: str | None) -> list[Row]:
     return [Row(i, _plain(record)) for i, record in enumerate(loaded, start=1)]
 
 
+def _read_in_memory(dataset, name: str) -> list[Row]:
+    import datasets
+
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        raise DataError(name, f"a DatasetDict; pass one split (e.g. dataset['train'], have {', '.join(dataset)})")
+    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset, list, tuple)):
+        raise DataError(name, f"expected a datasets.Dataset or a list of dicts, got {type(dataset).__name__}")
+    rows = []
+    for number, record in enumerate(dataset, start=1):
+        if not isinstance(record, dict):
+            raise DataError(name, f"expected a dict per row, got {type(record).__name__}", number)
+        rows.append(Row(number, _plain(record)))
+    if not rows:
+        raise DataError(name, "no rows (empty dataset)")
+    return rows
+
+
 def _read_hub_dataset(name: str, split: str | None) -> list[Row]:
     import datasets
 
@@ -198,6 +222,7 @@ class BonExample:
     answer: str | None = None
     id: str | None = None
     line: int = 0
+    subset: str | None = None
 
 
 FORMAT_FIELDS = {
@@ -207,10 +232,22 @@ FORMAT_FIELDS = {
 }
 
 
+def _is_completion_list(value: Any) -> bool:
+    """RewardBench 2 style: a list of response texts (a message list holds dicts)."""
+    return isinstance(value, list) and not any(isinstance(item, dict) for item in value)
+
+
 def detect_format(row: Row, source: str) -> str:
-    """Which of the DESIGN.md §2 formats a row is in."""
+    """Which of the DESIGN.md §2 formats a row is in (TRL's ``completion`` counts as ``response``).
+
+    ``chosen``/``rejected`` given as lists of responses (RewardBench 2 rows)
+    are best-of-N rows: the chosen responses are its correct candidates.
+    """
+    if "candidates" not in row.data and any(_is_completion_list(row.data.get(k)) for k in ("chosen", "rejected")):
+        return "bon"
+    columns = set(row.data) | ({"response"} if "completion" in row.data else set())
     for name, fields in FORMAT_FIELDS.items():
-        if all(f in row.data for f in fields):
+        if all(f in columns for f in fields):
             return name
     present = ", ".join(sorted(row.data)) or "none"
     missing = "chosen/rejected (pairwise), response/label (pointwise) or candidates (best-of-N)"
@@ -271,8 +308,8 @@ def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], str, s
     reply), unlike an empty ``chosen``/``rejected`` column.
     """
     chosen, rejected = row.data["chosen"], row.data["rejected"]
-    if isinstance(chosen, str) and parse_hh_dialogue(chosen) is None:
-        raise DataError(source, "no prompt column, and chosen is not a conversation", row.line, "prompt")
+    if isinstance(chosen, str) and isinstance(rejected, str) and parse_hh_dialogue(chosen) is None:
+        return _split_shared_text(chosen, rejected, source, row.line)
     conv_c = _as_messages(chosen, source, row.line, "chosen")
     conv_r = _as_messages(rejected, source, row.line, "rejected")
     shared = 0
@@ -289,6 +326,24 @@ def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], str, s
             raise DataError(source, "after the shared prompt, only assistant turns may follow", row.line, name)
         answers.append("\n\n".join(m["content"] for m in tail))
     return conv_c[:shared], answers[0], answers[1]
+
+
+def _split_shared_text(chosen: str, rejected: str, source: str, line: int) -> tuple[list[Message], str, str]:
+    """TRL's standard implicit prompt: the shared leading text is the prompt.
+
+    The cut moves back to a word boundary, so "The answer is 4" against
+    "The answer is 45" gives the prompt "The answer is", not "The answer is 4".
+    """
+    shared = os.path.commonprefix([chosen, rejected])
+    rests = (chosen[len(shared):], rejected[len(shared):])
+    if not (shared[-1:].isspace() or all(rest[:1].isspace() for rest in rests)):
+        boundary = re.search(r"\s\S*$", shared)
+        shared = shared[: boundary.start() if boundary else 0]
+    if not shared.strip():
+        raise DataError(source, "no prompt column, and chosen and rejected share no leading text", line, "prompt")
+    answers = [_response_text(text[len(shared):].strip(), source, line, name)
+               for text, name in ((chosen, "chosen"), (rejected, "rejected"))]
+    return [{"role": "user", "content": shared.strip()}], answers[0], answers[1]
 
 
 def _optional_float(row: Row, source: str, name: str) -> float | None:
@@ -338,17 +393,45 @@ def to_pair(row: Row, source: str) -> PairExample:
 
 def to_point(row: Row, source: str) -> PointExample:
     prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    column = "response" if "response" in row.data else "completion"  # TRL's unpaired preference
     return PointExample(
         prompt=prompt,
-        response=_response_text(row.data["response"], source, row.line, "response"),
+        response=_response_text(row.data[column], source, row.line, column),
         label=_label(row.data["label"], source, row.line, "label"),
         id=_optional_str(row, "id"),
         line=row.line,
     )
 
 
+def _completion_list(row: Row, source: str, name: str) -> list[str]:
+    value = row.data.get(name)
+    if not isinstance(value, list) or not value:
+        raise DataError(source, "expected a non-empty list of responses", row.line, name)
+    return [_response_text(v, source, row.line, name) for v in value]
+
+
+def _check_count(row: Row, source: str, name: str, expected: int) -> None:
+    """RewardBench 2's count columns must agree with the lists they describe."""
+    value = row.data.get(name)
+    if value is not None and value != expected:
+        raise DataError(source, f"is {value!r} but the row has {expected}", row.line, name)
+
+
+def _rewardbench2_candidates(row: Row, source: str) -> tuple[list[str], list[int]]:
+    """A RewardBench 2 row's ``chosen`` + ``rejected`` lists as labelled candidates, chosen first."""
+    chosen = _completion_list(row, source, "chosen")
+    rejected = _completion_list(row, source, "rejected")
+    _check_count(row, source, "num_correct", len(chosen))
+    _check_count(row, source, "num_incorrect", len(rejected))
+    _check_count(row, source, "total_completions", len(chosen) + len(rejected))
+    return chosen + rejected, [1] * len(chosen) + [0] * len(rejected)
+
+
 def to_bon(row: Row, source: str) -> BonExample:
     prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    if "candidates" not in row.data:
+        texts, labels = _rewardbench2_candidates(row, source)
+        return BonExample(prompt, texts, labels, None, _optional_str(row, "id"), row.line, _optional_str(row, "subset"))
     candidates = row.data["candidates"]
     if not isinstance(candidates, list) or not candidates:
         raise DataError(source, "expected a non-empty list of responses", row.line, "candidates")
@@ -362,7 +445,8 @@ def to_bon(row: Row, source: str) -> BonExample:
                 source, f"{len(labels)} labels for {len(texts)} candidates (lengths must match)", row.line, "labels"
             )
         labels = [_label(v, source, row.line, "labels") for v in labels]
-    return BonExample(prompt, texts, labels, _optional_str(row, "answer"), _optional_str(row, "id"), row.line)
+    answer, row_id, subset = (_optional_str(row, name) for name in ("answer", "id", "subset"))
+    return BonExample(prompt, texts, labels, answer, row_id, row.line, subset)
 
 
 CONVERTERS = {"pairwise": to_pair, "pointwise": to_point, "bon": to_bon}
@@ -380,21 +464,24 @@ class LoadedData:
 
 
 def load_examples(
-    source: str | Path,
+    source,
     *,
     expect: Iterable[str] | None = None,
     split: str | None = None,
     skip_invalid: bool = False,
     limit: int | None = None,
+    name: str | None = None,
 ) -> LoadedData:
-    """Read and validate a data file; every row must be in one format.
+    """Read and validate data; every row must be in one format.
 
-    ``expect`` restricts the accepted formats (e.g. ``("pairwise",)`` for
-    ``icrm eval``). With ``skip_invalid`` a bad row is counted and skipped
-    instead of stopping the run.
+    ``source`` is a path or hub id (see :func:`read_rows`), a
+    ``datasets.Dataset``/``IterableDataset`` or a list of dicts (then errors
+    call it ``name``). ``expect`` restricts the accepted formats (e.g.
+    ``("pairwise",)`` for ``icrm eval``). With ``skip_invalid`` a bad row is
+    counted and skipped instead of stopping the run.
     """
-    name = str(source)
-    rows = read_rows(source, split)
+    name = name or (str(source) if isinstance(source, (str, Path)) else "dataset")
+    rows = read_rows(source, split, name)
     if limit is not None:
         rows = rows[:limit]
     fmt = None
@@ -545,12 +632,15 @@ class RewardCollator:
     and rejected go through the model in a single forward pass.
     """
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
         self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         seqs = [seq for slot in range(len(items[0]["sequences"])) for seq in (it["sequences"][slot] for it in items)]
         width = max(s.length for s in seqs)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         n = len(seqs)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)

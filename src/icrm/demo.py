@@ -22,7 +22,7 @@ from .evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from .outputs import note, staged_directory, write_json
 from .scoring import best_of_n, evaluate_pairs
 from .synthetic import BAD_WORDS, BON_CANDIDATES, GOOD_WORDS, LENGTH_GAP, SUFFIX, write_task
-from .training import ModelSpec, RewardConfig, train_reward_model, train_sft, trainer_arguments
+from .training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,13 @@ def _sft(data: Path, output: Path, settings: DemoSettings) -> None:
 
 def _reward_model(data: Path, output: Path, generator: Path, method: str, settings: DemoSettings) -> dict:
     preset, lam = METHODS[method]
-    config = RewardConfig(
+    config = ICRMConfig(
         output_dir=str(output),
         method=preset,
-        lambda_icrm=lam,
+        lambda_=lam,
         generator=str(generator),
         max_length=settings.max_length,
+        gradient_checkpointing=False,
         **_train_args(settings, settings.epochs),
     )
     return train_reward_model(str(data), str(output), config, ModelSpec(str(generator)))
@@ -112,8 +113,9 @@ def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: s
         note(f"[bold]{task}[/bold]: training {method} verifier")
         model_dir = root / "models" / f"{task}-{method.lower()}"
         preset = {"BT": "bt", "ICRM": "icrm-nosft"}[method]
-        config = RewardConfig(
+        config = ICRMConfig(
             output_dir=str(model_dir), method=preset, generator=str(generator), max_length=settings.max_length,
+            gradient_checkpointing=False,
             **_train_args(settings, settings.epochs),
         )
         train_reward_model(str(data / "train.jsonl"), str(model_dir), config, ModelSpec(str(generator)))

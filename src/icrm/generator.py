@@ -2,13 +2,22 @@
 
 The weights depend only on the frozen generator and the tokenized data, so
 they are computed once, in a separate no-grad pass batched by length, and
-stored on disk as one flat float16 array plus row offsets (numpy ``.npy``,
-memory-mapped on load). The cache key is a fingerprint of the generator's
-weights, the tokenizer and the token ids themselves (which already reflect
-the data, the chat template, the max length and the truncation), so a re-run
-or a resumed run reuses it and any change to those inputs recomputes it. A
-checksum of the stored array detects a corrupted or truncated cache, which is
-then recomputed with a warning.
+stored on disk as one flat float16 array of *log*-probabilities plus row
+offsets (numpy ``.npy``, memory-mapped on load). Log-probabilities, because a
+float16 probability rounds everything below ~6e-8 to 0 while its logarithm
+keeps such tokens at a relative precision of ~0.1 % per unit of |log p|. The
+cache key is a fingerprint of the generator's weights, the sampling
+temperature and top-p, the tokenizer and the token ids themselves (which
+already reflect the data, the chat template, the max length and the
+truncation), so a re-run or a resumed run reuses it and any change to those
+inputs recomputes it. A checksum of the stored array detects a corrupted or
+truncated cache, which is then recomputed with a warning.
+
+``temperature`` and ``top_p`` give the probability of the token under the
+distribution a sampler with those settings draws from: logits divided by the
+temperature, then restricted to the nucleus (transformers' own warpers) and
+renormalised; a token outside the nucleus gets 0. The reference uses 0.7 and
+0.8 for graded (pointwise) data and the plain distribution for pairs.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from .errors import UserError
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "ICRM_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: log-probabilities, temperature and top-p in the key
 
 
 class GeneratorError(UserError):
@@ -85,62 +94,87 @@ def data_fingerprint(tokenizer, sequences: list[Sequence]) -> str:
 
 
 @torch.no_grad()
-def next_token_probs(
+def next_token_logprobs(
     model: torch.nn.Module,
     sequences: list[Sequence],
     pad_token_id: int,
     batch_size: int = 16,
     advance: Callable[[int], None] | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> list[np.ndarray]:
-    """``p(tok_{t+1} | tok_{<=t})`` for every position (0 at the last), batched by length."""
+    """``log p(tok_{t+1} | tok_{<=t})`` for every position (-inf at the last), batched by length."""
     device = next(model.parameters()).device
     collate = RewardCollator(pad_token_id)
     order = sorted(range(len(sequences)), key=lambda i: sequences[i].length)
-    out: list[np.ndarray] = [np.empty(0, dtype=np.float16)] * len(sequences)
+    out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(sequences)
     model.eval()
     for lo in range(0, len(order), batch_size):
         chunk = order[lo : lo + batch_size]
         batch = collate([{"sequences": [sequences[i]]} for i in chunk])
         ids = batch["input_ids"].to(device)
         logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
-        probs = gathered_next_token_probs(logits, ids)
         for row, i in enumerate(chunk):
             n = sequences[i].length
-            w = np.zeros(n, dtype=np.float16)
-            w[: n - 1] = probs[row, : n - 1].float().cpu().numpy()
+            w = np.full(n, -np.inf, dtype=np.float32)
+            w[: n - 1] = token_logprobs(logits[row, : n - 1], ids[row, 1:n], temperature, top_p).cpu().numpy()
             out[i] = w
         if advance is not None:
             advance(len(chunk))
     return out
 
 
-def gathered_next_token_probs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """``[N, L-1]`` probabilities of each actual next token under ``logits``.
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+    """``[N]`` log-probabilities of ``targets`` under ``[N, V]`` logits, as a sampler sees them.
 
-    Row by row, as ``exp(logit[target] - logsumexp(logits))``, so only one
-    row's ``[L, vocab]`` is ever held in float32 (a whole batch of a 150k-vocab
-    model would take gigabytes).
+    One row of logits is taken to float32 at a time by the caller (a whole
+    batch of a 150k-vocab model in float32 would take gigabytes).
     """
-    rows = []
-    for row_logits, row_ids in zip(logits[:, :-1], input_ids[:, 1:]):
-        row_logits = row_logits.float()
-        target = row_logits.gather(-1, row_ids[:, None]).squeeze(-1)
-        rows.append((target - torch.logsumexp(row_logits, dim=-1)).exp())
-    return torch.stack(rows)
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    scores = logits.float()
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return torch.log_softmax(scores, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def head_generation_weights(
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    head_weight: torch.Tensor,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """``[N, L]`` weights ``w_t = p(tok_{t+1} | tok_{<=t})`` read by an LM head from hidden states.
+
+    What ``--generator self`` uses: no second model, the RM's own states
+    through a frozen head. Only positions whose next token is a response
+    token are computed; the rest are 0.
+    """
+    pairs = response_mask[:, :-1].bool() & response_mask[:, 1:].bool()
+    logits = torch.nn.functional.linear(hidden[:, :-1][pairs].detach(), head_weight)
+    weights = torch.zeros(response_mask.shape, dtype=torch.float32, device=hidden.device)
+    weights[:, :-1][pairs] = token_logprobs(logits, input_ids[:, 1:][pairs], temperature, top_p).exp()
+    return weights
 
 
 @dataclass
 class GenerationWeights:
     """Memory-mapped per-sequence weights, indexed like the sequence list."""
 
-    flat: np.ndarray
+    flat: np.ndarray  # float16 log-probabilities
     offsets: np.ndarray
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self.flat[self.offsets[index] : self.offsets[index + 1]]
+        """Probabilities ``w_t`` of sequence ``index`` (float32)."""
+        return np.exp(self.flat[self.offsets[index] : self.offsets[index + 1]].astype(np.float32))
 
 
 def _checksum(flat: np.ndarray, offsets: np.ndarray) -> str:
@@ -193,6 +227,8 @@ def cached_generation_weights(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     progress_factory=None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> tuple[GenerationWeights, bool]:
     """Weights for ``sequences`` under the generator at ``generator``; reuses the cache.
 
@@ -203,7 +239,8 @@ def cached_generation_weights(
     model, gen_tokenizer = load_causal_lm(generator, trust_remote_code, allow_pickle)
     check_same_tokenizer(tokenizer, gen_tokenizer, generator)
     key = hashlib.sha256(
-        f"{FORMAT_VERSION}:{weights_fingerprint(model)}:{data_fingerprint(tokenizer, sequences)}".encode()
+        f"{FORMAT_VERSION}:{weights_fingerprint(model)}:{temperature!r}:{top_p!r}:"
+        f"{data_fingerprint(tokenizer, sequences)}".encode()
     ).hexdigest()
     entry = (cache_dir or default_cache_dir()) / key[:32]
     found = _read_cache(entry, key)
@@ -213,6 +250,12 @@ def cached_generation_weights(
     advance = None
     if progress_factory is not None:
         advance = progress_factory("generator pass", len(sequences))
-    rows = next_token_probs(model, sequences, tokenizer.pad_token_id, batch_size, advance)
-    meta = {"generator": str(generator), "sequences": len(sequences), "tokens": int(sum(len(r) for r in rows))}
+    rows = next_token_logprobs(model, sequences, tokenizer.pad_token_id, batch_size, advance, temperature, top_p)
+    meta = {
+        "generator": str(generator),
+        "temperature": temperature,
+        "top_p": top_p,
+        "sequences": len(sequences),
+        "tokens": int(sum(len(r) for r in rows)),
+    }
     return _write_cache(entry, key, rows, meta), False

@@ -54,14 +54,23 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
 
 
+def adjacent_pair_mask(response_mask: torch.Tensor) -> torch.Tensor:
+    """Which pairs of adjacent prefixes ``(t, t+1)`` count, bool ``[B, L-1]``.
+
+    A pair counts when both ends are response tokens (``s <= t < e``),
+    whatever its weight: a connecting token the generator finds unlikely
+    (``w_t ≈ 0``) still counts in ``N_pairs``, as in the reference.
+    """
+    return response_mask[:, :-1].bool() & response_mask[:, 1:].bool()
+
+
 def adjacent_pair_weights(response_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weight of each pair of adjacent prefixes ``(t, t+1)``, shape ``[B, L-1]``.
 
-    A pair counts when both ends are response tokens (``s <= t < e``); its
-    weight is ``w_t``, the probability of the token that connects them.
+    The weight of a counted pair (:func:`adjacent_pair_mask`) is ``w_t``, the
+    probability of the token that connects them; other pairs weigh 0.
     """
-    mask = response_mask[:, :-1].bool() & response_mask[:, 1:].bool()
-    return weights[:, :-1].detach() * mask.to(weights.dtype)
+    return weights[:, :-1].detach() * adjacent_pair_mask(response_mask).to(weights.dtype)
 
 
 def pairwise_consistency_targets(
@@ -104,6 +113,7 @@ class ConsistencyOutput:
 def consistency_loss(
     d: torch.Tensor,
     pair_weights: torch.Tensor,
+    pair_mask: torch.Tensor,
     ema: torch.Tensor,
     *,
     update_ema: bool = True,
@@ -116,17 +126,19 @@ def consistency_loss(
     ``ℓ_t = -½ [log(d_t + ε)·sg(d_{t+1}) + sg(d_t)·log(d_{t+1} + ε)]``, a
     symmetric cross-entropy that pulls each side towards the other; a
     high-probability connecting token makes the pull strong. ``L_raw = Σ ℓ_t
-    w_t / N_pairs``. Since ℓ scales with ``d`` itself, it is divided by an EMA
-    of ``n = sg(Σ ((d_t + d_{t+1})/2) w_t / N_pairs)`` so the regularizer keeps
-    a stable magnitude as rewards separate. The EMA moves only when
+    w_t / N_pairs``, where ``N_pairs`` counts the pairs of ``pair_mask``.
+    Since ℓ scales with ``d`` itself, it is divided by an EMA of
+    ``n = sg(Σ ((d_t + d_{t+1})/2) w_t / N_pairs)`` so the regularizer keeps a
+    stable magnitude as rewards separate. The EMA moves only when
     ``update_ema`` (training steps) and is updated before it divides.
 
-    ``d`` is ``[B, L]``; ``pair_weights`` is ``[B, L-1]`` from
-    :func:`adjacent_pair_weights`; ``ema`` is a scalar tensor.
+    ``d`` is ``[B, L]``; ``pair_weights`` and ``pair_mask`` are ``[B, L-1]``
+    from :func:`adjacent_pair_weights` and :func:`adjacent_pair_mask`;
+    ``ema`` is a scalar tensor.
     """
     pair_weights = pair_weights.detach()
     left, right = d[:, :-1], d[:, 1:]
-    n_pairs = (pair_weights > 0).sum().clamp(min=1)
+    n_pairs = pair_mask.sum().clamp(min=1)
     per_pair = -0.5 * (torch.log(left + eps) * right.detach() + left.detach() * torch.log(right + eps))
     raw = (per_pair * pair_weights).sum() / n_pairs
     normalizer = (((left + right) / 2).detach() * pair_weights).sum() / n_pairs
@@ -157,10 +169,20 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGrad.apply(x, scale)
 
 
-def sft_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``-mean_token log π(y)`` over the given (already selected) tokens.
+def sft_nll(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``-log π(y)`` averaged over each sequence's tokens, then over sequences.
 
     ``logits`` is ``[N, V]`` at the positions that predict each target token,
-    ``targets`` is ``[N]``.
+    ``targets`` is ``[N]``, ``rows`` ``[N]`` the sequence each token belongs
+    to. Per-sequence means first (the reference's ``logps / valid_length``),
+    so a long response counts as much as a short one; without ``rows`` all
+    tokens form one sequence.
     """
-    return F.cross_entropy(logits.float(), targets)
+    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    if rows is None:
+        return nll.mean()
+    _, index = torch.unique(rows, return_inverse=True)
+    n_rows = int(index.max()) + 1
+    sums = nll.new_zeros(n_rows).index_add(0, index, nll)
+    counts = nll.new_zeros(n_rows).index_add(0, index, torch.ones_like(nll))
+    return (sums / counts).mean()

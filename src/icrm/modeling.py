@@ -2,7 +2,12 @@
 
 ``r_t = v(h_t)`` is the reward of the prefix ending at token ``t``; the
 outcome reward is ``r`` at the last real token. The model keeps the backbone's
-LM head too, because the SFT regularizer and the ``self`` generator need it.
+LM head too, and training adds two heads beside it, as the reference code
+does (:meth:`RewardModel.prepare_training_heads`): a trainable copy for the
+SFT regularizer, and a frozen copy that the ``self`` generator reads, so its
+weights ``w_t`` cannot drift while the backbone trains. A separate SFT head
+also keeps the SFT gradient off tied input embeddings, which on models with
+``tie_word_embeddings`` *are* the LM head.
 
 Checkpoints are plain transformers sequence-classification directories
 (``AutoModelForSequenceClassification.from_pretrained`` loads them with no
@@ -129,7 +134,7 @@ def prepare_tokenizer(tokenizer) -> bool:
 HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")  # "name" or "namespace/name"
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
     """The tokenizer of a local directory or hub id (every model loader starts here).
 
     A missing local path is reported as such, not as the hub's complaint
@@ -140,7 +145,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     if not Path(path).exists() and not HUB_ID.fullmatch(path):
         raise ModelError(f"{path}: no such directory")
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
     except Exception as err:
         if not Path(path).exists():
             reason = re.split(r"\.\s", str(err))[0]
@@ -148,22 +153,33 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         raise ModelError(f"{path}: cannot load a tokenizer ({err.__class__.__name__}: {err})") from err
 
 
-def load_causal_lm(path: str, trust_remote_code: bool = False, allow_pickle: bool = False):
-    """A pretrained causal LM and its prepared tokenizer, from a path or hub id."""
-    from transformers import AutoModelForCausalLM
-
-    require_safetensors(path, allow_pickle)
-    tokenizer = load_tokenizer(path, trust_remote_code)
-    try:
-        with library_bars_off():
-            model = AutoModelForCausalLM.from_pretrained(
-                path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None
-            )
-    except Exception as err:
-        raise ModelError(f"{path}: cannot load a causal language model ({err.__class__.__name__}: {err})") from err
+def fit_tokenizer(model, tokenizer) -> None:
+    """Prepare the tokenizer (:func:`prepare_tokenizer`) and make the model agree with it."""
     if prepare_tokenizer(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_causal_lm(
+    path: str, trust_remote_code: bool = False, allow_pickle: bool = False, tokenizer=None, **model_kwargs
+):
+    """A pretrained causal LM and its prepared tokenizer (the saved one unless given), from a path or hub id.
+
+    ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (``dtype``,
+    ``revision``, ``attn_implementation``...); ``revision`` also picks the tokenizer's.
+    """
+    from transformers import AutoModelForCausalLM
+
+    require_safetensors(path, allow_pickle)
+    tokenizer = tokenizer or load_tokenizer(path, trust_remote_code, model_kwargs.get("revision"))
+    try:
+        with library_bars_off():
+            model = AutoModelForCausalLM.from_pretrained(
+                path, trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle or None, **model_kwargs
+            )
+    except Exception as err:
+        raise ModelError(f"{path}: cannot load a causal language model ({err.__class__.__name__}: {err})") from err
+    fit_tokenizer(model, tokenizer)
     return model, tokenizer
 
 
@@ -205,7 +221,10 @@ class RewardModel(nn.Module):
         super().__init__()
         self.decoder = decoder
         self.score_head = score
+        self.head_dropout = nn.Dropout(0.0)  # TRL's ValueHead dropout; set by the trainer, off in eval
         self.lm_head = lm_head
+        self.sft_head: nn.Linear | None = None
+        self.register_buffer("generator_head", None)  # frozen LM-head copy for --generator self
         self.config = config
         self.tokenizer = tokenizer
         self.register_buffer("consistency_ema", torch.tensor(0.5))
@@ -223,33 +242,65 @@ class RewardModel(nn.Module):
         return cls(_decoder_of(model), score, model.get_output_embeddings(), model.config, tokenizer)
 
     @classmethod
+    def from_sequence_classifier(cls, model, tokenizer, source: str = "the model") -> RewardModel:
+        """Wrap a transformers sequence classifier (any HF reward model): its ``score`` is the value head."""
+        if model.config.num_labels != 1 or not isinstance(getattr(model, "score", None), nn.Linear):
+            raise ModelError(f"{source}: not a reward model (need num_labels=1 and a linear `score` head)")
+        return cls(_decoder_of(model), model.score, None, model.config, tokenizer)
+
+    @classmethod
+    def from_model(cls, model, tokenizer) -> RewardModel:
+        """A reward model from a loaded transformers model: a sequence classifier or a causal LM.
+
+        The tokenizer gets a pad token distinct from EOS and a chat template
+        where it lacks them (:func:`prepare_tokenizer`), and the model's
+        embeddings grow to match.
+        """
+        from transformers import PreTrainedModel
+
+        if not isinstance(model, PreTrainedModel):
+            raise ModelError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
+        if hasattr(model, "peft_config"):
+            raise ModelError("got a PEFT model: merge its adapters first (merge_and_unload) or pass the base "
+                             "model with peft_config")
+        fit_tokenizer(model, tokenizer)
+        if type(model).__name__.endswith("ForSequenceClassification"):
+            return cls.from_sequence_classifier(model, tokenizer)
+        if model.get_output_embeddings() is None:
+            raise ModelError(f"{type(model).__name__} is neither a causal LM nor a sequence classifier")
+        return cls.from_causal_lm(model, tokenizer)
+
+    @classmethod
     def from_pretrained(
-        cls, path: str, trust_remote_code: bool = False, allow_pickle: bool = False
+        cls, path: str, trust_remote_code: bool = False, allow_pickle: bool = False, tokenizer=None, **model_kwargs
     ) -> "RewardModel":
-        """Load an icrm checkpoint, any HF sequence classifier, or a causal LM."""
+        """Load an icrm checkpoint, any HF sequence classifier, or a causal LM.
+
+        ``tokenizer`` replaces the saved one; ``model_kwargs`` go to
+        transformers' ``from_pretrained`` (``dtype``, ``revision``...).
+        """
         kind = model_kind(path)
         if kind == "causal":
-            model, tokenizer = load_causal_lm(path, trust_remote_code, allow_pickle)
+            model, tokenizer = load_causal_lm(path, trust_remote_code, allow_pickle, tokenizer, **model_kwargs)
             return cls.from_causal_lm(model, tokenizer)
         from transformers import AutoModelForSequenceClassification
 
         require_safetensors(path, allow_pickle)
-        tokenizer = load_tokenizer(path, trust_remote_code)
+        tokenizer = tokenizer or load_tokenizer(path, trust_remote_code, model_kwargs.get("revision"))
         try:
             with library_bars_off():
-                seq = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+                seq = AutoModelForSequenceClassification.from_pretrained(
+                    path, trust_remote_code=trust_remote_code, **model_kwargs
+                )
         except Exception as err:
             raise ModelError(f"{path}: cannot load a reward model ({err.__class__.__name__}: {err})") from err
-        if seq.config.num_labels != 1 or not isinstance(getattr(seq, "score", None), nn.Linear):
-            raise ModelError(f"{path}: not a reward model (need num_labels=1 and a linear `score` head)")
-        prepare_tokenizer(tokenizer)
-        lm_head = None
+        fit_tokenizer(seq, tokenizer)
+        rm = cls.from_sequence_classifier(seq, tokenizer, path)
         local = Path(path)
         if (local / LM_HEAD_FILE).exists():
-            weight = load_file(str(local / LM_HEAD_FILE))["weight"]
-            lm_head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-            lm_head.weight.data.copy_(weight)
-        rm = cls(_decoder_of(seq), seq.score, lm_head, seq.config, tokenizer)
+            heads = load_file(str(local / LM_HEAD_FILE))
+            rm.lm_head = _linear(heads["weight"])
+            rm.sft_head = _linear(heads["sft_weight"]) if "sft_weight" in heads else None
         if (local / ICRM_STATE).exists():
             state = json.loads((local / ICRM_STATE).read_text())
             rm.consistency_ema.fill_(state.get("consistency_ema", 0.5))
@@ -257,6 +308,42 @@ class RewardModel(nn.Module):
         if (local / ICRM_CONFIG).exists():
             rm.training_config = json.loads((local / ICRM_CONFIG).read_text())
         return rm
+
+    # -- training heads
+
+    def prepare_training_heads(self, sft: bool, self_generator: bool) -> None:
+        """Add the heads training needs; freeze the backbone's own LM head.
+
+        ``sft``: a trainable copy of the LM head for the SFT term (kept when
+        training continues from an icrm checkpoint that has one).
+        ``self_generator``: a frozen copy, read by ``--generator self``. The
+        original head is used by neither, so it is frozen — unless it is tied
+        to the input embeddings, which must keep training as embeddings.
+        """
+        if (sft or self_generator) and self.lm_head is None:
+            raise ModelError("the SFT term and --generator self need a backbone with an LM head")
+        if sft and self.sft_head is None:
+            self.sft_head = _linear(self.lm_head.weight.detach())
+        if self_generator:
+            self.register_buffer("generator_head", self.lm_head.weight.detach().clone())
+        if self.lm_head is not None and not self.tied_lm_head:
+            self.lm_head.requires_grad_(False)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs) -> None:
+        """Recompute the backbone's activations in the backward pass (``TrainingArguments.activation_checkpointing``).
+
+        Under PEFT the frozen embeddings' outputs are made to require grad, so
+        reentrant checkpointing still reaches the adapters.
+        """
+        self.decoder.activation_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+        if is_peft(self.decoder):
+            self.decoder.enable_input_require_grads()
+
+    @property
+    def tied_lm_head(self) -> bool:
+        """Whether the LM head's weight is the input embedding matrix (``tie_word_embeddings``)."""
+        embeddings = self.decoder.get_input_embeddings()
+        return self.lm_head is not None and self.lm_head.weight.data_ptr() == embeddings.weight.data_ptr()
 
     # -- forward
 
@@ -271,16 +358,16 @@ class RewardModel(nn.Module):
         """Per-token rewards ``[N, L]``, hidden states, and LM logits where asked.
 
         ``lm_positions`` (bool ``[N, L]``) selects the positions whose next-token
-        logits the SFT regularizer needs; the backbone gradient through them is
-        scaled by ``lm_grad_scale``. They are computed here, inside ``forward``,
-        so DDP sees every parameter use.
+        logits the SFT regularizer needs, from the SFT head; the backbone
+        gradient through them is scaled by ``lm_grad_scale``. They are computed
+        here, inside ``forward``, so DDP sees every parameter use.
         """
         out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
         hidden = out.last_hidden_state
-        rewards = self.score_head(hidden).squeeze(-1).float()
+        rewards = self.score_head(self.head_dropout(hidden)).squeeze(-1).float()
         lm_logits = None
         if lm_positions is not None:
-            lm_logits = self.lm_head(scale_grad(hidden[lm_positions], lm_grad_scale))
+            lm_logits = self.sft_head(scale_grad(hidden[lm_positions], lm_grad_scale))
         return RewardOutput(rewards, hidden, lm_logits)
 
     @staticmethod
@@ -310,7 +397,12 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def sequence_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[torch.Tensor]:
-        """Prefix rewards over the response tokens of already tokenized (and fitted) sequences."""
+        """Prefix rewards from each tokenized sequence's ``start`` to its end, batched by length.
+
+        The entry point for callers that tokenize themselves (``icrm serve``
+        scores already-rendered texts, ``icrm score`` fitted sequences); the
+        last value of each row is R.
+        """
         order = sorted(range(len(seqs)), key=lambda i: seqs[i].length)
         collate = RewardCollator(self.tokenizer.pad_token_id)
         device = next(self.parameters()).device
@@ -339,24 +431,23 @@ class RewardModel(nn.Module):
         parameters are only shards). LoRA adapters are merged first.
         """
         import transformers
-        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        )
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if hasattr(self.decoder, "merge_and_unload"):
-            self.decoder = self.decoder.merge_and_unload()
-            state_dict = None  # the gathered state holds unmerged adapters
         if state_dict is None:
             state_dict = self.state_dict()
         class_name = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(self.config.model_type)
         if class_name is None:
             raise ModelError(f"transformers has no sequence classifier for model type {self.config.model_type!r}")
         prefix = getattr(transformers, class_name).base_model_prefix
-        weights = {
-            f"{prefix}.{key[len('decoder.'):]}": value.detach().contiguous().cpu()
-            for key, value in state_dict.items()
-            if key.startswith("decoder.")
-        }
+        if is_peft(self.decoder):
+            backbone = merged_state_dict(self.decoder)
+        else:
+            backbone = {key[len("decoder."):]: value for key, value in state_dict.items() if key.startswith("decoder.")}
+        weights = {f"{prefix}.{key}": value.detach().contiguous().cpu() for key, value in backbone.items()}
         weights["score.weight"] = state_dict["score_head.weight"].detach().contiguous().cpu()
         save_file(weights, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
@@ -366,29 +457,98 @@ class RewardModel(nn.Module):
         config.pad_token_id = self.tokenizer.pad_token_id
         config.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        if "lm_head.weight" in state_dict:
-            lm_head = state_dict["lm_head.weight"].detach().contiguous().cpu().clone()
-            save_file({"weight": lm_head}, str(directory / LM_HEAD_FILE))
+        heads = {name: state_dict[f"{key}.weight"] for name, key in (("weight", "lm_head"), ("sft_weight", "sft_head"))
+                 if f"{key}.weight" in state_dict}
+        if heads:
+            save_file({k: v.detach().contiguous().cpu().clone() for k, v in heads.items()}, str(directory / LM_HEAD_FILE))
         state = {"consistency_ema": float(self.consistency_ema), "reward_stats": self.reward_stats}
         (directory / ICRM_STATE).write_text(json.dumps(state, indent=2))
         config_out = {"format": "icrm-reward-model", "version": 1, **self.training_config}
         (directory / ICRM_CONFIG).write_text(json.dumps(config_out, indent=2, default=str))
 
 
+def _linear(weight: torch.Tensor) -> nn.Linear:
+    """A bias-free linear layer holding a copy of ``weight`` (``[out, in]``)."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype, device=weight.device)
+    layer.weight.data.copy_(weight)
+    return layer
+
+
 def _messages(prompt: str | list[Message]) -> list[Message]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
-def add_lora(rm: RewardModel, r: int, alpha: int, dropout: float = 0.0) -> RewardModel:
-    """LoRA on every linear layer of the backbone; the value head stays fully trained.
+def is_peft(module: nn.Module) -> bool:
+    """Whether a backbone is wrapped by peft (adapters to merge on export)."""
+    return hasattr(module, "peft_config") and hasattr(module, "get_base_model")
 
-    The LM head is frozen under LoRA (it is part of the pretrained backbone).
+
+def add_peft(rm: RewardModel, peft_config) -> RewardModel:
+    """Wrap the backbone with peft adapters (e.g. a ``LoraConfig``); the value head stays fully trained.
+
+    The config applies to the backbone alone, so its ``task_type`` is dropped
+    and ``modules_to_save`` entries naming a head (``score``, ``classifier``,
+    as TRL's docs suggest for a causal LM) are left out: the value head is
+    trained fully anyway. The LM head is frozen (it is part of the pretrained
+    backbone); the SFT head that training adds beside it is trained fully.
     """
-    from peft import LoraConfig, get_peft_model
+    import dataclasses
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear")
+    from peft import get_peft_model
+
+    if is_peft(rm.decoder):
+        raise ModelError("the backbone already has peft adapters: merge them first or pass no peft_config")
+    kept = [m for m in (peft_config.modules_to_save or []) if m not in ("score", "classifier")]
+    config = dataclasses.replace(peft_config, task_type=None, modules_to_save=kept or None)
     rm.decoder = get_peft_model(rm.decoder, config)
     if rm.lm_head is not None:
         rm.lm_head.requires_grad_(False)
     rm.score_head.requires_grad_(True)
     return rm
+
+
+def add_lora(rm: RewardModel, r: int, alpha: int, dropout: float = 0.0) -> RewardModel:
+    """LoRA on every linear layer of the backbone (``--lora-r``); see :func:`add_peft`."""
+    return add_peft(rm, lora_config(r, alpha, dropout))
+
+
+def lora_config(r: int, alpha: int, dropout: float = 0.0):
+    """The LoRA setup of ``--lora-r/--lora-alpha``: every linear layer of the backbone."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear")
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state of a peft-wrapped model as if its adapters were merged, without touching it.
+
+    Each adapter-wrapped layer is copied alone and merged (peft's own merge
+    arithmetic), so memory grows by one layer at most and the live model
+    keeps training with its adapters. Keys are those of the unwrapped model.
+    """
+    import copy
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    base = model.get_base_model()
+    state: dict[str, torch.Tensor] = {}
+    wrapped: list[str] = []
+    for name, module in base.named_modules():
+        if any(name.startswith(f"{outer}.") for outer in wrapped):
+            continue
+        if isinstance(module, BaseTunerLayer):
+            layer = copy.deepcopy(module)
+            layer.merge()
+            plain = layer.get_base_layer()
+        elif isinstance(module, AuxiliaryTrainingWrapper):
+            plain = copy.deepcopy(module).unload_and_optionally_merge_module(merge=True, safe_merge=False,
+                                                                              adapter_names=None)
+        else:
+            continue
+        wrapped.append(name)
+        state.update({f"{name}.{key}": value for key, value in plain.state_dict().items()})
+    for key, value in base.state_dict().items():
+        if not any(key.startswith(f"{outer}.") for outer in wrapped):
+            state[key] = value
+    return state

@@ -497,7 +497,6 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
     from trl import DPOConfig, DPOTrainer
 
     from .modeling import load_causal_lm
-    from .training import _use_rich_progress
 
     if settings.beta <= 0:
         raise UserError(f"--beta must be > 0, got {settings.beta}")
@@ -508,13 +507,8 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
     loaded = load_examples(data, expect=("pairwise",), skip_invalid=settings.skip_invalid)
     model, tokenizer = load_causal_lm(policy, settings.trust_remote_code, settings.allow_pickle)
     dataset = datasets.Dataset.from_list(dpo_rows(loaded.examples))
-    peft_config, ref_model = None, None
-    if settings.lora_r > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules="all-linear")
-    else:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    peft_config = lora_config(settings.lora_r, settings.lora_alpha)
+    ref_model = None if peft_config else copy.deepcopy(model).eval().requires_grad_(False)
 
     with staged_directory(output) as staging, library_bars_off():
         try:
@@ -536,22 +530,10 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
             processing_class=tokenizer,
             peft_config=peft_config,
         )
-        _use_rich_progress(trainer)
-        result = trainer.train()
-        trained = trainer.model
-        if peft_config is not None:
-            trained = trained.merge_and_unload()
-        trained.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        result = train_and_save(trainer, tokenizer, staging, merge_lora=peft_config is not None)
         history = trainer.state.log_history
         last = next((entry for entry in reversed(history) if "rewards/accuracies" in entry), {})
-        config = {
-            "policy": policy,
-            "data": data,
-            **asdict(settings),
-            **{k: training[k] for k in ("learning_rate", "num_train_epochs", "max_steps", "seed") if k in training},
-            "batch_size": training.get("per_device_train_batch_size"),
-        }
+        config = {"policy": policy, "data": data, **asdict(settings), **training_summary(training)}
         metrics = {
             "train_loss": result.training_loss,
             "steps": result.global_step,
@@ -569,6 +551,33 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
         _plot_dpo(history, staging / "losses.png")
         shutil.rmtree(staging / "trainer", ignore_errors=True)
     return metrics
+
+
+def lora_config(r: int, alpha: int):
+    """LoRA on every linear layer for TRL's ``peft_config``, or None (full fine-tuning) when ``r`` is 0."""
+    if r <= 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear")
+
+
+def train_and_save(trainer, tokenizer, directory: Path, merge_lora: bool):
+    """Run a TRL trainer under icrm's progress bar; save the policy (LoRA merged) and tokenizer to ``directory``."""
+    from .training import _use_rich_progress
+
+    _use_rich_progress(trainer)
+    result = trainer.train()
+    trained = trainer.model.merge_and_unload() if merge_lora else trainer.model
+    trained.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return result
+
+
+def training_summary(training: dict) -> dict:
+    """The ``TrainingArguments`` fields a policy run's config.yaml records."""
+    kept = ("learning_rate", "num_train_epochs", "max_steps", "seed")
+    return {**{k: training[k] for k in kept if k in training}, "batch_size": training.get("per_device_train_batch_size")}
 
 
 def _plot_dpo(history: list[dict], path: Path) -> None:

@@ -25,7 +25,15 @@ from .data import (
     tokenize_examples,
 )
 from .errors import UserError
-from .evaluation import bon_metrics, pairwise_metrics, plot_bon_curve, plot_margin_histogram
+from .evaluation import (
+    TIES,
+    bon_metrics,
+    pairwise_metrics,
+    parse_ties_id,
+    plot_bon_curve,
+    plot_margin_histogram,
+    rewardbench2_metrics,
+)
 from .modeling import RewardModel
 from .outputs import progress, warn, write_json, write_jsonl
 
@@ -143,14 +151,6 @@ def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_
     return score_sequences(rm, [encode(rm.tokenizer, p, r) for p, r in zip(prompts, responses)], batch_size)
 
 
-def _load_and_fit(model, data, expect, split, limit, skip_invalid, max_length, trust_remote_code, allow_pickle):
-    """The reward model and the data's examples, tokenized within the length limit."""
-    loaded = load_examples(data, expect=expect, split=split, skip_invalid=skip_invalid, limit=limit)
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
-    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
-    return rm, loaded, fitted
-
-
 def evaluate_pairs(
     model: str,
     data: str,
@@ -163,26 +163,44 @@ def evaluate_pairs(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    ties: str = "half",
 ) -> dict:
-    """Pairwise accuracy (overall, per subset, per section) of a reward model.
+    """``icrm eval``: pairwise accuracy (per subset, RewardBench sections), or RewardBench 2 scores.
 
-    Pairs are tokenized as in training (see :func:`fit_examples`), so on the
-    same file this is the ``eval_accuracy`` a training run reports.
+    Pairwise rows get :func:`~icrm.evaluation.pairwise_metrics`; best-of-N rows
+    (RewardBench 2's ``chosen``/``rejected`` lists, or ``candidates`` with
+    their ``labels`` listing the chosen first) get
+    :func:`~icrm.evaluation.rewardbench2_metrics`. ``ties`` ("half" or "loss")
+    is how a tie at the top counts; see :data:`~icrm.evaluation.TIES`.
+    Responses are tokenized as in training (see :func:`fit_examples`), so on
+    the same pairwise file this is the ``eval_accuracy`` a training run reports.
     """
-    rm, loaded, fitted = _load_and_fit(model, data, ("pairwise",), split, limit, skip_invalid, max_length,
-                                       trust_remote_code, allow_pickle)
+    if ties not in TIES:
+        raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
+    loaded = load_examples(data, expect=("pairwise", "bon"), split=split, skip_invalid=skip_invalid, limit=limit)
+    if loaded.format == "bon":
+        num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
+    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     scores = score_sequences(rm, fitted.sequences, batch_size)
-    chosen, rejected = scores[0::2], scores[1::2]
-    lengths = [seq.length - seq.start for seq in fitted.sequences]  # response tokens
     subsets = [ex.subset for ex in fitted.examples]
+    named_subsets = subsets if any(s is not None for s in subsets) else None
     try:
-        metrics = pairwise_metrics(
-            chosen,
-            rejected,
-            subsets if any(s is not None for s in subsets) else None,
-            chosen_lengths=lengths[0::2],
-            rejected_lengths=lengths[1::2],
-        )
+        if loaded.format == "bon":
+            per_row, ids = _per_example(scores, fitted.examples), [ex.id for ex in fitted.examples]
+            metrics = rewardbench2_metrics(per_row, [num_correct[i] for i in fitted.kept], named_subsets, ids,
+                                           ties=ties)
+        else:
+            chosen, rejected = scores[0::2], scores[1::2]
+            lengths = [seq.length - seq.start for seq in fitted.sequences]  # response tokens
+            metrics = pairwise_metrics(
+                chosen,
+                rejected,
+                named_subsets,
+                chosen_lengths=lengths[0::2],
+                rejected_lengths=lengths[1::2],
+                ties=ties,
+            )
     except ValueError as err:
         raise UserError(f"{data}: {err}") from err
     metrics["skipped_rows"] = loaded.skipped
@@ -191,8 +209,44 @@ def evaluate_pairs(
     metrics["data"] = data
     if output is not None:
         write_json(output, metrics)
-        plot_margin_histogram(chosen, rejected, Path(output).with_name(Path(output).stem + "_margins.png"))
+        if loaded.format == "pairwise":
+            plot_margin_histogram(chosen, rejected, Path(output).with_name(Path(output).stem + "_margins.png"))
     return metrics
+
+
+def _chosen_first(ex: BonExample, source: str) -> int:
+    """How many chosen responses lead a best-of-N row; ``icrm eval`` scores the first one.
+
+    Checked before any model is loaded, along with the Ties rows' ids, so a
+    bad file fails fast with its line.
+    """
+    labels = ex.labels
+    if labels is None:
+        raise DataError(source, "icrm eval needs chosen/rejected lists or labelled candidates", ex.line, "labels")
+    num_correct = sum(labels)
+    if labels != [1] * num_correct + [0] * (len(labels) - num_correct) or not 0 < num_correct < len(labels):
+        raise DataError(
+            source,
+            "icrm eval needs the chosen (label 1) candidates first, then a rejected one (else use icrm bon)",
+            ex.line,
+            "labels",
+        )
+    if ex.subset is not None and ex.subset.lower() == "ties":
+        try:
+            parse_ties_id(ex.id)
+        except ValueError as err:
+            raise DataError(source, str(err), ex.line, "id") from err
+    return num_correct
+
+
+def _per_example(flat: list[float], examples: list) -> list[list[float]]:
+    """Split one flat list of rewards back into each example's responses."""
+    grouped, at = [], 0
+    for ex in examples:
+        n = len(responses_of(ex))
+        grouped.append(flat[at : at + n])
+        at += n
+    return grouped
 
 
 def score_file(
@@ -216,19 +270,16 @@ def score_file(
     response (in the row's order), with the token texts, the prefix rewards
     ``r``, their changes ``delta`` and, given a generator, its probabilities ``w``.
     """
-    rm, loaded, fitted = _load_and_fit(model, data, None, split, None, skip_invalid, max_length,
-                                       trust_remote_code, allow_pickle)
+    loaded = load_examples(data, split=split, skip_invalid=skip_invalid)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
     scores = score_sequences(rm, fitted.sequences, batch_size)
     if normalize:
         mean, std = rm.reward_stats["mean"], rm.reward_stats["std"]
         scores = [(s - mean) / std for s in scores]
-    rows, at = [], 0
-    for ex in fitted.examples:
-        n = len(responses_of(ex))
-        rows.append(_scored_row(ex, scores[at : at + n]))
-        at += n
+    rows = [_scored_row(ex, row) for ex, row in zip(fitted.examples, _per_example(scores, fitted.examples))]
     if per_token:
         _add_token_rewards(rm, fitted, rows, generator)
     write_jsonl(output, rows)
@@ -268,6 +319,8 @@ def _scored_row(ex, scores: list[float]) -> dict:
             row["labels"] = ex.labels
         if ex.answer is not None:
             row["answer"] = ex.answer
+        if ex.subset is not None:
+            row["subset"] = ex.subset
     return row
 
 
@@ -356,11 +409,7 @@ def best_of_n(
     answers = None
     if all(ex.answer is not None for ex in examples):
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
-    flat = score_sequences(rm, fitted.sequences, batch_size)
-    scores, at = [], 0
-    for ex in examples:
-        scores.append(flat[at : at + len(ex.candidates)])
-        at += len(ex.candidates)
+    scores = _per_example(score_sequences(rm, fitted.sequences, batch_size), examples)
     try:
         report = bon_metrics(scores, labels, ns, answers=answers, n_draws=n_draws, seed=seed)
     except ValueError as err:

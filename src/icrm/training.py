@@ -1,12 +1,18 @@
 """Training: the ICRM reward trainer, its config, and the ``sft``/``train`` entry points.
 
-:class:`RewardConfig` extends ``transformers.TrainingArguments`` (TRL's
-config/trainer split), so gradient accumulation, bf16, accelerate/DeepSpeed/
-FSDP, checkpointing and resume come from transformers. :class:`ICRMTrainer`
-only overrides ``compute_loss`` (and evaluation's ``prediction_step``) to
-combine the pure losses of :mod:`icrm.losses`:
+:class:`ICRMConfig` is TRL's ``RewardConfig`` (so ``transformers.
+TrainingArguments``) plus ICRM's options, and :class:`ICRMTrainer` takes what
+TRL's ``RewardTrainer`` takes: a TRL user changes two imports. Gradient
+accumulation, bf16, accelerate/DeepSpeed/FSDP, checkpointing and resume come
+from transformers; the trainer turns models and datasets into icrm's
+(:class:`~icrm.modeling.RewardModel`, validated and tokenized rows) and its
+``compute_loss`` combines the pure losses of :mod:`icrm.losses`:
 
     L = α·L_SFT + λ·L_ICRM + (1-λ)·L_BT      (or L_pt for pointwise data)
+
+``icrm train`` is :func:`train_reward_model`: the same trainer, plus the
+file-level conveniences of a command (atomic output directory, resume,
+Ctrl-C, metrics.json and plots).
 """
 
 from __future__ import annotations
@@ -16,28 +22,55 @@ import json
 import os
 import shutil
 import signal
+import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from trl import RewardConfig
 
 from . import losses
 from .data import (
+    LoadedData,
     PairExample,
     PointExample,
     RewardCollator,
     RewardDataset,
+    TokenizeStats,
     example_texts,
     flatten_responses,
     load_examples,
     tokenize_examples,
 )
 from .errors import TrainingStopped, UserError
-from .modeling import PRESETS, RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer
-from .outputs import QUIET, console, progress, progress_factory, replace_path, write_json
+from .generator import head_generation_weights
+from .modeling import (
+    PRESETS,
+    RewardModel,
+    add_peft,
+    build_causal_lm,
+    load_causal_lm,
+    load_tokenizer,
+    lora_config,
+    model_kind,
+    prepare_tokenizer,
+    train_tokenizer,
+)
+from .outputs import (
+    QUIET,
+    console,
+    progress,
+    progress_factory,
+    replace_path,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -47,6 +80,15 @@ METHODS = {
     "icrm-nosft": (0.1, 0.0),
 }
 GENERATOR_SOURCES = ("self", "uniform")
+POINTWISE_SAMPLING = (0.7, 0.8)  # the reference's temperature and top-p for w_t on graded responses
+TRAINABLE_FORMATS = ("pairwise", "pointwise")  # data.py formats ICRMTrainer trains on
+# TRL RewardConfig fields icrm has no use for: an error when set, rather than silently ignored.
+UNSUPPORTED = {
+    "chat_template_path": "set processing_class.chat_template instead",
+    "eos_token": "every row is rendered with the chat template, which closes each turn itself",
+    "activation_offloading": "not implemented",
+    "pad_token": "deprecated in TRL; set processing_class.pad_token instead",
+}
 
 
 class ConfigError(UserError):
@@ -54,54 +96,344 @@ class ConfigError(UserError):
 
 
 @dataclass
-class RewardConfig(TrainingArguments):
-    """Options of ``icrm train``, on top of ``transformers.TrainingArguments``."""
+class ICRMConfig(RewardConfig):
+    r"""Configuration of :class:`ICRMTrainer`: TRL's ``RewardConfig`` plus ICRM's options.
+
+    Every field of TRL's ``RewardConfig`` and of ``transformers.TrainingArguments``
+    keeps its name, meaning and default (``learning_rate=1e-4``,
+    ``gradient_checkpointing=True``, ``bf16=True`` — on a CPU-only machine pass
+    ``use_cpu=True`` or ``bf16=False``, as with TRL). How icrm reads TRL's own fields:
+
+    * ``max_length`` (1024; ``None``: no limit): longest prompt+response in
+      tokens. Longer rows lose prompt tokens from the left
+      (``truncation="left"``, icrm's default) or are dropped, as TRL does
+      (``truncation="drop"``); both are counted.
+    * ``center_rewards_coefficient``: TRL's centering term ``c·mean((R_c+R_r)²)``.
+    * ``disable_dropout`` (True): zero the backbone's dropout layers, as TRL
+      does. The value head's dropout is ``head_dropout``, which this leaves alone.
+    * ``model_init_kwargs``: keyword arguments of transformers'
+      ``from_pretrained`` when ``model`` is a string (``dtype`` defaults to
+      float32 as in TRL; ``"bfloat16"`` and friends are accepted as strings).
+    * ``trust_remote_code``, ``dataset_num_proc`` (processes that tokenize),
+      ``pad_to_multiple_of``: as in TRL.
+    * ``chat_template_path``, ``eos_token``, ``activation_offloading``,
+      ``pad_token``: not supported (an error when set).
+
+    ICRM's fields:
+
+    * ``method``: preset of (λ, α): ``bt`` (0, 0), ``grm`` (0, 1), ``icrm``
+      (0.1, 1, the paper's), ``icrm-nosft`` (0.1, 0).
+    * ``lambda_``: consistency weight λ in [0, 1] (the CLI's ``--lambda``;
+      ``lambda`` is a Python keyword); None keeps the preset's.
+    * ``sft_weight``: SFT weight α >= 0; None keeps the preset's.
+    * ``sft_backbone_grad``: scale of the SFT gradient into the backbone (1e-3).
+    * ``generator``: where ``w_t`` comes from: ``"self"`` (a frozen copy of
+      the backbone's LM head), ``"uniform"`` (``w_t = 1``), or the path of a
+      frozen causal LM with the same tokenizer (its pass runs at the start of
+      ``train()`` and is cached on disk).
+    * ``generator_temperature``, ``generator_top_p``: sampling settings ``w_t``
+      is read under (None: 0.7/0.8 for pointwise data, as the reference; else 1/1).
+    * ``generator_batch_size``: batch size of the generator pass.
+    * ``head_dropout``: dropout before the value head in training (0.1, TRL's ValueHead).
+    * ``cache_dir``: generator-probability cache (default ``~/.cache/icrm`` or ``$ICRM_CACHE``).
+    * ``truncation``: ``left`` or ``drop`` (see ``max_length``).
+    * ``allow_pickle``: also load pickle (``.bin``) weights when ``model`` is a path.
+    """
 
     method: str = field(default="icrm", metadata={"help": "bt, grm, icrm or icrm-nosft"})
-    lambda_icrm: float | None = field(default=None, metadata={"help": "override the preset's consistency weight λ"})
-    sft_weight: float | None = field(default=None, metadata={"help": "override the preset's SFT weight α"})
+    lambda_: float | None = field(default=None, metadata={"help": "consistency weight λ (default: the method's)"})
+    sft_weight: float | None = field(default=None, metadata={"help": "SFT weight α (default: the method's)"})
     sft_backbone_grad: float = field(default=1e-3, metadata={"help": "gradient scale of L_SFT into the backbone"})
-    center_rewards_coefficient: float = 0.0
     generator: str = field(default="self", metadata={"help": "PATH of a frozen causal LM, 'self' or 'uniform'"})
+    generator_temperature: float | None = field(
+        default=None, metadata={"help": "temperature of w_t (default: 0.7 for pointwise data, as the reference; else 1)"}
+    )
+    generator_top_p: float | None = field(
+        default=None, metadata={"help": "top-p of w_t (default: 0.8 for pointwise data, as the reference; else 1)"}
+    )
     generator_batch_size: int = 16
+    head_dropout: float = field(default=0.1, metadata={"help": "dropout before the value head in training (TRL's ValueHead)"})
     cache_dir: str | None = None
-    max_length: int = 1024
-    truncation: str = "left"
+    truncation: str = field(default="left", metadata={"help": "over-long rows: left (cut the prompt) or drop"})
+    allow_pickle: bool = field(default=False, metadata={"help": "also load pickle (.bin) weights"})
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
-        lam = self.consistency_weight
-        if not 0.0 <= lam <= 1.0:
-            raise ConfigError(f"--lambda must be in [0, 1], got {lam}")
-        if self.sft_coef < 0:
-            raise ConfigError(f"--sft-weight must be >= 0, got {self.sft_coef}")
-        if self.truncation not in ("left", "drop"):
-            raise ConfigError(f"--truncation must be left or drop, got {self.truncation!r}")
-        if self.max_length < 8:
-            raise ConfigError(f"--max-length must be at least 8, got {self.max_length}")
+        checks = [
+            ("--lambda", "lambda_", 0.0 <= self.consistency_weight <= 1.0, f"must be in [0, 1], got {self.consistency_weight}"),
+            ("--sft-weight", "sft_weight", self.sft_coef >= 0, f"must be >= 0, got {self.sft_coef}"),
+            ("--truncation", "truncation", self.truncation in ("left", "drop"), f"must be left or drop, got {self.truncation!r}"),
+            ("--max-length", "max_length", self.max_length is None or self.max_length >= 8,
+             f"must be at least 8, got {self.max_length}"),
+            ("--generator-temperature", "generator_temperature",
+             self.generator_temperature is None or self.generator_temperature > 0, f"must be > 0, got {self.generator_temperature}"),
+            ("--generator-top-p", "generator_top_p", self.generator_top_p is None or 0.0 < self.generator_top_p <= 1.0,
+             f"must be in (0, 1], got {self.generator_top_p}"),
+            ("--head-dropout", "head_dropout", 0.0 <= self.head_dropout < 1.0, f"must be in [0, 1), got {self.head_dropout}"),
+        ]
+        for option, name, ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{option} {message} (ICRMConfig.{name})")
+        for name, why in UNSUPPORTED.items():
+            if getattr(self, name):
+                raise ConfigError(f"ICRMConfig.{name} is not supported by icrm: {why}")
         super().__post_init__()
+
+    def generator_sampling(self, pointwise: bool) -> tuple[float, float]:
+        """(temperature, top-p) of ``w_t``: the reference's 0.7/0.8 for graded data, else the plain distribution."""
+        default = POINTWISE_SAMPLING if pointwise else (1.0, 1.0)
+        temperature = default[0] if self.generator_temperature is None else self.generator_temperature
+        top_p = default[1] if self.generator_top_p is None else self.generator_top_p
+        return temperature, top_p
+
+    def resolve_sampling(self, data_format: str) -> None:
+        """Fix the generator's sampling settings for this data (what the run records)."""
+        self.generator_temperature, self.generator_top_p = self.generator_sampling(data_format == "pointwise")
 
     @property
     def consistency_weight(self) -> float:
-        return METHODS[self.method][0] if self.lambda_icrm is None else self.lambda_icrm
+        return METHODS[self.method][0] if self.lambda_ is None else self.lambda_
 
     @property
     def sft_coef(self) -> float:
         return METHODS[self.method][1] if self.sft_weight is None else self.sft_weight
 
+    def settings(self) -> dict:
+        """The options that define a run: saved in ``icrm_config.json``, compared by ``--resume``."""
+        return {
+            "method": self.method,
+            "lambda": self.consistency_weight,
+            "sft_weight": self.sft_coef,
+            "sft_backbone_grad": self.sft_backbone_grad,
+            "center_rewards_coefficient": self.center_rewards_coefficient or 0.0,
+            "generator": self.generator,
+            "generator_temperature": self.generator_temperature,
+            "generator_top_p": self.generator_top_p,
+            "head_dropout": self.head_dropout,
+            "disable_dropout": self.disable_dropout,
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "learning_rate": self.learning_rate,
+            "epochs": self.num_train_epochs,
+            "max_steps": self.max_steps,
+            "batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "lr_scheduler": str(self.lr_scheduler_type),
+            "warmup": self.warmup_steps,
+            "seed": self.seed,
+        }
+
 
 class ICRMTrainer(Trainer):
-    """A ``transformers.Trainer`` whose loss is the ICRM objective."""
+    """TRL's ``RewardTrainer``, trained with the ICRM objective.
+
+    Args:
+        model: what to train: ``"tiny"``/``"small"`` (a fresh small Llama and a
+            BPE tokenizer trained on ``train_dataset``), a hub id or local path
+            (a causal LM, which gets a new value head; any transformers sequence
+            classifier with ``num_labels=1``; or an icrm checkpoint, which
+            continues training), a loaded transformers ``PreTrainedModel``
+            (causal LM or sequence classifier), or a :class:`RewardModel`.
+        args: an :class:`ICRMConfig` (default: ``ICRMConfig("<model>-ICRM")``).
+        data_collator: batches items of icrm's tokenized dataset (default:
+            :class:`~icrm.data.RewardCollator`, chosen rows before rejected).
+        train_dataset, eval_dataset: a ``datasets.Dataset`` or ``IterableDataset``
+            (read into memory: the generator pass and length-grouped batches
+            need every row) or a list of dicts, in TRL's formats — preference
+            (``chosen``/``rejected``, standard or conversational, explicit
+            ``prompt`` or implicit, optional ``margin``) or unpaired preference
+            (``prompt``/``completion``/``label``, trained pointwise) — or
+            icrm's (``response`` for ``completion``), or
+            :func:`~icrm.data.load_examples` output. ``eval_dataset`` may be a
+            dict of them. Rows are validated as ``icrm train`` validates files
+            (:class:`~icrm.data.DataError` names the row, counted from 1) and
+            tokenized here through the chat template.
+        processing_class: the tokenizer (default: the model's own). A pad token
+            distinct from EOS and a chat template are added where missing.
+        compute_metrics: as in transformers (default :func:`pairwise_accuracy`).
+        callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics:
+            as in transformers.
+        peft_config: a peft config (e.g. ``LoraConfig``) for the backbone; the
+            value head (and SFT head) are trained fully, and ``save_model``
+            merges the adapters.
+
+    ``train()`` first runs the generator pass (``args.generator`` a path: main
+    process first, the others read the cache) and ends by recording the mean
+    and std of the training rewards (for ``icrm score --normalize``).
+    ``save_model(dir)`` writes icrm's checkpoint: a transformers
+    sequence-classifier directory plus icrm's side files.
+    """
 
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: str | RewardModel | PreTrainedModel,
+        args: ICRMConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers=(None, None),
+        optimizer_cls_and_kwargs=None,
+        preprocess_logits_for_metrics=None,
+        peft_config=None,
+    ):
+        from transformers import set_seed
+
+        name = _model_name(model)
+        if args is None:
+            args = ICRMConfig(f"{name.rstrip('/').split('/')[-1]}-ICRM")
+        elif not isinstance(args, ICRMConfig):
+            raise TypeError(f"args must be an ICRMConfig (it takes every RewardConfig field), got {type(args).__name__}")
+        if train_dataset is None:
+            raise ConfigError("train_dataset is required")
+        train_data = _examples(train_dataset, "train_dataset")
+        data_format = _data_format(train_data)
+        eval_data = _map_eval(eval_dataset, lambda data, label: _examples(data, label, data_format))
+        args.resolve_sampling(data_format)
+        if args.consistency_weight > 0 and args.generator not in GENERATOR_SOURCES:
+            model_kind(args.generator)  # fail early on a path that is not a model
+
+        set_seed(args.seed)  # a new value head (and LoRA) starts the same in every run and process
+        rm = _reward_model(model, args, processing_class, train_data)
+        if peft_config is not None:
+            add_peft(rm, peft_config)
+        if args.disable_dropout:
+            for module in rm.decoder.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        rm.head_dropout.p = args.head_dropout
+        rm.prepare_training_heads(
+            sft=args.sft_coef > 0, self_generator=args.consistency_weight > 0 and args.generator == "self"
+        )
+        rm.training_config = {"model": {"name": name}, **args.settings()}
+
+        self.data_format = data_format
+        self.data_stats: dict[str, dict] = {}
+        self.generator_cache = "unused"  # or "hit"/"miss": where the generator weights came from
+        tokenize = lambda data, label: self._tokenize(data, rm.tokenizer, args, label)
+        super().__init__(
+            model=rm,
+            args=args,
+            data_collator=data_collator or RewardCollator(rm.tokenizer.pad_token_id, args.pad_to_multiple_of),
+            train_dataset=tokenize(train_data, "train_dataset"),
+            eval_dataset=_map_eval(eval_data, tokenize),
+            processing_class=rm.tokenizer,
+            compute_metrics=compute_metrics or pairwise_accuracy,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        )
         self._terms: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
+    @property
+    def reward_model(self) -> RewardModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    # -- data
+
+    def _tokenize(self, data: LoadedData | RewardDataset, tokenizer, args: ICRMConfig, label: str) -> RewardDataset:
+        """Tokenized rows through the chat template, over-long ones cut or dropped (counted in ``data_stats``)."""
+        if isinstance(data, RewardDataset):
+            return data
+        max_length = args.max_length or sys.maxsize
+        if (args.dataset_num_proc or 1) > 1:
+            items, kept, stats = _tokenize_in_processes(data.examples, tokenizer, max_length, args.truncation,
+                                                        args.dataset_num_proc)
+        else:
+            with progress(f"tokenizing {label}", len(data.examples)) as advance:
+                items, kept, stats = tokenize_examples(data.examples, tokenizer, max_length, args.truncation, advance)
+        if not items:
+            raise ConfigError(f"{data.source}: every row is longer than --max-length {max_length} (max_length)")
+        self.data_stats[label] = {
+            "examples": len(items), "skipped_rows": data.skipped, "truncated": stats.truncated,
+            "dropped_over_length": stats.dropped,
+        }
+        return RewardDataset([data.examples[i] for i in kept], items)
+
+    def _set_signature_columns_if_needed(self):
+        # Items are RewardDataset dicts, not model inputs: what remove_unused_columns must keep.
+        if self._signature_columns is None:
+            self._signature_columns = ["sequences", "length", "weights", "margin", "label"]
+
+    def _attach_generator_weights(self, datasets: list[RewardDataset]) -> None:
+        """Generator weights ``w_t`` of every sequence, for ``generator=PATH``: computed once, cached on disk.
+
+        The main process goes first and writes the cache; the others read it.
+        """
+        args = self.args
+        todo = [d for d in datasets if d.weights is None]
+        if args.consistency_weight == 0 or args.generator in GENERATOR_SOURCES or not todo:
+            return
+        from .generator import cached_generation_weights
+
+        with args.main_process_first(desc="generator pass"):
+            for dataset in todo:
+                dataset.weights, hit = cached_generation_weights(
+                    args.generator,
+                    self.reward_model.tokenizer,
+                    dataset.all_sequences(),
+                    cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                    batch_size=args.generator_batch_size,
+                    device=args.device,
+                    trust_remote_code=args.trust_remote_code,
+                    allow_pickle=args.allow_pickle,
+                    progress_factory=progress_factory,
+                    temperature=args.generator_temperature,
+                    top_p=args.generator_top_p,
+                )
+                if self.generator_cache == "unused":
+                    self.generator_cache = "hit" if hit else "miss"
+
+    # -- entry points
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """The generator pass, transformers' training loop, then the training reward statistics."""
+        self._attach_generator_weights(_reward_datasets(self.train_dataset, self.eval_dataset))
+        output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        # Collectives (under ZeRO-3 each rank holds shards): every rank takes part.
+        self.reward_model.reward_stats = _reward_stats(self.reward_model, self.train_dataset)
+        return output
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """transformers' ``evaluate``; a dataset given here is validated and tokenized like the training data."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            prepare = lambda data, label: self._tokenize(
+                _examples(data, label, self.data_format), self.reward_model.tokenizer, self.args, label
+            )
+            eval_dataset = _map_eval(eval_dataset, prepare)
+        self._attach_generator_weights(_reward_datasets(self.eval_dataset, eval_dataset))
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write icrm's checkpoint to ``output_dir``: what ``icrm train`` writes, from the main process.
+
+        A transformers sequence-classifier directory (``AutoModelForSequenceClassification``
+        loads it; peft adapters merged, the live model untouched) plus the
+        tokenizer and icrm's side files. Every process must call it (the state
+        is gathered first, as under ZeRO-3). The trainer's own periodic
+        checkpoints (``_internal_call``) keep the full training state instead,
+        for ``resume_from_checkpoint``.
+        """
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        full_state = self.accelerator.get_state_dict(self.model)
+        if self.is_world_process_zero():
+            self.reward_model.save_pretrained(output_dir or self.args.output_dir, full_state)
+
+    # -- the objective
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        args: RewardConfig = self.args
+        """The ICRM objective of a batch, which says its data by its keys.
+
+        ``margin``: pairs, all chosen rows then all rejected; ``labels``: graded
+        single responses. Each term is also logged (``bt``/``bce``, ``icrm``, ``sft``, ``accuracy``).
+        """
+        args: ICRMConfig = self.args
         rm: RewardModel = self.accelerator.unwrap_model(model)
         mask = inputs["attention_mask"]
         lam, alpha = args.consistency_weight, args.sft_coef
@@ -117,7 +449,7 @@ class ICRMTrainer(Trainer):
             half = outcome.shape[0] // 2
             chosen, rejected = outcome[:half], outcome[half:]
             margin = inputs["margin"] if inputs["margin"].any() else None
-            terms["bt"] = losses.bradley_terry(chosen, rejected, margin, args.center_rewards_coefficient)
+            terms["bt"] = losses.bradley_terry(chosen, rejected, margin, args.center_rewards_coefficient or 0.0)
             terms["accuracy"] = (chosen > rejected).float().mean() + 0.5 * (chosen == rejected).float().mean()
             loss = (1.0 - lam) * terms["bt"]
         else:
@@ -150,6 +482,7 @@ class ICRMTrainer(Trainer):
         response = inputs["response_mask"]
         weights = self._generation_weights(rm, inputs, hidden)
         pair_weights = losses.adjacent_pair_weights(response, weights)
+        pair_mask = losses.adjacent_pair_mask(response)
         if "margin" in inputs:
             half = rewards.shape[0] // 2
             d_c, d_r = losses.pairwise_consistency_targets(
@@ -158,34 +491,25 @@ class ICRMTrainer(Trainer):
             d = torch.cat([d_c, d_r])
         else:
             d = losses.pointwise_consistency_targets(rewards, inputs["labels"])
-        out = losses.consistency_loss(d, pair_weights, rm.consistency_ema, update_ema=training)
+        out = losses.consistency_loss(d, pair_weights, pair_mask, rm.consistency_ema, update_ema=training)
         if training:
             rm.consistency_ema.copy_(out.ema)
         return out
 
     def _generation_weights(self, rm: RewardModel, inputs, hidden) -> torch.Tensor:
-        """``w_t`` from the cache, the RM's own LM head (``self``), or ones."""
+        """``w_t`` from the cache, the frozen copy of the RM's LM head (``self``), or ones."""
         if "gen_weights" in inputs:
             return inputs["gen_weights"]
         if self.args.generator == "uniform":
             return torch.ones_like(inputs["response_mask"], dtype=hidden.dtype)
-        if rm.lm_head is None:
-            raise ConfigError("--generator self needs a backbone with an LM head")
-        with torch.no_grad():
-            response = inputs["response_mask"]
-            pairs = response[:, :-1] & response[:, 1:]
-            logits = rm.lm_head(hidden[:, :-1][pairs].detach())
-            targets = inputs["input_ids"][:, 1:][pairs]
-            probs = torch.log_softmax(logits.float(), -1).gather(-1, targets[:, None]).squeeze(-1).exp()
-            weights = torch.zeros(response.shape, dtype=torch.float32, device=hidden.device)
-            weights[:, :-1][pairs] = probs
-        return weights
+        temperature, top_p = self.args.generator_sampling(pointwise="margin" not in inputs)
+        return head_generation_weights(
+            hidden, inputs["input_ids"], inputs["response_mask"], rm.generator_head, temperature, top_p
+        )
 
     @staticmethod
     def _sft_positions(rm: RewardModel, inputs, pairwise: bool) -> torch.Tensor:
         """Positions that predict a token of a chosen (or correct) response."""
-        if rm.lm_head is None:
-            raise ConfigError("the SFT regularizer needs a backbone with an LM head; use --sft-weight 0")
         response = inputs["response_mask"]
         if pairwise:
             rows = torch.zeros(response.shape[0], dtype=torch.bool, device=response.device)
@@ -198,11 +522,12 @@ class ICRMTrainer(Trainer):
 
     @staticmethod
     def _sft(inputs, positions: torch.Tensor, logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``-mean log π(y)`` over chosen (or correct) response tokens."""
+        """``-log π(y)`` of chosen (or correct) responses, per-sequence means averaged."""
         if not positions.any():
             return like.new_zeros(())
         targets = inputs["input_ids"][:, 1:][positions[:, :-1]]
-        return losses.sft_nll(logits, targets)
+        rows = positions.nonzero()[:, 0]
+        return losses.sft_nll(logits, targets, rows)
 
     def _get_train_sampler(self, train_dataset=None):
         """transformers' length-grouped sampler, fed the lengths icrm already knows.
@@ -233,6 +558,8 @@ class ICRMTrainer(Trainer):
         """
         from safetensors.torch import save_model
 
+        if not self.args.should_save:
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         save_model(self.accelerator.unwrap_model(self.model), os.path.join(output_dir, "model.safetensors"))
@@ -254,13 +581,14 @@ class ICRMTrainer(Trainer):
         split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if split == "eval" else ""
         for name, values in self._terms[split].items():
-            if values:  # a per-batch mean never replaces compute_metrics' eval_accuracy, which counts every pair
+            if values:  # compute_metrics' value over the whole eval set, where it has one, wins
                 logs.setdefault(f"{prefix}{name}", sum(values) / len(values))
         self._terms[split].clear()
         super().log(logs, start_time)
 
 
 def pairwise_accuracy(eval_pred) -> dict[str, float]:
+    """``compute_metrics``: chosen above rejected (ties count half), or the sign of R matching the label."""
     logits = torch.as_tensor(eval_pred.predictions)
     if logits.ndim == 2:
         chosen, rejected = logits[:, 0], logits[:, 1]
@@ -268,6 +596,99 @@ def pairwise_accuracy(eval_pred) -> dict[str, float]:
     else:
         acc = ((logits > 0).float() == torch.as_tensor(eval_pred.label_ids)).float()
     return {"accuracy": float(acc.double().mean())}  # float64, so k/n is exact (as in icrm eval)
+
+
+def _model_name(model) -> str:
+    if isinstance(model, str):
+        return model
+    config = getattr(model, "config", None)
+    return getattr(config, "_name_or_path", "") or type(model).__name__
+
+
+def _model_init_kwargs(args: ICRMConfig) -> dict:
+    """``args.model_init_kwargs`` for ``from_pretrained``, with TRL's float32 default and string dtypes."""
+    kwargs = dict(args.model_init_kwargs or {})
+    dtype = kwargs.setdefault("dtype", torch.float32)
+    if isinstance(dtype, str) and dtype != "auto":
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ConfigError(f"model_init_kwargs: unknown dtype {dtype!r} (e.g. 'bfloat16', 'float32', 'auto')")
+        kwargs["dtype"] = getattr(torch, dtype)
+    return kwargs
+
+
+def _reward_model(model, args: ICRMConfig, tokenizer, data) -> RewardModel:
+    """The :class:`RewardModel` that ``model`` names or holds (see :class:`ICRMTrainer`)."""
+    if tokenizer is not None:
+        prepare_tokenizer(tokenizer)
+    if isinstance(model, RewardModel):
+        model.tokenizer = tokenizer or model.tokenizer
+        return model
+    if not isinstance(model, str):
+        tokenizer = tokenizer or load_tokenizer(_model_name(model), args.trust_remote_code)
+        return RewardModel.from_model(model, tokenizer)
+    if model in PRESETS:
+        tokenizer = tokenizer or train_tokenizer(example_texts(data.examples), PRESETS[model]["vocab_size"])
+        return RewardModel.from_causal_lm(build_causal_lm(model, tokenizer, args.seed), tokenizer)
+    return RewardModel.from_pretrained(
+        model, args.trust_remote_code, args.allow_pickle, tokenizer, **_model_init_kwargs(args)
+    )
+
+
+def _data_format(data: LoadedData | RewardDataset) -> str:
+    if isinstance(data, LoadedData):
+        return data.format
+    return "pairwise" if isinstance(data.examples[0], PairExample) else "pointwise"
+
+
+def _examples(dataset, name: str, same_as: str | None = None) -> LoadedData | RewardDataset:
+    """Validated rows of a dataset in any accepted form (see :class:`ICRMTrainer`).
+
+    ``same_as``: the format the rows must have (the training data's, for evaluation).
+    """
+    if isinstance(dataset, (RewardDataset, LoadedData)):
+        data = dataset
+    else:
+        data = load_examples(dataset, name=name, expect=(same_as,) if same_as else TRAINABLE_FORMATS)
+    fmt = _data_format(data)
+    if fmt not in TRAINABLE_FORMATS or (same_as and fmt != same_as):
+        wanted = same_as or " or ".join(TRAINABLE_FORMATS)
+        raise ConfigError(f"{name}: has {fmt} rows, training needs {wanted} rows")
+    return data
+
+
+def _map_eval(eval_dataset, fn):
+    """``fn(dataset, name)`` on an eval dataset, or on each of a dict of them (as transformers allows)."""
+    if eval_dataset is None:
+        return None
+    if isinstance(eval_dataset, dict):
+        return {key: fn(value, f"eval_dataset[{key!r}]") for key, value in eval_dataset.items()}
+    return fn(eval_dataset, "eval_dataset")
+
+
+def _reward_datasets(*datasets) -> list[RewardDataset]:
+    """The tokenized datasets among these (each a dataset, a dict of them, a name or None)."""
+    found = []
+    for dataset in datasets:
+        found += dataset.values() if isinstance(dataset, dict) else [dataset]
+    return [d for d in found if isinstance(d, RewardDataset)]
+
+
+def _tokenize_in_processes(examples: list, tokenizer, max_length: int, truncation: str, num_proc: int):
+    """:func:`tokenize_examples` over ``num_proc`` processes (``dataset_num_proc``), results in order."""
+    import multiprocessing
+    from itertools import pairwise
+
+    bounds = [len(examples) * k // num_proc for k in range(num_proc + 1)]
+    chunks = [(examples[lo:hi], tokenizer, max_length, truncation) for lo, hi in pairwise(bounds)]
+    with multiprocessing.Pool(num_proc) as pool:
+        parts = pool.starmap(tokenize_examples, chunks)
+    items, kept, stats = [], [], TokenizeStats()
+    for lo, (part_items, part_kept, part_stats) in zip(bounds, parts):
+        items += part_items
+        kept += [lo + i for i in part_kept]
+        stats.truncated += part_stats.truncated
+        stats.dropped += part_stats.dropped
+    return items, kept, stats
 
 
 # ------------------------------------------------------------------ entry points
@@ -327,115 +748,56 @@ class ModelSpec:
     trust_remote_code: bool = False
     allow_pickle: bool = False
 
-
-def build_reward_model(spec: ModelSpec, texts, seed: int) -> RewardModel:
-    """A RewardModel from ``tiny|small``, an icrm checkpoint, an HF RM, or a causal LM.
-
-    Seeded first, so a new value head (and LoRA) starts the same in every run
-    and every process.
-    """
-    from transformers import set_seed
-
-    set_seed(seed)
-    if spec.name in PRESETS:
-        tokenizer = train_tokenizer(texts, PRESETS[spec.name]["vocab_size"])
-        rm = RewardModel.from_causal_lm(build_causal_lm(spec.name, tokenizer, seed), tokenizer)
-    else:
-        rm = RewardModel.from_pretrained(spec.name, spec.trust_remote_code, spec.allow_pickle)
-    if spec.lora_r > 0:
-        add_lora(rm, spec.lora_r, spec.lora_alpha)
-    return rm
-
-
-def _dataset(loaded, tokenizer, max_length: int, truncation: str, label: str):
-    examples = loaded.examples
-    with progress(f"tokenizing {label}", len(examples)) as advance:
-        items, kept, stats = tokenize_examples(examples, tokenizer, max_length, truncation, advance)
-    if not items:
-        raise ConfigError(f"{loaded.source}: every row is longer than --max-length {max_length}")
-    return RewardDataset([examples[i] for i in kept], items), stats
+    def peft_config(self):
+        """``--lora-r/--lora-alpha`` as a peft config, or None."""
+        return lora_config(self.lora_r, self.lora_alpha) if self.lora_r > 0 else None
 
 
 def train_reward_model(
     data: str,
     output: str,
-    config: RewardConfig,
+    config: ICRMConfig,
     spec: ModelSpec,
     eval_data: str | None = None,
     skip_invalid: bool = False,
     resume: bool = False,
 ) -> dict:
-    """``icrm train``: validate everything, train, and write the checkpoint atomically.
+    """``icrm train``: :class:`ICRMTrainer` on data files, with a command's file handling.
 
-    Training runs in ``.<output>.partial`` next to the output; an interrupted
-    or crashed run leaves it there for ``resume=True`` to continue from its
-    last checkpoint (``--save-steps``).
+    Every row is validated before anything is written. Training runs in
+    ``.<output>.partial`` next to the output, which is renamed into place at
+    the end; an interrupted or crashed run leaves it there for
+    ``resume=True`` to continue from its last checkpoint (``--save-steps``).
+    ``spec`` names the model, its LoRA adapters and its loading permissions.
     """
-    train_loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    train_loaded = load_examples(data, expect=TRAINABLE_FORMATS, skip_invalid=skip_invalid)
     eval_loaded = None
     if eval_data:
         eval_loaded = load_examples(eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid)
-    generator = config.generator
-    uses_cache = config.consistency_weight > 0 and generator not in GENERATOR_SOURCES
-    if uses_cache:
-        model_kind(generator)  # fail early on a path that is not a model
-
-    rm = build_reward_model(spec, example_texts(train_loaded.examples), config.seed)
-    if rm.lm_head is not None and config.sft_coef == 0:
-        rm.lm_head.requires_grad_(False)  # unused by the loss; DDP requires every trainable parameter to be used
-    train_set, train_stats = _dataset(train_loaded, rm.tokenizer, config.max_length, config.truncation, "train")
-    eval_set = None
-    if eval_loaded is not None:
-        eval_set, _ = _dataset(eval_loaded, rm.tokenizer, config.max_length, config.truncation, "eval")
-
-    cache_hit = None
-    if uses_cache:
-        from .generator import cached_generation_weights
-
-        with config.main_process_first(desc="generator pass"):  # rank 0 computes, the others read the cache
-            for dataset in filter(None, (train_set, eval_set)):
-                dataset.weights, hit = cached_generation_weights(
-                    generator,
-                    rm.tokenizer,
-                    dataset.all_sequences(),
-                    cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-                    batch_size=config.generator_batch_size,
-                    device=config.device,
-                    trust_remote_code=spec.trust_remote_code,
-                    allow_pickle=spec.allow_pickle,
-                    progress_factory=progress_factory,
-                )
-                cache_hit = hit if cache_hit is None else cache_hit
-
-    resolved = _resolved_config(config, spec, data, eval_data)
+    config.trust_remote_code, config.allow_pickle = spec.trust_remote_code, spec.allow_pickle
+    config.resolve_sampling(train_loaded.format)
+    resolved = {"data": data, "eval_data": eval_data, "model": asdict(spec), **config.settings()}
     with run_directory(output, resume, resolved, config) as work:
         config.output_dir = str(work / "trainer")
         trainer = ICRMTrainer(
-            model=rm,
-            args=config,
-            train_dataset=train_set,
-            eval_dataset=eval_set,
-            data_collator=RewardCollator(rm.tokenizer.pad_token_id),
-            compute_metrics=pairwise_accuracy,
+            spec.name, config, train_dataset=train_loaded, eval_dataset=eval_loaded, peft_config=spec.peft_config()
         )
+        trainer.reward_model.training_config = resolved
         result = _train(trainer, work, resume)
         metrics = {"train_loss": result.training_loss, "steps": result.global_step}
-        if eval_set is not None:
+        if eval_loaded is not None:
             evals = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
             metrics.update(evals[-1] if evals else trainer.evaluate())
-        # Collectives (under ZeRO-3 each rank holds shards): every rank takes part.
-        rm.reward_stats = _reward_stats(rm, train_set)
-        full_state = trainer.accelerator.get_state_dict(trainer.model)
+        trainer.save_model(str(work))
         if trainer.is_world_process_zero():
-            rm.training_config = resolved
-            rm.save_pretrained(work, full_state)
+            stats = trainer.data_stats["train_dataset"]
             metrics.update(
                 format=train_loaded.format,
-                train_examples=len(train_set),
-                skipped_rows=train_loaded.skipped,
-                truncated=train_stats.truncated,
-                dropped_over_length=train_stats.dropped,
-                generator_cache={None: "unused", True: "hit", False: "miss"}[cache_hit],
+                train_examples=stats["examples"],
+                skipped_rows=stats["skipped_rows"],
+                truncated=stats["truncated"],
+                dropped_over_length=stats["dropped_over_length"],
+                generator_cache=trainer.generator_cache,
                 log_history=trainer.state.log_history,
             )
             write_json(work / "metrics.json", metrics)
@@ -568,30 +930,6 @@ def _reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": len(rewards)}
 
 
-def _resolved_config(config: RewardConfig, spec: ModelSpec, data: str, eval_data: str | None) -> dict:
-    return {
-        "data": data,
-        "eval_data": eval_data,
-        "model": asdict(spec),
-        "method": config.method,
-        "lambda": config.consistency_weight,
-        "sft_weight": config.sft_coef,
-        "sft_backbone_grad": config.sft_backbone_grad,
-        "center_rewards_coefficient": config.center_rewards_coefficient,
-        "generator": config.generator,
-        "max_length": config.max_length,
-        "truncation": config.truncation,
-        "learning_rate": config.learning_rate,
-        "epochs": config.num_train_epochs,
-        "max_steps": config.max_steps,
-        "batch_size": config.per_device_train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "lr_scheduler": str(config.lr_scheduler_type),
-        "warmup": config.warmup_steps,
-        "seed": config.seed,
-    }
-
-
 def _plot_losses(history: list[dict], path: Path) -> None:
     from .evaluation import plot_loss_curves
 
@@ -619,6 +957,36 @@ class SFTCollator(RewardCollator):
         return batch
 
 
+SFT_RESPONSES = {
+    # --responses: (pairwise sides kept, pointwise labels kept)
+    "chosen": (("chosen",), (1.0,)),
+    "correct": (("chosen",), (1.0,)),
+    "rejected": (("rejected",), (0.0,)),
+    "both": (("chosen", "rejected"), (1.0, 0.0)),
+    "all": (("chosen", "rejected"), (1.0, 0.0)),
+}
+
+
+def sft_examples(examples: list, responses: str) -> list[PointExample]:
+    """The responses ``icrm sft --responses`` trains on, as (prompt, response) examples.
+
+    ``chosen`` (pointwise: ``correct``) makes a policy that imitates good
+    answers; ``both`` (pointwise: ``all``) makes the generator the reference
+    code uses for ICRM weights, which has seen text like every response it
+    will weigh, good and bad.
+    """
+    if responses not in SFT_RESPONSES:
+        raise ConfigError(f"--responses must be one of {', '.join(SFT_RESPONSES)}, got {responses!r}")
+    sides, labels = SFT_RESPONSES[responses]
+    out = []
+    for ex in examples:
+        if isinstance(ex, PairExample):
+            out.extend(PointExample(ex.prompt, getattr(ex, side), 1.0) for side in sides)
+        elif float(ex.label > 0.5) in labels:
+            out.append(PointExample(ex.prompt, ex.response, 1.0))
+    return out
+
+
 def train_sft(
     data: str,
     output: str,
@@ -628,34 +996,34 @@ def train_sft(
     truncation: str = "left",
     skip_invalid: bool = False,
     resume: bool = False,
+    responses: str = "chosen",
 ) -> dict:
-    """``icrm sft``: train a causal LM on chosen (or correct) responses.
+    """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
     The result is a plain transformers causal-LM directory: a generator for
-    ``--generator``, a backbone for ``--model`` and a policy for DPO.
+    ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
+    policy for sampling and DPO (train it on ``chosen``).
     """
     loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    chosen = sft_examples(loaded.examples, responses)
+    if not chosen:
+        raise ConfigError(f"{data}: no {responses} responses to train on")
     if spec.name in PRESETS:
         tokenizer = train_tokenizer(example_texts(loaded.examples), PRESETS[spec.name]["vocab_size"])
         model = build_causal_lm(spec.name, tokenizer, args.seed)
     else:
         model, tokenizer = load_causal_lm(spec.name, spec.trust_remote_code, spec.allow_pickle)
     if spec.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules="all-linear"))
-    good = [
-        PointExample(ex.prompt, ex.chosen, 1.0) if isinstance(ex, PairExample) else ex
-        for ex in loaded.examples
-        if isinstance(ex, PairExample) or ex.label > 0.5
-    ]
-    with progress("tokenizing", len(good)) as advance:
-        items, kept, stats = tokenize_examples(good, tokenizer, max_length, truncation, advance)
+        model = get_peft_model(model, spec.peft_config())
+    with progress("tokenizing", len(chosen)) as advance:
+        items, kept, stats = tokenize_examples(chosen, tokenizer, max_length, truncation, advance)
     if not items:
         raise ConfigError(f"{data}: every row is longer than --max-length {max_length}")
-    dataset = RewardDataset([good[i] for i in kept], items)
+    dataset = RewardDataset([chosen[i] for i in kept], items)
 
-    resolved = {"data": data, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
+    resolved = {"data": data, "responses": responses, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
                 "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps}
     with run_directory(output, resume, resolved, args) as work:
         args.output_dir = str(work / "trainer")

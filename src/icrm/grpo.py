@@ -1,0 +1,209 @@
+"""``icrm grpo``: online RL of a policy against a reward model, with TRL's ``GRPOTrainer``.
+
+For every prompt the policy samples ``num_generations`` completions, the
+reward model scores them, and GRPO raises the probability of the completions
+that score above their group's mean. The output is a plain causal-LM
+directory, like ``icrm dpo``'s, so ``sample``, ``compare-policies`` and
+``dpo`` work on it.
+
+The reward model goes to TRL as its checkpoint *path*, the way TRL users pass
+one: TRL loads it with ``AutoModelForSequenceClassification``, renders each
+prompt + completion through the reward model's own chat template, tokenizes
+without special tokens, pads on the right and reads the logit at the last
+non-padding token. For an icrm checkpoint (chat template saved, pad token
+distinct from EOS) that is exactly icrm's outcome reward of the same
+conversation, ``RewardModel.score`` -- a test checks it on TRL's own reward
+code. Two caveats: with ``--bf16`` TRL scores under bf16 autocast, so rewards
+match only to about two digits; and a foreign classifier whose pad token
+equals EOS is read one token early by transformers (icrm pads with a token of
+its own for that reason), so use icrm checkpoints as the judge.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .outputs import staged_directory, write_json
+from .policy import (
+    load_prompts,
+    lora_config,
+    prompt_key,
+    train_and_save,
+    training_summary,
+)
+
+# What TRL 1.x's GRPOConfig accepts (it only rejects others mid-training).
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+@dataclass
+class GRPOSettings:
+    """``icrm grpo`` options that are not ``TrainingArguments`` fields (TRL's names and defaults)."""
+
+    num_generations: int = 8
+    max_completion_length: int = 256
+    beta: float = 0.0
+    loss_type: str = "dapo"
+    epsilon: float = 0.2
+    scale_rewards: str = "group"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    lora_r: int = 0
+    lora_alpha: int = 16
+    gradient_checkpointing: bool = False
+    exclude_prompts: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    def validate(self) -> None:
+        """Fail before any model is loaded, with the option's name in the message."""
+        if self.num_generations < 2:
+            raise UserError(f"--num-generations must be at least 2 (GRPO compares completions), got {self.num_generations}")
+        if self.max_completion_length < 1:
+            raise UserError(f"--max-completion-length must be at least 1, got {self.max_completion_length}")
+        if self.beta < 0:
+            raise UserError(f"--beta must be >= 0, got {self.beta}")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise UserError(f"--loss-type must be one of {', '.join(GRPO_LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise UserError(f"--scale-rewards must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}")
+        if self.temperature <= 0:
+            raise UserError(f"--temperature must be > 0 (GRPO needs distinct samples), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+
+
+def check_reward_model(path: str, allow_pickle: bool) -> None:
+    """A reward model directory TRL can load as a sequence classifier, or a one-line error."""
+    from .modeling import model_kind, require_safetensors
+
+    if not Path(path).is_dir():
+        raise UserError(f"--reward-model {path}: no such directory")
+    if model_kind(path) == "causal":
+        raise UserError(f"--reward-model {path}: not a reward model (no sequence-classification head)")
+    require_safetensors(path, allow_pickle)
+
+
+def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path, training: dict,
+               settings: GRPOSettings) -> dict:
+    """``icrm grpo``: GRPO with TRL's ``GRPOTrainer``; writes a plain causal-LM directory.
+
+    ``training`` holds ``TrainingArguments`` fields (see
+    :func:`icrm.training.trainer_arguments`); its batch size counts
+    completions, so batch size x gradient accumulation must be a multiple of
+    ``num_generations`` (TRL's rule). Prompts whose :func:`prompt_key` occurs
+    in ``settings.exclude_prompts`` are left out, as in ``dpo-pairs``. With
+    LoRA the adapter is merged before saving.
+    """
+    import datasets
+    import yaml
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .modeling import load_causal_lm
+    from .outputs import QUIET
+
+    settings.validate()
+    group = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * _processes()
+    if group % settings.num_generations:
+        raise UserError(
+            f"--batch-size x --grad-accum x processes ({group}) must be a multiple of --num-generations "
+            f"({settings.num_generations}): every prompt's completions are scored as one group"
+        )
+    check_reward_model(reward_model, settings.allow_pickle)
+    loaded = load_prompts(prompts)
+    exclude = {prompt_key(p.messages) for p in load_prompts(settings.exclude_prompts)} if settings.exclude_prompts else set()
+    kept = [p for p in loaded if prompt_key(p.messages) not in exclude]
+    if not kept:
+        raise UserError(f"{prompts}: all {len(loaded)} prompts occur in {settings.exclude_prompts}; nothing to train on")
+    if QUIET["value"]:
+        datasets.disable_progress_bars()
+    model, tokenizer = load_causal_lm(policy, settings.trust_remote_code, settings.allow_pickle)
+    dataset = datasets.Dataset.from_list([{"prompt": p.messages} for p in kept])
+    peft_config = lora_config(settings.lora_r, settings.lora_alpha)
+
+    with staged_directory(output) as staging:
+        try:
+            args = GRPOConfig(
+                **training,
+                output_dir=str(staging / "trainer"),
+                num_generations=settings.num_generations,
+                max_completion_length=settings.max_completion_length,
+                beta=settings.beta,
+                loss_type=settings.loss_type,
+                epsilon=settings.epsilon,
+                scale_rewards=settings.scale_rewards,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                gradient_checkpointing=settings.gradient_checkpointing,
+                trust_remote_code=settings.trust_remote_code,
+            )
+        except ValueError as err:
+            raise UserError(f"invalid GRPO option: {err}") from err
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        result = train_and_save(trainer, tokenizer, staging, merge_lora=peft_config is not None)
+        history = trainer.state.log_history
+        rewards = [entry for entry in history if "reward" in entry]
+        config = {"policy": policy, "reward_model": reward_model, "prompts": prompts, **asdict(settings),
+                  **training_summary(training)}
+        metrics = {
+            "train_loss": result.training_loss,
+            "steps": result.global_step,
+            "prompts": len(kept),
+            "overlap": len(loaded) - len(kept),
+            "num_generations": settings.num_generations,
+            "first_reward": rewards[0]["reward"] if rewards else None,
+            "final_reward": rewards[-1]["reward"] if rewards else None,
+            "final_reward_std": rewards[-1].get("reward_std") if rewards else None,
+            "config": config,
+            "log_history": history,
+        }
+        write_json(staging / "metrics.json", metrics)
+        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if rewards:
+            plot_rewards(rewards, staging / "rewards.png")
+        shutil.rmtree(staging / "trainer", ignore_errors=True)
+    return metrics
+
+
+def _processes() -> int:
+    from accelerate import PartialState
+
+    return PartialState().num_processes
+
+
+def plot_rewards(entries: list[dict], path: Path) -> Path:
+    """Mean reward of each step's completions, with a band of one within-batch std."""
+    from matplotlib.ticker import MaxNLocator
+
+    from .evaluation import _new_figure, _save_png
+
+    steps = [e["step"] for e in entries]
+    mean = [e["reward"] for e in entries]
+    std = [e.get("reward_std", 0.0) for e in entries]
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, color="tab:blue", label="mean reward")
+    ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                    color="tab:blue", alpha=0.2, label="± 1 std (within the step)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward-model score")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("GRPO: reward of the sampled completions")
+    return _save_png(figure, path)
