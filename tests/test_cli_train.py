@@ -66,9 +66,14 @@ def test_eval_command_writes_accuracy(pipeline, cli):
     root, data, _ = pipeline
     out = root / "eval" / "metrics.json"
     result = cli("eval", "--model", root / "rm", "--data", data, "--output", out)
+    assert result.exit_code == 2 and "response tokens do not fit in --max-length 192" in result.stderr  # as trained
+    result = cli("eval", "--model", root / "rm", "--data", data, "--output", out, "--skip-invalid")
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
-    assert metrics["n"] == 40 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["n"] + metrics["dropped_over_length"] == 40 and metrics["dropped_over_length"] > 0
+    assert metrics["max_length"] == 192 and 0.0 <= metrics["accuracy"] <= 1.0
+    trained = json.loads((root / "rm" / "metrics.json").read_text())
+    assert trained["eval_accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)  # the same pairs, the same way
     assert (root / "eval" / "metrics_margins.png").exists()
 
 

@@ -337,9 +337,9 @@ def _loss_report(losses: dict) -> list[str]:
         "",
         "One panel per term: the Bradley–Terry loss (every method), the consistency term (ICRM only) and the "
         "SFT term (GRM and ICRM only; BT has none, so the methods' totals are not comparable). The SFT term is "
-        "the LM head's −log π of the chosen responses, starting from the SFT generator the reward model was "
-        "initialised from; it changes because the reward gradient reshapes the shared backbone (the SFT "
-        "gradient into the backbone is scaled down by `--sft-backbone-grad`).",
+        "−log π of the chosen responses through the reward model's own copy of the generator's LM head; it starts "
+        "where the generator left off and changes because the reward gradient reshapes the shared backbone (the "
+        "SFT gradient into the backbone is scaled down by `--sft-backbone-grad`).",
     ]
     moved = [
         f"{method} {'rose' if terms['sft'][-1][1] > terms['sft'][0][1] else 'fell'} from "
@@ -347,7 +347,7 @@ def _loss_report(losses: dict) -> list[str]:
         for method, terms in losses.get("noisy", {}).items() if terms.get("sft")
     ]
     if moved:
-        lines[-1] += " In this run it " + "; ".join(moved) + " (first and last logged values)."
+        lines[-1] += " In this run " + "; ".join(moved) + " (first and last logged values)."
     return lines + ["", "![losses](losses.png)", ""]
 
 
