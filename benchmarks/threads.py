@@ -11,7 +11,9 @@ in four settings, interleaved, ``--repeats`` times each:
 * beside one busy process (``python -c 'while True: pass'``), icrm's default;
 * beside one busy process, torch's default.
 
-Before an idle run it waits (at most ``--settle-max`` s) for the one-minute
+A run longer than ``--timeout`` is stopped and reported as unfinished
+(its timeout counts as a lower bound in the medians). Before an idle run it
+waits (at most ``--settle-max`` s) for the one-minute
 load average to fall below ``--settle``, so earlier runs do not count as
 load; the busy process starts ``--warmup`` s before its runs, so the load
 average that icrm reads reflects it, as it would for a job that has been
@@ -61,7 +63,8 @@ def wait_for_load_below(threshold: float, max_wait: float) -> float:
     return time.time() - start
 
 
-def run_demo(icrm: str, threads: int | None, work: Path) -> dict:
+def run_demo(icrm: str, threads: int | None, work: Path, timeout: float) -> dict:
+    """One ``icrm demo --quick``; a run past ``timeout`` is stopped and recorded as unfinished."""
     out = work / "demo"
     shutil.rmtree(out, ignore_errors=True)
     command = [icrm, "--quiet"] + ([] if threads is None else ["--threads", str(threads)])
@@ -69,7 +72,11 @@ def run_demo(icrm: str, threads: int | None, work: Path) -> dict:
     env = clean_env() | {"ICRM_CACHE": str(work / "cache")}
     load_before = os.getloadavg()
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"wall_s": None, "timed_out_after_s": timeout, "threads": threads, "load_before": load_before,
+                "load_after": os.getloadavg()}
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -77,11 +84,16 @@ def run_demo(icrm: str, threads: int | None, work: Path) -> dict:
     return {"wall_s": round(wall, 1), "threads": used, "load_before": load_before, "load_after": os.getloadavg()}
 
 
+def _shown(run: dict) -> str:
+    return str(run["wall_s"]) if run["wall_s"] is not None else f"> {run['timed_out_after_s']:.0f} (stopped)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--settle", type=float, default=0.7, help="load average to wait for before an idle run")
-    parser.add_argument("--settle-max", type=float, default=120.0, help="longest wait for it, in seconds")
+    parser.add_argument("--settle-max", type=float, default=60.0, help="longest wait for it, in seconds")
+    parser.add_argument("--timeout", type=float, default=600.0, help="a run stops here and counts as unfinished")
     parser.add_argument("--warmup", type=float, default=75.0, help="seconds the busy process runs before its runs")
     parser.add_argument("--out", default="threads")
     args = parser.parse_args()
@@ -95,14 +107,14 @@ def main() -> None:
             for threads, name in ((None, "icrm default"), (torch_threads, "torch default")):
                 waited = wait_for_load_below(args.settle, args.settle_max)
                 runs.append({"setting": "idle", "threads_option": name, "repeat": repeat, "waited_s": round(waited),
-                             **run_demo(icrm, threads, work)})
+                             **run_demo(icrm, threads, work, args.timeout)})
                 print(json.dumps(runs[-1]), flush=True)
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             try:
                 time.sleep(args.warmup)
                 for threads, name in ((None, "icrm default"), (torch_threads, "torch default")):
                     runs.append({"setting": "beside one busy process", "threads_option": name, "repeat": repeat,
-                                 **run_demo(icrm, threads, work)})
+                                 **run_demo(icrm, threads, work, args.timeout)})
                     print(json.dumps(runs[-1]), flush=True)
             finally:
                 busy.kill()
@@ -111,7 +123,8 @@ def main() -> None:
     cells: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         cells.setdefault((run["setting"], run["threads_option"]), []).append(run)
-    medians = {key: statistics.median(r["wall_s"] for r in cell) for key, cell in cells.items()}
+    # an unfinished run counts as its timeout: a lower bound
+    medians = {key: statistics.median(r["wall_s"] or r["timed_out_after_s"] for r in cell) for key, cell in cells.items()}
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
@@ -134,7 +147,7 @@ def main() -> None:
     for (setting, option), cell in cells.items():
         loads = ", ".join(f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f}" for r in cell)
         lines.append(
-            f"| {setting} | {option} | {', '.join(str(r['wall_s']) for r in cell)} | {medians[(setting, option)]:.1f} "
+            f"| {setting} | {option} | {', '.join(_shown(r) for r in cell)} | {medians[(setting, option)]:.1f} "
             f"| {', '.join(str(r['threads']) for r in cell)} | {loads} |"
         )
     lines += ["", "Loaded / idle (medians): " + ", ".join(

@@ -182,6 +182,12 @@ ScoreBatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pas
 GradCkptOpt = typer.Option(
     False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
 )
+SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
+TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
+PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
+Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
+SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
 
 
 def _scheduler(default: str):
@@ -190,12 +196,6 @@ def _scheduler(default: str):
 
 def _logging_steps(default: int):
     return typer.Option(default, "--logging-steps", help="Log the loss terms every K optimizer steps.")
-SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
-TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
-PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
-Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
-SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
-ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
 
 
 # ----------------------------------------------------------------- commands
@@ -267,7 +267,7 @@ def train(
     lam: Optional[float] = typer.Option(None, "--lambda", help="Consistency weight λ (overrides --method)."),
     sft_weight: Optional[float] = typer.Option(None, "--sft-weight", help="SFT weight α (overrides --method)."),
     sft_backbone_grad: float = typer.Option(
-        1e-3, "--sft-backbone-grad", help="Scale of the SFT gradient into the backbone (the LM head gets all of it)."
+        1e-3, "--sft-backbone-grad", help="Scale of the SFT gradient into the backbone (the SFT head gets all of it)."
     ),
     center_rewards: float = typer.Option(
         0.0, "--center-rewards-coefficient", help="TRL's centering: adds c·mean((R_c + R_r)²) to pin the scale."

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import staged_directory, write_json
+from .outputs import library_bars_off, staged_directory, write_json
 from .policy import (
     load_prompts,
     lora_config,
@@ -107,7 +107,6 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
     from trl import GRPOConfig, GRPOTrainer
 
     from .modeling import load_causal_lm
-    from .outputs import QUIET
 
     settings.validate()
     group = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * _processes()
@@ -122,13 +121,11 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
     kept = [p for p in loaded if prompt_key(p.messages) not in exclude]
     if not kept:
         raise UserError(f"{prompts}: all {len(loaded)} prompts occur in {settings.exclude_prompts}; nothing to train on")
-    if QUIET["value"]:
-        datasets.disable_progress_bars()
     model, tokenizer = load_causal_lm(policy, settings.trust_remote_code, settings.allow_pickle)
     dataset = datasets.Dataset.from_list([{"prompt": p.messages} for p in kept])
     peft_config = lora_config(settings.lora_r, settings.lora_alpha)
 
-    with staged_directory(output) as staging:
+    with staged_directory(output) as staging, library_bars_off():
         try:
             args = GRPOConfig(
                 **training,

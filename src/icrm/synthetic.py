@@ -18,7 +18,7 @@ the truth instead of by another model:
   the answer wrong; pointwise correctness labels and best-of-N candidates.
   Checking a step means redoing it (a joint function of three numbers, with
   no single token that gives the error away): the tiny preset does not learn
-  it from a thousand examples (its verifiers stay at chance; BENCHMARKS.md §7).
+  it from a thousand examples (its verifiers fall below chance; BENCHMARKS.md §8).
 * ``addition`` -- the same format for sums of one-digit numbers, where a
   wrong solution drops a carry (the step's result is 10 too small, so it is
   smaller than what it adds to); a check the tiny preset does learn, and the
