@@ -506,7 +506,7 @@ def data_split(
 @guarded
 def demo(
     output: Path = typer.Option(Path("icrm-demo"), "--output", "-o", help="Report directory."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller run (about 2 minutes on 2 CPU cores)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller run: no probes, no DPO loop (about a minute on 2 cores)."),
 ):
     """Embedded end-to-end run on CPU, no downloads.
 
