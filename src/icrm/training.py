@@ -6,7 +6,7 @@ FSDP, checkpointing and resume come from transformers. :class:`ICRMTrainer`
 only overrides ``compute_loss`` (and evaluation's ``prediction_step``) to
 combine the pure losses of :mod:`icrm.losses`:
 
-    L = α·L_SFT + λ·L_ICRM + (1-λ)·L_BT      (or L_pt for pointwise data)
+    L = α·L_SFT + λ·L_ICRM + (1-λ)·L_BT      (or L_pt for pointwise data, L_PRM for prm methods)
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .errors import TrainingStopped, UserError
 from .generator import head_generation_weights
 from .modeling import PRESETS, RewardModel, add_lora, build_causal_lm, load_causal_lm, model_kind, train_tokenizer
 from .outputs import QUIET, console, progress, progress_factory, replace_path, write_json
+from .steps import DEFAULT_SEPARATOR
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -46,7 +47,13 @@ METHODS = {
     "grm": (0.0, 1.0),
     "icrm": (0.1, 1.0),
     "icrm-nosft": (0.1, 0.0),
+    "prm": (0.0, 0.0),
+    "prm-icrm": (0.1, 0.0),
 }
+# Process-supervised methods train on each step's label (stepwise data only). prm-icrm's consistency
+# term takes each token's target from its step's label, not the outcome's: with the outcome label, a
+# chain that goes wrong at step 3 would push the prefixes of its right steps 1-2 down, against their labels.
+PROCESS_METHODS = ("prm", "prm-icrm")
 GENERATOR_SOURCES = ("self", "uniform")
 POINTWISE_SAMPLING = (0.7, 0.8)  # the reference's temperature and top-p for w_t on graded responses
 
@@ -59,7 +66,7 @@ class ConfigError(UserError):
 class RewardConfig(TrainingArguments):
     """Options of ``icrm train``, on top of ``transformers.TrainingArguments``."""
 
-    method: str = field(default="icrm", metadata={"help": "bt, grm, icrm or icrm-nosft"})
+    method: str = field(default="icrm", metadata={"help": "bt, grm, icrm, icrm-nosft, prm or prm-icrm"})
     lambda_icrm: float | None = field(default=None, metadata={"help": "override the preset's consistency weight λ"})
     sft_weight: float | None = field(default=None, metadata={"help": "override the preset's SFT weight α"})
     sft_backbone_grad: float = field(default=1e-3, metadata={"help": "gradient scale of L_SFT into the backbone"})
@@ -76,6 +83,7 @@ class RewardConfig(TrainingArguments):
     cache_dir: str | None = None
     max_length: int = 1024
     truncation: str = "left"
+    step_separator: str = field(default=DEFAULT_SEPARATOR, metadata={"help": "joins the steps of stepwise rows (TRL's PRMConfig)"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -93,6 +101,8 @@ class RewardConfig(TrainingArguments):
             raise ConfigError(f"--generator-temperature must be > 0, got {self.generator_temperature}")
         if self.generator_top_p is not None and not 0.0 < self.generator_top_p <= 1.0:
             raise ConfigError(f"--generator-top-p must be in (0, 1], got {self.generator_top_p}")
+        if not self.step_separator:
+            raise ConfigError("--step-separator must not be empty")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ConfigError(f"--head-dropout must be in [0, 1), got {self.head_dropout}")
         super().__post_init__()
@@ -103,6 +113,10 @@ class RewardConfig(TrainingArguments):
         temperature = default[0] if self.generator_temperature is None else self.generator_temperature
         top_p = default[1] if self.generator_top_p is None else self.generator_top_p
         return temperature, top_p
+
+    @property
+    def process_supervised(self) -> bool:
+        return self.method in PROCESS_METHODS
 
     @property
     def consistency_weight(self) -> float:
@@ -146,6 +160,9 @@ class ICRMTrainer(Trainer):
             terms["bt"] = losses.bradley_terry(chosen, rejected, margin, args.center_rewards_coefficient)
             terms["accuracy"] = (chosen > rejected).float().mean() + 0.5 * (chosen == rejected).float().mean()
             loss = (1.0 - lam) * terms["bt"]
+        elif args.process_supervised:
+            terms["prm"], terms["accuracy"] = self._process_loss(inputs, rewards)
+            loss = (1.0 - lam) * terms["prm"]
         else:
             terms["bce"] = losses.pointwise_bce(outcome, inputs["labels"])
             terms["accuracy"] = ((outcome > 0).float() == inputs["labels"]).float().mean()
@@ -184,11 +201,24 @@ class ICRMTrainer(Trainer):
             )
             d = torch.cat([d_c, d_r])
         else:
-            d = losses.pointwise_consistency_targets(rewards, inputs["labels"])
+            labels = inputs["labels"]
+            if self.args.process_supervised:
+                labels = losses.step_token_labels(inputs["step_positions"], inputs["step_labels"], rewards.shape[1])
+            d = losses.pointwise_consistency_targets(rewards, labels)
         out = losses.consistency_loss(d, pair_weights, pair_mask, rm.consistency_ema, update_ema=training)
         if training:
             rm.consistency_ema.copy_(out.ema)
         return out
+
+    @staticmethod
+    def _process_loss(inputs, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The PRM loss and the step accuracy (σ(r) > 0.5 agrees with the step label)."""
+        if "step_positions" not in inputs:
+            raise ConfigError("--method prm and prm-icrm need stepwise data (prompt, completions, labels)")
+        positions, labels = inputs["step_positions"], inputs["step_labels"]
+        valid = positions >= 0
+        picked = losses.gather_steps(rewards, positions)[valid]
+        return losses.step_bce(rewards, positions, labels), ((picked > 0).float() == labels[valid]).float().mean()
 
     def _generation_weights(self, rm: RewardModel, inputs, hidden) -> torch.Tensor:
         """``w_t`` from the cache, the frozen copy of the RM's LM head (``self``), or ones."""
@@ -390,11 +420,18 @@ def train_reward_model(
     or crashed run leaves it there for ``resume=True`` to continue from its
     last checkpoint (``--save-steps``).
     """
-    train_loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    step_separator = config.step_separator
+    train_loaded = load_examples(
+        data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid, step_separator=step_separator
+    )
+    if config.process_supervised and train_loaded.format != "stepwise":
+        raise ConfigError(f"--method {config.method} needs stepwise data (prompt, completions, labels), got {train_loaded.format}")
     eval_loaded = None
     if eval_data:
-        eval_loaded = load_examples(eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid)
-    config.generator_temperature, config.generator_top_p = config.generator_sampling(train_loaded.format == "pointwise")
+        eval_loaded = load_examples(
+            eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid, step_separator=step_separator
+        )
+    config.generator_temperature, config.generator_top_p = config.generator_sampling(train_loaded.format != "pairwise")
     generator = config.generator
     uses_cache = config.consistency_weight > 0 and generator not in GENERATOR_SOURCES
     if uses_cache:
@@ -545,7 +582,7 @@ class RichProgress(TrainerCallback):
     training (which TRL's RichProgressCallback is not).
     """
 
-    SHOWN = ("loss", "bt", "bce", "icrm", "sft", "accuracy", "eval_accuracy")
+    SHOWN = ("loss", "bt", "bce", "prm", "icrm", "sft", "accuracy", "eval_accuracy")
 
     def __init__(self):
         self._bar = None
@@ -604,6 +641,7 @@ def _resolved_config(config: RewardConfig, spec: ModelSpec, data: str, eval_data
         "head_dropout": config.head_dropout,
         "max_length": config.max_length,
         "truncation": config.truncation,
+        "step_separator": config.step_separator,
         "learning_rate": config.learning_rate,
         "epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
@@ -620,7 +658,7 @@ def _plot_losses(history: list[dict], path: Path) -> None:
 
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for entry in history:
-        for name in ("loss", "bt", "bce", "icrm", "sft"):
+        for name in ("loss", "bt", "bce", "prm", "icrm", "sft"):
             if name in entry:
                 curves[name].append((entry["step"], entry[name]))
     if curves:
@@ -689,7 +727,7 @@ def train_sft(
     ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
     policy for sampling and DPO (train it on ``chosen``).
     """
-    loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    loaded = load_examples(data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid)
     chosen = sft_examples(loaded.examples, responses)
     if not chosen:
         raise ConfigError(f"{data}: no {responses} responses to train on")
