@@ -324,13 +324,18 @@ def plot_efficiency(info: dict, path: Path) -> None:
                 label = f"{name.split(' (')[0]} (outcome labels, all rows)" if "outcome" in name else name
                 ax.axhline(mean, color=colour, linestyle=style, label=label)
                 ax.axhspan(mean - half, mean + half, color=colour, alpha=0.12)
+        if metric == "step_auroc":
+            ax.axhline(0.5, color="black", linewidth=0.8, linestyle=(0, (1, 3)))  # chance
         ax.set_xscale("log")
+        ax.set_xlim(7, 140)
         ax.set_xticks([10, 30, 100], ["10 %", "30 %", "100 %"])
-        ax.set_xlabel("rows with step labels (PRM)")
+        ax.minorticks_off()
+        ax.set_xlabel("rows with step labels (PRM; same optimizer steps)")
         ax.set_ylabel(METRICS[metric])
-        ax.set_ylim(0.0 if metric == "first_error_f1" else 0.4, 1.02)
+        ax.set_ylim(0.0, 1.02)
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"{METRICS[metric]} on held-out chains ({len(seeds)} seeds, 95 % CI)", fontsize=10)
+        ax.set_title(f"{METRICS[metric]}, held-out chains ({len(seeds)} seed{'s' * (len(seeds) > 1)}, 95 % CI)",
+                     fontsize=10)
         if i == 2:
             ax.legend(fontsize=7, loc="lower right")
     _save_png(figure, path)

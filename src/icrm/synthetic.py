@@ -466,13 +466,14 @@ def generate_arithmetic(*, seed: int = 0, n_train: int = 1000, n_test: int = 300
 
 # --- steps ------------------------------------------------------------------------
 
-# A day-counting chain: "It is Tuesday. Count forward 2 days, then 3, then 1. What day is it?" is solved
-# one line per stride, "2 days after Tuesday is Thursday". Each step is checkable from its own line and the line
-# before it (a 7 x 3 table of facts plus a copy), which a tiny model can learn; one wrong result makes
-# the chain wrong from that step on, and later steps count on correctly from the wrong day, as a
-# solver that does not notice its slip would.
+# A day-counting chain: "It is Tuesday. Count forward 2 days, then 1, then 2. What day is it?" is solved
+# one line per stride, "2 days after Tuesday is Thursday". Each step is checkable from its own line and the
+# line before it (a 7 x 2 table of facts plus a copy); one wrong result makes the chain wrong from that step
+# on, and later steps count on correctly from the wrong day, as a solver that does not notice its slip
+# would. Pilot runs of a PRM alone (tiny preset, 1000 chains, 10 epochs) fixed the strides: with 1, 2 and 3
+# it needed ~30 epochs to learn the check (step AUROC 0.70 after 10), with 1 and 2 it reaches 0.87.
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-STRIDES = (1, 2, 3)
+STRIDES = (1, 2)
 CHAIN_STEPS = (3, 6)  # steps per chain, inclusive
 LATER_SLIP = 0.15  # chance of a further wrong result at each step after the first one
 STEPS_PROMPT_RE = re.compile(r"It is (\w+)\. Count forward (\d+) days?((?:, then \d+)*)\. What day is it\?")
