@@ -142,6 +142,14 @@ def test_score_per_step_ends_in_the_outcome_reward(steps_run, cli):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(len(r["step_rewards"]) == len(r["completions"]) for r in rows)
     assert all(r["step_rewards"][-1] == pytest.approx(r["reward"], abs=1e-5) for r in rows)
+    normalized = root / "scored-z.jsonl"
+    done = cli("score", "--model", root / "icrm", "--data", root / "data" / "test.jsonl", "--output", normalized,
+               "--per-step", "--normalize")
+    assert done.exit_code == 0, done.output
+    stats = json.loads((root / "icrm" / "icrm_state.json").read_text())["reward_stats"]
+    for raw, z in zip(rows, (json.loads(line) for line in normalized.read_text().splitlines())):
+        assert z["step_rewards"] == pytest.approx([(r - stats["mean"]) / stats["std"] for r in raw["step_rewards"]])
+        assert z["step_rewards"][-1] == pytest.approx(z["reward"], abs=1e-4)
     bon_out = root / "bon-scored.jsonl"
     done = cli("score", "--model", root / "prm", "--data", root / "data" / "bon.jsonl", "--output", bon_out, "--per-step")
     assert done.exit_code == 0, done.output
@@ -190,3 +198,24 @@ def test_explain_marks_step_boundaries(steps_run, cli):
                "--response", "1 day after Monday is Tuesday", "--per-step", "--output", single)
     assert done.exit_code == 0, done.output
     assert single.read_text().count('class="step"') == 1
+
+
+def test_bad_process_options_exit_2_with_one_line(steps_run, cli, tmp_path):
+    root = steps_run
+    pointwise = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "response": "b", "label": 1}] * 4)
+    bad_labels = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "a", "completions": ["x", "y"], "labels": [True]}])
+    cases = [
+        (("train", "--data", pointwise, "--method", "prm", "--output", tmp_path / "rm"), "needs stepwise data"),
+        (("train", "--data", bad_labels, "--method", "prm", "--output", tmp_path / "rm"), "s.jsonl:1: labels:"),
+        (("eval", "--model", root / "prm", "--data", root / "data" / "test.jsonl", "--step-threshold", "1.5"),
+         "--step-threshold must be in (0, 1)"),
+        (("eval", "--model", root / "prm", "--data", root / "data" / "test.jsonl", "--step-separator", ""),
+         "step separator must not be empty"),
+        (("bon", "--model", root / "prm", "--data", root / "data" / "bon.jsonl", "--aggregate", "product"),
+         "--aggregate must be one of last, min, mean"),
+    ]
+    for args, message in cases:
+        done = cli(*args)
+        assert done.exit_code == 2, (args, done.output)
+        assert message in done.output and len(done.output.strip().splitlines()) == 1
+    assert not (tmp_path / "rm").exists()

@@ -54,3 +54,21 @@ def test_quick_start_runs_as_written(tmp_path):
     run_commands(policy_block[1], tmp_path, env)
     report = json.loads((tmp_path / "runs" / "compare.json").read_text())
     assert len(report["policies"]) == 2
+
+
+@pytest.mark.slow
+def test_process_rewards_section_runs_as_written(tmp_path):
+    icrm_bin = str(Path(shutil.which("icrm") or Path(sys.executable).with_name("icrm")).parent)
+    env = {**os.environ, "PATH": icrm_bin + os.pathsep + os.environ["PATH"], "ICRM_CACHE": str(tmp_path / "cache")}
+    (commands, code) = section_blocks("Process rewards: step labels, step scores, PRMs")
+    assert [commands[0], code[0]] == ["bash", "python"]
+    run_commands(commands[1], tmp_path, env)
+    done = subprocess.run([sys.executable, "-c", code[1]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(scores) == 2
+    runs = tmp_path / "runs"
+    report = json.loads((runs / "steps-eval-prm.json").read_text())
+    assert report["steps"]["step_auroc"] > 0.5  # the PRM learns the step check (BENCHMARKS.md §6: ~0.87)
+    assert json.loads((runs / "steps-bon-min.json").read_text())["aggregate"] == "min"
+    assert (runs / "steps-explain" / "example-0001.png").exists()

@@ -514,6 +514,8 @@ def load_examples(
     stepwise rows into their response.
     """
     name = str(source)
+    if not step_separator:
+        raise DataError(name, "the step separator must not be empty")
     rows = read_rows(source, split)
     if limit is not None:
         rows = rows[:limit]

@@ -252,14 +252,13 @@ def score_file(
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
     prompts, responses = flatten_responses(loaded.examples)
     scores = score_responses(rm, prompts, responses, batch_size)
-    if normalize:
-        mean, std = rm.reward_stats["mean"], rm.reward_stats["std"]
-        scores = [(s - mean) / std for s in scores]
+    mean, std = (rm.reward_stats["mean"], rm.reward_stats["std"]) if normalize else (0.0, 1.0)
+    scores = [(s - mean) / std for s in scores]
     rows = [_scored_row(ex, row) for ex, row in zip(loaded.examples, _per_example(scores, loaded.examples))]
     if per_token:
         _add_token_rewards(rm, loaded.examples, rows, generator)
     if per_step:
-        _add_step_rewards(rm, loaded.examples, rows, step_separator, batch_size)
+        _add_step_rewards(rm, loaded.examples, rows, step_separator, batch_size, (mean, std))
     write_jsonl(output, rows)
     return len(rows)
 
@@ -288,14 +287,17 @@ def chains_of(example, separator: str = DEFAULT_SEPARATOR) -> list[list[str]]:
     return [split_steps(text, separator) for text in responses_of(example)]
 
 
-def _add_step_rewards(rm: RewardModel, examples: list, rows: list[dict], separator: str, batch_size: int) -> None:
-    """Step rewards of every response, in the fields :func:`score_file` documents."""
+def _add_step_rewards(
+    rm: RewardModel, examples: list, rows: list[dict], separator: str, batch_size: int, scale: tuple[float, float]
+) -> None:
+    """Step rewards of every response, in the fields :func:`score_file` documents, z-scored like the rewards."""
     prompts, chains = [], []
     for ex in examples:
         for chain in chains_of(ex, separator):
             prompts.append(ex.prompt)
             chains.append(chain)
-    flat = score_steps(rm, prompts, chains, separator, batch_size)
+    mean, std = scale
+    flat = [[(r - mean) / std for r in row] for row in score_steps(rm, prompts, chains, separator, batch_size)]
     for ex, row, per_response in zip(examples, rows, _per_example(flat, examples)):
         if isinstance(ex, PairExample):
             row["chosen_step_rewards"], row["rejected_step_rewards"] = per_response

@@ -567,9 +567,8 @@ def _steps_best_of_n(seed: int, n: int) -> list[dict]:
             steps = _steps_chain(rng, start, strides, first_wrong)
             candidates.append("\n".join(steps))
             labels.append(step_labels(_steps_prompt(start, strides), steps)[-1])
-        answer = DAYS[(start + sum(strides)) % len(DAYS)]
         rows.append({"id": f"steps-bon-{i:05d}", "prompt": _steps_prompt(start, strides), "candidates": candidates,
-                     "labels": labels, "answer": answer})
+                     "labels": labels})
     return rows
 
 
@@ -580,7 +579,8 @@ def generate_steps(*, seed: int = 0, n_train: int = 1000, n_test: int = 300, fli
     completions, labels; about half the chains right), test_processbench.jsonl
     (the test chains as ProcessBench rows: problem, steps, label = first wrong
     step or −1) and bon.jsonl (``n_test`` held-out prompts with 8 candidates
-    whose steps are joined by newlines, their outcome labels and the answer).
+    whose steps are joined by newlines, and their outcome labels; no
+    ``answer``, since ``icrm bon``'s majority vote reads numbers, not days).
     Test and bon prompts never occur in training.
     """
     _check_sizes(n_train, n_test, flip)
