@@ -157,7 +157,7 @@ StepSepOpt = typer.Option("\n", "--step-separator", help="Joins the steps of ste
 @app.command()
 @guarded
 def sft(
-    data: str = typer.Option(..., "--data", "-d", help="Pairwise (chosen) or pointwise (label 1) data."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise, pointwise or stepwise data."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
     model: str = ModelOpt,
     lora_r: int = LoraROpt,
@@ -180,9 +180,10 @@ def sft(
     allow_pickle: bool = PickleOpt,
     responses: str = typer.Option(
         "chosen", "--responses",
-        help="Which responses to learn: chosen|rejected|both (pointwise: correct|all). "
+        help="Which responses to learn: chosen|rejected|both (pointwise, stepwise: correct|all). "
         "A policy: chosen. A generator for --generator: both.",
     ),
+    step_separator: str = StepSepOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a generator/policy (causal LM) on chosen, rejected or all responses."""
@@ -195,7 +196,9 @@ def sft(
         **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10, save_steps),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses)
+    metrics = train_sft(
+        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator
+    )
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
 

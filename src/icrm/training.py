@@ -83,7 +83,9 @@ class RewardConfig(TrainingArguments):
     cache_dir: str | None = None
     max_length: int = 1024
     truncation: str = "left"
-    step_separator: str = field(default=DEFAULT_SEPARATOR, metadata={"help": "joins the steps of stepwise rows (TRL's PRMConfig)"})
+    step_separator: str = field(
+        default=DEFAULT_SEPARATOR, metadata={"help": "joins the steps of stepwise rows (as in TRL's PRMConfig)"}
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -425,7 +427,9 @@ def train_reward_model(
         data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid, step_separator=step_separator
     )
     if config.process_supervised and train_loaded.format != "stepwise":
-        raise ConfigError(f"--method {config.method} needs stepwise data (prompt, completions, labels), got {train_loaded.format}")
+        raise ConfigError(
+            f"--method {config.method} needs stepwise data (prompt, completions, labels), got {train_loaded.format}"
+        )
     eval_loaded = None
     if eval_data:
         eval_loaded = load_examples(
@@ -720,6 +724,7 @@ def train_sft(
     skip_invalid: bool = False,
     resume: bool = False,
     responses: str = "chosen",
+    step_separator: str = DEFAULT_SEPARATOR,
 ) -> dict:
     """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
@@ -727,7 +732,9 @@ def train_sft(
     ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
     policy for sampling and DPO (train it on ``chosen``).
     """
-    loaded = load_examples(data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid)
+    loaded = load_examples(
+        data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid, step_separator=step_separator
+    )
     chosen = sft_examples(loaded.examples, responses)
     if not chosen:
         raise ConfigError(f"{data}: no {responses} responses to train on")
