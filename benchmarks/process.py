@@ -336,8 +336,8 @@ def plot_efficiency(info: dict, path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.set_title(f"{METRICS[metric]}, held-out chains ({len(seeds)} seed{'s' * (len(seeds) > 1)}, 95 % CI)",
                      fontsize=10)
-        if i == 2:
-            ax.legend(fontsize=7, loc="lower right")
+        if i == 1:
+            ax.legend(fontsize=7, loc="lower right")  # below the outcome-label bands
     _save_png(figure, path)
 
 
