@@ -60,7 +60,7 @@ from icrm.steps import aggregate, auroc, split_steps, step_metrics
 from icrm.synthetic import write_task
 from icrm.training import (
     ModelSpec,
-    RewardConfig,
+    ICRMConfig,
     train_reward_model,
     train_sft,
     trainer_arguments,
@@ -215,7 +215,7 @@ def train_row(row: Row, data: Path, sft: Path, work: Path, seed: int) -> Path:
         train = work / f"train-{row.fraction}.jsonl"
         train.write_text("\n".join(lines[: round(row.fraction * len(lines))]) + "\n")
     out = work / "rm"
-    config = RewardConfig(output_dir=str(out), method=row.method, lambda_icrm=row.lam, generator=str(sft),
+    config = ICRMConfig(output_dir=str(out), method=row.method, lambda_=row.lam, generator=str(sft),
                           max_length=SETTINGS["max_length"], **_args(seed, SETTINGS["epochs"] / row.fraction))
     train_reward_model(str(train), str(out), config, ModelSpec(str(sft)))
     return out

@@ -14,9 +14,9 @@ from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
 from icrm.steps import sigmoid
 from icrm.training import (
     ConfigError,
+    ICRMConfig,
     ICRMTrainer,
     ModelSpec,
-    RewardConfig,
     train_reward_model,
     trainer_arguments,
 )
@@ -34,17 +34,21 @@ def rm() -> RewardModel:
     return RewardModel.from_causal_lm(build_causal_lm("tiny", tok, seed=0), tok)
 
 
-def batch_of(rm: RewardModel) -> dict:
+def dataset_of(rm: RewardModel) -> RewardDataset:
     examples = [StepExample([{"role": "user", "content": p}], s, y) for p, s, y in CHAINS]
     items, _, _ = tokenize_examples(examples, rm.tokenizer, 64)
-    dataset = RewardDataset(examples, items)
+    return RewardDataset(examples, items)
+
+
+def batch_of(rm: RewardModel) -> dict:
+    dataset = dataset_of(rm)
     return RewardCollator(rm.tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
 
 
 def loss_of(rm: RewardModel, tmp_path, method: str, **config) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    args = RewardConfig(output_dir=str(tmp_path), method=method, generator="uniform", disable_tqdm=True,
-                        **config, **trainer_arguments(batch_size=4, max_steps=1))
-    trainer = ICRMTrainer(model=rm, args=args, data_collator=RewardCollator(rm.tokenizer.pad_token_id))
+    args = ICRMConfig(output_dir=str(tmp_path), method=method, generator="uniform", disable_tqdm=True,
+                      **config, **trainer_arguments(batch_size=4, max_steps=1))
+    trainer = ICRMTrainer(model=rm, args=args, train_dataset=dataset_of(rm))
     rm.eval()  # no head dropout, no EMA update
     batch = batch_of(rm)
     with torch.no_grad():
@@ -93,7 +97,7 @@ def test_outcome_methods_train_on_the_last_steps_label(rm, tmp_path):
 
 def test_prm_needs_stepwise_data(tmp_path):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "response": "b", "label": 1}] * 4)
-    config = RewardConfig(output_dir=str(tmp_path / "rm"), method="prm", **trainer_arguments(max_steps=1))
+    config = ICRMConfig(output_dir=str(tmp_path / "rm"), method="prm", **trainer_arguments(max_steps=1))
     with pytest.raises(ConfigError, match="--method prm needs stepwise data"):
         train_reward_model(str(data), str(tmp_path / "rm"), config, ModelSpec("tiny"))
     assert not (tmp_path / "rm").exists()
