@@ -111,7 +111,7 @@ def test_trl_formats_train_and_export_a_transformers_reward_model(tmp_path, base
 
 
 def test_readme_python_api_runs_as_written(tmp_path):
-    """The README's Python API blocks, after a small version of the quick start's data and SFT model."""
+    """The README's Python API blocks, after a small version of the quick start's data and generator."""
     from icrm.data import example_texts, load_examples
     from icrm.modeling import build_causal_lm, train_tokenizer
     from icrm.synthetic import write_task
@@ -120,21 +120,21 @@ def test_readme_python_api_runs_as_written(tmp_path):
     code = "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL))
     write_task("noisy", tmp_path / "runs" / "noisy", seed=0, n_train=24, n_test=4)
     tok = train_tokenizer(example_texts(load_examples(tmp_path / "runs" / "noisy" / "train.jsonl").examples), 1024)
-    build_causal_lm("tiny", tok).save_pretrained(tmp_path / "runs" / "sft")
-    tok.save_pretrained(tmp_path / "runs" / "sft")
+    build_causal_lm("tiny", tok).save_pretrained(tmp_path / "runs" / "gen")
+    tok.save_pretrained(tmp_path / "runs" / "gen")
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-cache"), "ICRM_CACHE": str(tmp_path / "cache")}
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("rm-api", "rm-lora"):
         saved = json.loads((tmp_path / "runs" / name / "icrm_config.json").read_text())
-        assert saved["method"] == "icrm" and saved["model"]["name"] == "runs/sft"
+        assert saved["method"] == "icrm" and saved["model"]["name"] == "runs/gen"
         rm = RewardModel.from_pretrained(str(tmp_path / "runs" / name))
         prompt = [{"role": "user", "content": "Describe the weather in Paris."}]
         assert rm.score([prompt], ["it is clear"]) == pytest.approx([hf_score(tmp_path / "runs" / name, prompt, "it is clear")],
                                                                    abs=1e-5)
     assert saved["generator"] == "self"
-    assert json.loads((tmp_path / "runs" / "rm-api" / "icrm_config.json").read_text())["generator"] == "runs/sft"
+    assert json.loads((tmp_path / "runs" / "rm-api" / "icrm_config.json").read_text())["generator"] == "runs/gen"
     assert len(list((tmp_path / "cache").rglob("meta.json"))) == 1  # the generator pass of the first block
 
 

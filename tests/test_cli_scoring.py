@@ -11,8 +11,10 @@ from conftest import GSM8K_SOLUTIONS, write_jsonl
 @pytest.fixture(scope="module")
 def rm_dir(tmp_path_factory, tiny_rm):
     path = tmp_path_factory.mktemp("rm") / "rm"
+    shared_stats = tiny_rm.reward_stats  # tiny_rm is shared by the whole session: leave it as found
     tiny_rm.reward_stats = {"mean": 0.5, "std": 2.0, "n": 10}
     tiny_rm.save_pretrained(path)
+    tiny_rm.reward_stats = shared_stats
     return path
 
 

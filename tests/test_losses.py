@@ -22,12 +22,15 @@ from icrm.losses import (
     adjacent_pair_weights,
     bradley_terry,
     consistency_loss,
+    gather_steps,
     masked_mean,
     pairwise_consistency_targets,
     pointwise_bce,
     pointwise_consistency_targets,
     scale_grad,
     sft_nll,
+    step_bce,
+    step_token_labels,
 )
 
 DT = torch.float64
@@ -488,3 +491,34 @@ def test_sft_nll_averages_per_sequence_first():
     got = sft_nll(t(logits), torch.tensor(targets), torch.tensor([4, 4, 9]))
     assert got.item() == pytest.approx(expected, rel=1e-6)
     assert got.item() != pytest.approx(sum(nll) / 3, rel=1e-3)
+
+
+# ------------------------------------------------------------------ process (PRM) loss
+
+
+def test_step_bce_reads_each_steps_position_and_averages_over_all_steps():
+    rewards = t([[0.5, 1.0, -2.0, 0.3], [0.2, -0.7, 0.9, 4.0]], requires_grad=True)
+    positions = torch.tensor([[1, 3], [2, -1]])
+    labels = t([[1.0, 0.0], [0.0, 0.0]])
+    assert_close(gather_steps(rewards, positions), [[1.0, 0.3], [0.9, 0.2]])  # -1 pads read position 0
+    loss = step_bce(rewards, positions, labels)
+    # three real steps: r=1.0 (z=1), r=0.3 (z=0), r=0.9 (z=0)
+    expected = (-log_sigmoid(1.0) - math.log(1 - sigmoid(0.3)) - math.log(1 - sigmoid(0.9))) / 3
+    assert float(loss) == approx(expected)
+    loss.backward()
+    # d/dr BCE = σ(r) - z, / 3 steps; nothing reaches unread positions
+    assert_grad(rewards, [[0.0, (sigmoid(1.0) - 1) / 3, 0.0, sigmoid(0.3) / 3], [0.0, 0.0, sigmoid(0.9) / 3, 0.0]])
+
+
+def test_step_token_labels_give_every_token_its_steps_label():
+    positions = torch.tensor([[1, 3], [2, -1]])
+    labels = t([[1.0, 0.0], [1.0, 0.0]])
+    # row 0: tokens 0-1 belong to step 0 (ends at 1), 2-3 to step 1, 4 (after the last step) keeps step 1's
+    # row 1: one step ending at 2; every token gets its label
+    assert_close(step_token_labels(positions, labels, 5), [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+
+
+def test_pointwise_consistency_targets_with_a_label_per_token():
+    rewards = [[0.4, -1.2, 2.0]]
+    got = pointwise_consistency_targets(t(rewards), t([[1.0, 1.0, 0.0]]))
+    assert_close(got, [[sigmoid(0.4), sigmoid(-1.2), 1 - sigmoid(2.0)]])

@@ -59,7 +59,7 @@ def test_quick_start_runs_as_written(tmp_path):
     serve_block, grpo_block = section_blocks("Online RL: a reward server for OpenRLHF, GRPO with TRL")
     run_commands(grpo_block[1], tmp_path, env)
     report = json.loads((tmp_path / "runs" / "compare-rl.json").read_text())
-    assert [p["policy"] for p in report["policies"]] == ["runs/sft", "runs/dpo", "runs/grpo"]
+    assert [p["policy"] for p in report["policies"]] == ["runs/policy", "runs/dpo", "runs/grpo"]
     if shutil.which("curl") is None:
         pytest.skip("no curl: the icrm serve example was not run")
     with socket.socket() as probe:  # the README's port may be taken on a test machine: use a free one
@@ -72,3 +72,20 @@ def test_quick_start_runs_as_written(tmp_path):
     assert reward["rewards"][0] == pytest.approx(hf_score, abs=1e-5)
     assert scored["rewards"][0] == pytest.approx(hf_score, abs=1e-5) == scored["token_rewards"][0][-1]
     assert metrics["requests"] == {"get_reward": 1, "score": 1}
+
+@pytest.mark.slow
+def test_process_rewards_section_runs_as_written(tmp_path):
+    icrm_bin = str(Path(shutil.which("icrm") or Path(sys.executable).with_name("icrm")).parent)
+    env = {**os.environ, "PATH": icrm_bin + os.pathsep + os.environ["PATH"], "ICRM_CACHE": str(tmp_path / "cache")}
+    (commands, code) = section_blocks("Process rewards: step labels, step scores, PRMs")
+    assert [commands[0], code[0]] == ["bash", "python"]
+    run_commands(commands[1], tmp_path, env)
+    done = subprocess.run([sys.executable, "-c", code[1]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(scores) == 2
+    runs = tmp_path / "runs"
+    report = json.loads((runs / "steps-eval-prm.json").read_text())
+    assert report["steps"]["step_auroc"] > 0.5  # the PRM learns the step check (BENCHMARKS.md §6: ~0.87)
+    assert json.loads((runs / "steps-bon-min.json").read_text())["aggregate"] == "min"
+    assert (runs / "steps-explain" / "example-0001.png").exists()

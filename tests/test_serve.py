@@ -332,8 +332,9 @@ def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle():
         assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
 
 
-def test_serve_refuses_a_busy_port_and_bad_options(tiny_rm, tmp_path, cli):
+def test_serve_refuses_a_busy_port_and_bad_options(tiny_rm, tmp_path, cli, monkeypatch):
     checkpoint = tmp_path / "rm"
+    monkeypatch.setattr(tiny_rm, "reward_stats", {})  # no statistics: --normalize must be refused
     tiny_rm.save_pretrained(checkpoint)
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]

@@ -333,3 +333,64 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path):
         write_task("noisy", out, n_train=10, n_test=5)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+# --- steps (process supervision) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def steps_task(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("steps") / "steps"
+    return out, write_task("steps", out, seed=2, n_train=200, n_test=100, flip=0.05)
+
+
+def test_step_labels_checker():
+    prompt = "It is Friday. Count forward 2 days, then 1, then 2. What day is it?"
+    right = ["2 days after Friday is Sunday", "1 day after Sunday is Monday", "2 days after Monday is Wednesday"]
+    assert synthetic.step_labels(prompt, right) == [1, 1, 1]
+    slip = ["2 days after Friday is Saturday", "1 day after Saturday is Sunday", "2 days after Sunday is Tuesday"]
+    assert synthetic.step_labels(prompt, slip) == [0, 0, 0]  # later lines count on right from the slip: still wrong
+    late = right[:2] + ["2 days after Monday is Thursday"]
+    assert synthetic.step_labels(prompt, late) == [1, 1, 0]
+    # a second slip that lands on the right day again does not make the prefix right
+    back = ["2 days after Friday is Saturday", "1 day after Sunday is Monday", right[2]]
+    assert synthetic.step_labels(prompt, back) == [0, 0, 0]
+    assert synthetic.step_labels(prompt, right + ["1 day after Wednesday is Thursday"]) == [1, 1, 1, 0]
+    with pytest.raises(UserError, match="not a day-counting prompt"):
+        synthetic.step_labels("Compute 1 + 2.", right)
+
+
+def test_steps_files_labels_and_held_out_prompts(steps_task):
+    out, info = steps_task
+    names = ["bon.jsonl", "task.json", "test.jsonl", "test_processbench.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
+    assert info["n_flipped"] == round(0.05 * sum(len(r["labels"]) for r in train))
+    flipped = {f"{r['id']}/{k}" for r in train
+               for k, (y, truth) in enumerate(zip(r["labels"], synthetic.step_labels(r["prompt"], r["completions"])))
+               if y != bool(truth)}
+    assert flipped == set(info["flipped_ids"])
+    for row in test:
+        assert set(row) == {"id", "prompt", "completions", "labels"}
+        assert row["labels"] == [bool(y) for y in synthetic.step_labels(row["prompt"], row["completions"])]
+        assert 3 <= len(row["completions"]) <= 6
+    assert 0.35 < sum(r["labels"][-1] for r in test) / len(test) < 0.65
+    firsts = [next((k for k, y in enumerate(r["labels"]) if not y), -1) for r in test]
+    assert len({f for f in firsts if f >= 0}) >= 4  # first slips at many positions
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    processbench = read_jsonl(out / "test_processbench.jsonl")
+    assert [(r["problem"], r["steps"], r["label"]) for r in processbench] == [
+        (r["prompt"], r["completions"], f) for r, f in zip(test, firsts)
+    ]
+
+
+def test_steps_best_of_n(steps_task):
+    out, _ = steps_task
+    rows = read_jsonl(out / "bon.jsonl")
+    assert len(rows) == 100
+    train_prompts = {r["prompt"] for r in read_jsonl(out / "train.jsonl")}
+    for row in rows:
+        steps = [c.split("\n") for c in row["candidates"]]
+        assert row["labels"] == [synthetic.step_labels(row["prompt"], s)[-1] for s in steps]
+        assert row["prompt"] not in train_prompts
+    assert sum(0 < sum(r["labels"]) < 8 for r in rows) >= 0.8 * len(rows)

@@ -110,7 +110,7 @@ SKIPPED_NOTE = {"skipped_rows": "invalid rows skipped by --skip-invalid"}
 
 def _length_summary(counts: dict) -> tuple[dict, dict]:
     """The length-limit counts of eval/score/bon (the nonzero ones), and what they mean."""
-    shown = {"max_length": counts["max_length"] or "none"}
+    shown = {"max_length": counts["max_length"] or "none"} if "max_length" in counts else {}
     shown.update({k: counts[k] for k in ("truncated", "dropped_over_length", "skipped_rows") if counts.get(k)})
     notes = {
         "max_length": "tokens of prompt+response; set with --max-length",
@@ -188,6 +188,7 @@ PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weig
 Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
 SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
+StepSepOpt = typer.Option("\n", "--step-separator", help="Joins the steps of stepwise rows (and splits responses into steps).")
 
 
 def _scheduler(default: str):
@@ -204,7 +205,7 @@ def _logging_steps(default: int):
 @app.command()
 @guarded
 def sft(
-    data: str = typer.Option(..., "--data", "-d", help="Pairwise (chosen) or pointwise (label 1) data."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise, pointwise or stepwise data."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
     model: str = ModelOpt,
     lora_r: int = LoraROpt,
@@ -227,9 +228,10 @@ def sft(
     allow_pickle: bool = PickleOpt,
     responses: str = typer.Option(
         "chosen", "--responses",
-        help="Which responses to learn: chosen|rejected|both (pointwise: correct|all). "
+        help="Which responses to learn: chosen|rejected|both (pointwise, stepwise: correct|all). "
         "A policy: chosen. A generator for --generator: both.",
     ),
+    step_separator: str = StepSepOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a causal LM (generator, policy) by SFT.
@@ -245,17 +247,21 @@ def sft(
         **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10, save_steps),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses)
+    metrics = train_sft(
+        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator
+    )
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
 
 @app.command()
 @guarded
 def train(
-    data: str = typer.Option(..., "--data", "-d", help="Pairwise or pointwise training data."),
+    data: str = typer.Option(..., "--data", "-d", help="Pairwise, pointwise or stepwise training data."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (the reward model)."),
     model: str = ModelOpt,
-    method: str = typer.Option("icrm", "--method", help="bt, grm, icrm or icrm-nosft."),
+    method: str = typer.Option(
+        "icrm", "--method", help="bt, grm, icrm, icrm-nosft; prm or prm-icrm (step labels, stepwise data)."
+    ),
     generator: str = typer.Option("self", "--generator", help="PATH of a frozen causal LM, 'self' or 'uniform'."),
     generator_temperature: Optional[float] = typer.Option(
         None, "--generator-temperature", help="Temperature of w_t (default: 0.7 pointwise, 1 pairwise)."
@@ -272,7 +278,8 @@ def train(
     center_rewards: float = typer.Option(
         0.0, "--center-rewards-coefficient", help="TRL's centering: adds c·mean((R_c + R_r)²) to pin the scale."
     ),
-    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Pairwise or pointwise data to evaluate on."),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Data to evaluate on (same format)."),
+    step_separator: str = StepSepOpt,
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
     epochs: float = EpochsOpt,
@@ -323,6 +330,7 @@ def train(
         cache_dir=cache_dir,
         max_length=max_length,
         truncation=truncation,
+        step_separator=step_separator,
         eval_strategy="epoch" if eval_data else "no",
         gradient_checkpointing=gradient_checkpointing,
         **trainer_arguments(
@@ -349,6 +357,10 @@ def eval_cmd(
     ties: str = typer.Option(
         "half", "--ties", help="A tie at the top: half (split credit; RewardBench 2's rule) or loss (RewardBench 1's)."
     ),
+    step_threshold: float = typer.Option(
+        0.5, "--step-threshold", help="Stepwise data: a step is predicted wrong when σ(r) is below this."
+    ),
+    step_separator: str = StepSepOpt,
     split: Optional[str] = SplitOpt,
     batch_size: int = ScoreBatchOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
@@ -368,10 +380,19 @@ def eval_cmd(
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
+        step_threshold=step_threshold, step_separator=step_separator,
     )
+    if "steps" in metrics:
+        summary = {k: _rounded(metrics["steps"][k]) for k in ("step_auroc", "first_error_f1", "localization")}
+        summary["outcome_auroc"] = _rounded(metrics["outcome"]["auroc"])
+    else:
+        summary = {"accuracy": round(metrics["accuracy"], 4)}
     shown, notes = _length_summary(metrics)
-    _report({"accuracy": round(metrics["accuracy"], 4), "n": metrics["n"], **shown,
-             "output": str(output) if output else "-"}, notes)
+    _report({**summary, "n": metrics["n"], **shown, "output": str(output) if output else "-"}, notes)
+
+
+def _rounded(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 4)
 
 
 @app.command()
@@ -383,6 +404,10 @@ def score(
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
     per_token: bool = typer.Option(False, "--per-token", help="Also write per-token (process) rewards r_t and Δr_t."),
     generator: Optional[str] = typer.Option(None, "--generator", help="With --per-token: add w_t from PATH or self."),
+    per_step: bool = typer.Option(
+        False, "--per-step", help="Also write step rewards (stepwise steps, or responses split at --step-separator)."
+    ),
+    step_separator: str = StepSepOpt,
     split: Optional[str] = SplitOpt,
     batch_size: int = ScoreBatchOpt,
     max_length: Optional[int] = ScoreMaxLenOpt,
@@ -397,7 +422,7 @@ def score(
     counts = score_file(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        per_token=per_token, generator=generator,
+        per_token=per_token, generator=generator, per_step=per_step, step_separator=step_separator,
     )
     shown, notes = _length_summary(counts)
     _report({"rows": counts["rows"], **shown, "output": str(output)}, notes)
@@ -411,6 +436,10 @@ def bon(
     n: Optional[str] = typer.Option(None, "--n", help="Comma-separated n values (default 1,2,4,... up to all)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="report.json to write (+ a PNG curve)."),
     draws: int = typer.Option(32, "--draws", help="Random candidate subsets per prompt when n < all."),
+    aggregate: str = typer.Option(
+        "last", "--aggregate", help="Rank by step rewards: last (= the outcome reward), min or mean σ(r) of the steps."
+    ),
+    step_separator: str = StepSepOpt,
     seed: int = SeedOpt,
     batch_size: int = ScoreBatchOpt,
     max_length: Optional[int] = ScoreMaxLenOpt,
@@ -429,6 +458,7 @@ def bon(
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        aggregate_steps=aggregate, step_separator=step_separator,
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
     for metric in ("random", "majority", "pass"):
@@ -442,7 +472,7 @@ def bon(
 @data_app.command("synth")
 @guarded
 def data_synth(
-    task: str = typer.Option(..., "--task", help="noisy, length, suffix, arithmetic or addition."),
+    task: str = typer.Option(..., "--task", help="noisy, length, suffix, arithmetic, addition or steps."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the JSONL files."),
     seed: int = SeedOpt,
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Training rows [default: the task's]."),
@@ -533,18 +563,22 @@ def explain(
     generator: Optional[str] = typer.Option(None, "--generator", help="Show generator probabilities w (PATH or self)."),
     png: bool = typer.Option(False, "--png", help="Also render PNGs with matplotlib."),
     max_length: Optional[int] = ScoreMaxLenOpt,
+    per_step: bool = typer.Option(
+        False, "--per-step", help="Mark step boundaries and scores (stepwise rows always; others split at --step-separator)."
+    ),
+    step_separator: str = StepSepOpt,
     skip_invalid: bool = SkipOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Per-token reward heatmap (HTML, optional PNG).
 
-    Each response token is coloured by its reward change Δr.
+    Each response token is coloured by its reward change Δr; step scores are marked (--per-step).
     """
     from .explain import explain_to_files
 
     written = explain_to_files(
         model, output, prompt=prompt, response=response, data=data, limit=limit, generator=generator, png=png,
-        max_length=max_length, skip_invalid=skip_invalid,
+        max_length=max_length, per_step=per_step, step_separator=step_separator, skip_invalid=skip_invalid,
     )
     _report({"written": ", ".join(str(p) for p in written)})
 

@@ -27,6 +27,13 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .steps import (
+    DEFAULT_SEPARATOR,
+    join_steps,
+    labels_from_first_error,
+    step_char_ends,
+    tokens_at_chars,
+)
 
 Message = dict[str, str]
 
@@ -225,11 +232,40 @@ class BonExample:
     subset: str | None = None
 
 
+@dataclass
+class StepExample:
+    """A chain of steps with a label per step (TRL's stepwise supervision).
+
+    The response is the steps joined by ``separator``; the outcome label is
+    the last step's, which is what outcome methods (grm, icrm on pointwise
+    data) train on. ProcessBench rows load as this too (see
+    :func:`icrm.steps.labels_from_first_error`).
+    """
+
+    prompt: list[Message]
+    steps: list[str]
+    labels: list[int]
+    separator: str = DEFAULT_SEPARATOR
+    id: str | None = None
+    line: int = 0
+
+    @property
+    def response(self) -> str:
+        return join_steps(self.steps, self.separator)
+
+    @property
+    def label(self) -> int:
+        return self.labels[-1]
+
+
 FORMAT_FIELDS = {
     "pairwise": ("chosen", "rejected"),
     "pointwise": ("response", "label"),
     "bon": ("candidates",),
+    "stepwise": ("completions", "labels"),
+    "processbench": ("problem", "steps", "label"),
 }
+FORMAT_ALIASES = {"processbench": "stepwise"}  # ProcessBench rows are stepwise examples
 
 
 def _is_completion_list(value: Any) -> bool:
@@ -250,12 +286,14 @@ def detect_format(row: Row, source: str) -> str:
         if all(f in columns for f in fields):
             return name
     present = ", ".join(sorted(row.data)) or "none"
-    missing = "chosen/rejected (pairwise), response/label (pointwise) or candidates (best-of-N)"
-    for fields in FORMAT_FIELDS.values():
-        found = [f for f in fields if f in row.data]
-        if found:
-            absent = next(f for f in fields if f not in row.data)
-            raise DataError(source, f"missing column (row has {present})", row.line, absent)
+    missing = (
+        "chosen/rejected (pairwise), response/label (pointwise), candidates (best-of-N) "
+        "or completions/labels (stepwise)"
+    )
+    closest = max(FORMAT_FIELDS.values(), key=lambda fields: sum(f in row.data for f in fields))
+    if any(f in row.data for f in closest):
+        absent = next(f for f in closest if f not in row.data)
+        raise DataError(source, f"missing column (row has {present})", row.line, absent)
     raise DataError(source, f"no known columns: need {missing}; row has {present}", row.line)
 
 
@@ -449,7 +487,48 @@ def to_bon(row: Row, source: str) -> BonExample:
     return BonExample(prompt, texts, labels, answer, row_id, row.line, subset)
 
 
-CONVERTERS = {"pairwise": to_pair, "pointwise": to_point, "bon": to_bon}
+def _step_texts(row: Row, source: str, name: str) -> list[str]:
+    steps = row.data[name]
+    if not isinstance(steps, list) or not steps:
+        raise DataError(source, "expected a non-empty list of step texts", row.line, name)
+    for k, step in enumerate(steps):
+        if not isinstance(step, str) or not step:
+            raise DataError(source, f"step {k} is {'empty' if step == '' else type(step).__name__}, expected text",
+                            row.line, name)
+    return steps
+
+
+def to_step(row: Row, source: str) -> StepExample:
+    """TRL stepwise supervision: ``prompt``, ``completions`` (steps), ``labels`` (a bool per step)."""
+    prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    steps = _step_texts(row, source, "completions")
+    labels = row.data["labels"]
+    if not isinstance(labels, list) or len(labels) != len(steps):
+        count = len(labels) if isinstance(labels, list) else type(labels).__name__
+        raise DataError(source, f"expected one label per step ({len(steps)} steps, labels: {count})", row.line,
+                        "labels")
+    labels = [_label(v, source, row.line, "labels") for v in labels]
+    return StepExample(prompt, steps, labels, id=_optional_str(row, "id"), line=row.line)
+
+
+def to_processbench(row: Row, source: str) -> StepExample:
+    """ProcessBench: ``problem``, ``steps``, ``label`` = index of the first wrong step or −1."""
+    prompt = _as_messages(row.data["problem"], source, row.line, "problem")
+    steps = _step_texts(row, source, "steps")
+    first = row.data["label"]
+    if isinstance(first, bool) or not isinstance(first, int) or not -1 <= first < len(steps):
+        raise DataError(source, f"expected -1 or a step index below {len(steps)}, got {first!r}", row.line, "label")
+    return StepExample(prompt, steps, labels_from_first_error(len(steps), first), id=_optional_str(row, "id"),
+                       line=row.line)
+
+
+CONVERTERS = {
+    "pairwise": to_pair,
+    "pointwise": to_point,
+    "bon": to_bon,
+    "stepwise": to_step,
+    "processbench": to_processbench,
+}
 
 
 @dataclass
@@ -471,6 +550,7 @@ def load_examples(
     skip_invalid: bool = False,
     limit: int | None = None,
     name: str | None = None,
+    step_separator: str = DEFAULT_SEPARATOR,
 ) -> LoadedData:
     """Read and validate data; every row must be in one format.
 
@@ -478,9 +558,12 @@ def load_examples(
     ``datasets.Dataset``/``IterableDataset`` or a list of dicts (then errors
     call it ``name``). ``expect`` restricts the accepted formats (e.g.
     ``("pairwise",)`` for ``icrm eval``). With ``skip_invalid`` a bad row is
-    counted and skipped instead of stopping the run.
+    counted and skipped instead of stopping the run. ``step_separator`` joins
+    the steps of stepwise rows into their response.
     """
     name = name or (str(source) if isinstance(source, (str, Path)) else "dataset")
+    if not step_separator:
+        raise DataError(name, "the step separator must not be empty")
     rows = read_rows(source, split, name)
     if limit is not None:
         rows = rows[:limit]
@@ -488,14 +571,18 @@ def load_examples(
     examples, errors = [], []
     for row in rows:
         try:
-            kind = detect_format(row, name)
+            detected = detect_format(row, name)
+            kind = FORMAT_ALIASES.get(detected, detected)
             if fmt is None:
                 if expect is not None and kind not in expect:
                     raise DataError(name, f"this command needs {' or '.join(expect)} data, got {kind}", row.line)
                 fmt = kind
             elif kind != fmt:
                 raise DataError(name, f"mixed formats in one file ({fmt} rows, then a {kind} row)", row.line)
-            examples.append(CONVERTERS[kind](row, name))
+            example = CONVERTERS[detected](row, name)
+            if isinstance(example, StepExample):
+                example.separator = step_separator
+            examples.append(example)
         except DataError as err:
             if not skip_invalid:
                 raise
@@ -513,7 +600,7 @@ def responses_of(example) -> list[str]:
     """The responses of an example: chosen and rejected, the response, or the candidates."""
     if isinstance(example, PairExample):
         return [example.chosen, example.rejected]
-    if isinstance(example, PointExample):
+    if isinstance(example, (PointExample, StepExample)):
         return [example.response]
     return list(example.candidates)
 
@@ -541,10 +628,14 @@ def example_texts(examples: Iterable) -> Iterable[str]:
 
 @dataclass
 class Sequence:
-    """A tokenized prompt+response; response tokens run from ``start`` to the end."""
+    """A tokenized prompt+response; response tokens run from ``start`` to the end.
+
+    ``step_ends`` (stepwise examples): the token index where each step's score is read.
+    """
 
     input_ids: list[int]
     start: int
+    step_ends: list[int] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -557,12 +648,15 @@ class TokenizeStats:
     dropped: int = 0
 
 
-def encode(tokenizer, prompt: list[Message], response: str) -> Sequence:
+def encode(tokenizer, prompt: list[Message], response: str, step_chars: list[int] | None = None) -> Sequence:
     """Render with the chat template and find where the response starts.
 
     The full conversation is tokenized in one piece, as a transformers user
     would, and the response is located by character offsets; tokenizing the
     prompt and the response separately could split the boundary differently.
+    ``step_chars`` (exclusive character ends of steps in ``response``) asks
+    for ``step_ends``: the token of each step's last character, except that
+    the last step's score is read at the last token, where the outcome is.
     """
     prefix = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
@@ -571,7 +665,18 @@ def encode(tokenizer, prompt: list[Message], response: str) -> Sequence:
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     offsets = enc["offset_mapping"]
     start = next((i for i, (_, end) in enumerate(offsets) if end > len(prefix)), len(offsets))
-    return Sequence(list(enc["input_ids"]), start)
+    seq = Sequence(list(enc["input_ids"]), start)
+    if step_chars is not None:
+        at = full.find(response, len(prefix))
+        if at < 0:
+            raise ValueError("the chat template changes the response text, so its steps cannot be located")
+        seq.step_ends = tokens_at_chars(offsets, [at + c for c in step_chars[:-1]]) + [seq.length - 1]
+    return seq
+
+
+def encode_steps(tokenizer, prompt: list[Message], steps: list[str], separator: str = DEFAULT_SEPARATOR) -> Sequence:
+    """:func:`encode` of a chain of steps joined by ``separator``, with its ``step_ends``."""
+    return encode(tokenizer, prompt, join_steps(steps, separator), step_char_ends(steps, separator))
 
 
 def fit_length(seq: Sequence, max_length: int, truncation: str, stats: TokenizeStats) -> Sequence | None:
@@ -588,7 +693,7 @@ def fit_length(seq: Sequence, max_length: int, truncation: str, stats: TokenizeS
         return None
     stats.truncated += 1
     cut = seq.length - max_length
-    return Sequence(seq.input_ids[cut:], seq.start - cut)
+    return Sequence(seq.input_ids[cut:], seq.start - cut, [end - cut for end in seq.step_ends])
 
 
 def tokenize_examples(examples: list, tokenizer, max_length: int, truncation: str = "left", progress=None):
@@ -602,7 +707,11 @@ def tokenize_examples(examples: list, tokenizer, max_length: int, truncation: st
     stats = TokenizeStats()
     items, kept = [], []
     for index, ex in enumerate(examples):
-        seqs = [fit_length(encode(tokenizer, ex.prompt, r), max_length, truncation, stats) for r in responses_of(ex)]
+        if isinstance(ex, StepExample):
+            encoded = [encode_steps(tokenizer, ex.prompt, ex.steps, ex.separator)]
+        else:
+            encoded = [encode(tokenizer, ex.prompt, r) for r in responses_of(ex)]
+        seqs = [fit_length(seq, max_length, truncation, stats) for seq in encoded]
         if progress is not None:
             progress()
         if any(s is None for s in seqs):
@@ -660,7 +769,20 @@ class RewardCollator:
             batch["margin"] = torch.tensor([it["margin"] for it in items], dtype=torch.float32)
         if "label" in items[0]:
             batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.float32)
+        if "step_labels" in items[0]:
+            batch.update(_step_batch(seqs, [it["step_labels"] for it in items]))
         return batch
+
+
+def _step_batch(seqs: list[Sequence], labels: list[list[int]]) -> dict[str, torch.Tensor]:
+    """``step_positions`` (token index of each step's score, −1 = no step) and ``step_labels``, ``[N, S]``."""
+    width = max(len(row) for row in labels)
+    positions = torch.full((len(seqs), width), -1, dtype=torch.long)
+    targets = torch.zeros((len(seqs), width), dtype=torch.float32)
+    for row, (seq, row_labels) in enumerate(zip(seqs, labels, strict=True)):
+        positions[row, : len(seq.step_ends)] = torch.tensor(seq.step_ends, dtype=torch.long)
+        targets[row, : len(row_labels)] = torch.tensor(row_labels, dtype=torch.float32)
+    return {"step_positions": positions, "step_labels": targets}
 
 
 class RewardDataset(torch.utils.data.Dataset):
@@ -683,6 +805,8 @@ class RewardDataset(torch.utils.data.Dataset):
             item["margin"] = ex.margin or 0.0
         else:
             item["label"] = ex.label
+        if isinstance(ex, StepExample):
+            item["step_labels"] = ex.labels
         return item
 
     @property

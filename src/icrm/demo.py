@@ -326,7 +326,7 @@ def _bon_report(bon: dict) -> list[str]:
         )
     gap = max(abs(a - b) for a, b in zip(*(list(r["accuracy"].values()) for r in bon.values()))) if len(bon) == 2 else None
     if gap is not None:
-        lines.append(f"* The two verifiers differ by at most {gap:.3f} at any n (one seed; BENCHMARKS.md §8 has three).")
+        lines.append(f"* The two verifiers differ by at most {gap:.3f} at any n (one seed; BENCHMARKS.md §9 has three).")
     return lines + ["", "![best-of-N](bon.png)", ""]
 
 

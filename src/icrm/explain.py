@@ -14,6 +14,10 @@ weight the consistency regularizer puts on the step into token ``t`` (the pair
 ``(t-1, t)``): an ICRM-trained model is pushed to keep ``r`` flat across
 high-probability tokens, so its ``Δr`` should concentrate on unlikely ones.
 
+A response given as a list of steps (process rewards, :mod:`icrm.steps`) also
+gets its step boundaries marked, each with the step's score ``σ(r)`` read at
+its end (and ✓/✗ when the true step label is known).
+
 Outputs: a self-contained HTML page (inline CSS and JS only, every text
 escaped; one row per model so BT and ICRM can be compared on the same
 responses, the responses of a row side by side), an index page linking to
@@ -33,8 +37,9 @@ from typing import Sequence as Seq
 import numpy as np
 import torch
 
-from .data import Message, Sequence, TokenizeStats, encode, fit_length
+from .data import Message, Sequence, TokenizeStats, encode, encode_steps, fit_length
 from .evaluation import _save_png
+from .steps import DEFAULT_SEPARATOR, join_steps, sigmoid
 
 __all__ = [
     "Explained",
@@ -66,6 +71,8 @@ class Explained:
     its change ``r[i] - r[i-1]`` (``r[-1]`` being ``baseline``, the reward of
     the prompt alone), ``w[i]`` (optional) the generator probability of the
     token given everything before it, and ``outcome`` the reward ``r[-1]``.
+    ``step_ends`` (responses given as steps) are the indices of the tokens
+    where each step's score is read; ``step_labels`` the true step labels, if known.
     """
 
     model: str
@@ -77,6 +84,13 @@ class Explained:
     outcome: float
     w: list[float] | None = None
     token_ids: list[int] = field(default_factory=list)
+    step_ends: list[int] = field(default_factory=list)
+    step_labels: list[int] | None = None
+
+    @property
+    def step_scores(self) -> list[float]:
+        """The reward at the end of each step (the last one is ``outcome``)."""
+        return [self.r[i] for i in self.step_ends]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,12 +135,16 @@ def _token_texts(tokenizer, prompt: list[Message], response: str, seq: Sequence,
 def explain_responses(
     rm,
     prompt: str | list[Message],
-    responses: Seq[tuple[str, str]],
+    responses: Seq[tuple[str, str | list[str]]],
     model_name: str,
     generator=None,
     max_length: int | None = None,
+    separator: str = DEFAULT_SEPARATOR,
 ) -> list[Explained]:
     """Per-token rewards of each ``(label, response)`` to one prompt.
+
+    A response given as a list of steps is joined with ``separator`` and its
+    step boundaries are recorded (``Explained.step_ends``).
 
     ``generator`` is ``None``, a causal LM sharing the RM's tokenizer (called
     as ``generator(input_ids=..., attention_mask=...).logits``), or ``"self"``
@@ -145,7 +163,11 @@ def explain_responses(
     out: list[Explained] = []
     try:
         for label, response in responses:
-            seq = encode(tokenizer, messages, response)
+            steps = None if isinstance(response, str) else list(response)
+            if steps is None:
+                seq = encode(tokenizer, messages, response)
+            else:
+                seq, response = encode_steps(tokenizer, messages, steps, separator), join_steps(steps, separator)
             cut = 0
             if max_length is not None:
                 fitted = fit_length(seq, max_length, "left", TokenizeStats())
@@ -176,6 +198,7 @@ def explain_responses(
                     outcome=float(r[-1]),
                     w=w,
                     token_ids=list(seq.input_ids[seq.start :]),
+                    step_ends=[end - seq.start for end in seq.step_ends],
                 )
             )
     finally:
@@ -272,6 +295,8 @@ h2{font-size:1.05em;margin:.2em 0 .5em}
 .t:hover{outline:2px solid #000}
 .t.empty{display:inline-block;min-width:3px;height:1em;vertical-align:middle}
 .nl{color:#888;font-size:11px}
+.step{font-size:11px;background:#eee;color:#222;border:1px solid #999;border-radius:3px;padding:0 3px;margin:0 3px}
+.step.wrong{border-color:#b2182b;background:#fbe3e6}
 .top{font-size:12px;color:#444;margin-top:6px}
 .verdict{font-size:13px;margin:4px 0 8px}
 #info{position:fixed;right:12px;bottom:12px;background:#222;color:#eee;font:12px ui-monospace,monospace;
@@ -318,13 +343,29 @@ def _top_changes(ex: Explained, k: int = 5) -> str:
     return "largest |Δr|: " + ", ".join(parts)
 
 
+def _step_text(ex: Explained, k: int) -> str:
+    """The marker after step ``k``: its number, σ(r) at its end and, if known, its true label."""
+    mark = "" if ex.step_labels is None else (" ✓" if ex.step_labels[k] else " ✗")
+    return f"step {k + 1}: σ(r)={sigmoid(ex.step_scores[k]):.2f}{mark}"
+
+
+def _step_marker(ex: Explained, k: int) -> str:
+    wrong = ex.step_labels is not None and not ex.step_labels[k]
+    title = f"step {k + 1}: r = {ex.step_scores[k]:+.4f}"
+    return f'<span class="step{" wrong" if wrong else ""}" title="{html.escape(title)}">{html.escape(_step_text(ex, k))}</span>'
+
+
 def _response_block(ex: Explained, scale: float) -> str:
     head = f"{ex.model} — {ex.label}: R = {ex.outcome:+.4f}"
-    spans = "".join(_token_span(ex, i, scale) for i in range(len(ex.tokens)))
+    ends = {i: k for k, i in enumerate(ex.step_ends)}
+    spans = "".join(
+        _token_span(ex, i, scale) + (_step_marker(ex, ends[i]) if i in ends else "") for i in range(len(ex.tokens))
+    )
     meta = (
         f"<b>{html.escape(ex.label)}</b> &nbsp; R = {ex.outcome:+.4f} &nbsp; "
         f"prompt-only r = {ex.baseline:+.4f} &nbsp; ΣΔr = {ex.outcome - ex.baseline:+.4f} &nbsp; "
         f"{len(ex.tokens)} tokens"
+        + (f" &nbsp; {len(ex.step_ends)} steps" if ex.step_ends else "")
     )
     return (
         f'<div class="response" data-head="{html.escape(head)}" data-label="{html.escape(ex.label)}" '
@@ -397,6 +438,19 @@ def _png_text(text: str) -> str:
     return text.replace("\t", "    ").replace("\r", "")
 
 
+def _display_items(ex: Explained, max_tokens: int) -> list[tuple[str, int, int | None]]:
+    """What a PNG row shows: ``(text, token index, step)``; a step marker follows each step's last token."""
+    ends = {i: k for k, i in enumerate(ex.step_ends)}
+    items: list[tuple[str, int, int | None]] = []
+    for i, text in enumerate(ex.tokens[:max_tokens]):
+        items.append((text, i, None))
+        if i in ends:
+            k = ends[i]
+            mark = "" if ex.step_labels is None else (" ✓" if ex.step_labels[k] else " ✗")
+            items.append((f"[{k + 1}: {sigmoid(ex.step_scores[k]):.2f}{mark}]", i, k))
+    return items
+
+
 def _cells(token: str) -> list[str]:
     """What a token shows in the PNG, one string per line it occupies (a newline shows as ↵ and ends a line)."""
     parts = _png_text(token).split("\n")
@@ -406,26 +460,33 @@ def _cells(token: str) -> list[str]:
     return shown
 
 
-def _words(tokens: Seq[str]) -> list[list[int]]:
-    """Token indices grouped into words: a word starts at a token that begins with white space or follows a newline."""
+def _words(tokens: Seq[str], whole: Seq[bool] = ()) -> list[list[int]]:
+    """Token indices grouped into words.
+
+    A word starts at a token that begins with white space or follows a
+    newline; a token flagged in ``whole`` (a step marker) is a word of its own.
+    """
     words: list[list[int]] = []
     for i, token in enumerate(tokens):
-        if not words or token[:1].isspace() or "\n" in tokens[i - 1]:
+        marker = i < len(whole) and whole[i]
+        after_marker = 0 < i <= len(whole) and whole[i - 1]
+        if not words or marker or after_marker or token[:1].isspace() or "\n" in tokens[i - 1]:
             words.append([])
         words[-1].append(i)
     return words
 
 
-def _layout(tokens: Seq[str], width: int) -> list[tuple[int, int, str, int]]:
+def _layout(tokens: Seq[str], width: int, whole: Seq[bool] = ()) -> list[tuple[int, int, str, int]]:
     """Wrap tokens into lines of ``width`` character cells: ``(line, col, text, index)``.
 
     Lines break between words, as in a text editor: a word that does not fit
     on the rest of a line starts the next one (without the space before it),
-    and only a word longer than a whole line is cut, where the line ends.
+    and only a word longer than a whole line is cut, where the line ends. A
+    token flagged in ``whole`` (a step marker) is a word of its own.
     """
     cells = [_cells(token) for token in tokens]
     placed, line, col = [], 0, 0
-    for word in _words(tokens):
+    for word in _words(tokens, whole):
         first_line = 0  # the word's width up to its first line break
         for i in word:
             first_line += len(cells[i][0])
@@ -461,7 +522,9 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
         raise ValueError("nothing to render")
     scale = page_scale(rows)
     ncols = max(len(row) for row in rows)
-    layouts = [[_layout(ex.tokens[:max_tokens], width) for ex in row] for row in rows]
+    items = [[_display_items(ex, max_tokens) for ex in row] for row in rows]
+    layouts = [[_layout([t for t, _, _ in shown], width, [k is not None for _, _, k in shown]) for shown in row]
+               for row in items]
     lines = [max((max((p[0] for p in lay), default=0) + 1 for lay in row), default=1) for row in layouts]
     head = 3  # lines of header per row (model name, response labels)
     char_w, line_h = 0.085, 0.2  # inches per character cell / per line
@@ -482,16 +545,24 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing glyphs in the monospace font
         y0 = 0
-        for row, row_layout, n in zip(rows, layouts, lines):
+        for row, row_layout, row_items, n in zip(rows, layouts, items, lines):
             ax.text(0, y0 + 0.8, row[0].model, fontsize=fontsize + 3, fontweight="bold", va="center", parse_math=False)
-            for c, (ex, lay) in enumerate(zip(row, row_layout)):
+            for c, (ex, lay, shown) in enumerate(zip(row, row_layout, row_items)):
                 x0 = c * col_w
                 note = f"{ex.label}: R = {ex.outcome:+.3f}"
                 if len(ex.tokens) > max_tokens:
                     note += f" (first {max_tokens} of {len(ex.tokens)} tokens)"
                 ax.text(x0, y0 + 2.0, note, fontsize=fontsize + 1, va="center", parse_math=False)
-                for line, col, piece, i in lay:
+                for line, col, piece, j in lay:
                     y = y0 + head + line
+                    _, i, step = shown[j]
+                    if step is not None:
+                        wrong = ex.step_labels is not None and not ex.step_labels[step]
+                        ax.add_patch(Rectangle((x0 + col, y), len(piece), 0.92, facecolor="#eeeeee",
+                                               edgecolor="#b2182b" if wrong else "#888888", linewidth=0.8))
+                        ax.text(x0 + col, y + 0.48, piece, fontsize=token_font, family="monospace", va="center",
+                                ha="left", color="#222222", parse_math=False)
+                        continue
                     rgb = colour_of(ex.delta[i], scale)
                     ax.add_patch(
                         Rectangle((x0 + col, y), len(piece), 0.92, facecolor=[v / 255 for v in rgb], edgecolor="none")
@@ -513,7 +584,8 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
         )
         bar = fig.add_axes((0.3, 0.18 / fig_h, 0.4, 0.12 / fig_h))
         fig.colorbar(ScalarMappable(Normalize(-scale, scale), cmap), cax=bar, orientation="horizontal")
-        bar.set_title("Δr = r_t − r_{t−1}", fontsize=8)
+        steps_note = "; [k: σ(r)] = step k's score, ✓/✗ its label" if any(ex.step_ends for row in rows for ex in row) else ""
+        bar.set_title("Δr = r_t − r_{t−1}" + steps_note, fontsize=8)
         bar.tick_params(labelsize=7)
     return _save_png(fig, path, tight=False)
 
@@ -563,10 +635,13 @@ def rank_correlation(delta: Seq[float], true_delta: Seq[float]) -> float:
 # ------------------------------------------------------------------ pages from the CLI
 
 
-def _labelled_responses(example) -> list[tuple[str, str]]:
-    from .data import BonExample, PairExample, responses_of
+def _labelled_responses(example, per_step: bool, separator: str) -> list[tuple[str, str | list[str]]]:
+    from .data import BonExample, PairExample, StepExample, responses_of
+    from .steps import split_steps
 
-    texts = responses_of(example)
+    if isinstance(example, StepExample):
+        return [("response", example.steps)]
+    texts = [split_steps(t, separator) if per_step else t for t in responses_of(example)]
     if isinstance(example, PairExample):
         return list(zip(("chosen", "rejected"), texts))
     if isinstance(example, BonExample):
@@ -585,16 +660,21 @@ def explain_to_files(
     generator: str | None = None,
     png: bool = False,
     max_length: int | None = None,
+    per_step: bool = False,
+    step_separator: str = DEFAULT_SEPARATOR,
     skip_invalid: bool = False,
 ) -> list[Path]:
     """``icrm explain``: one page for a prompt/response, or an index of pages for a data file.
 
     With ``--data`` the output is a directory holding ``index.html`` and one page
-    per example; otherwise it is the page itself. Written atomically. Lengths
-    follow ``icrm score`` (:func:`icrm.scoring.fit_examples`); the default
-    limit is the smallest of the models' defaults.
+    per example; otherwise it is the page itself. Written atomically. Stepwise
+    rows show their step boundaries and labels; ``per_step`` splits other
+    responses into steps at ``step_separator`` and marks those. Lengths follow
+    ``icrm score`` (:func:`icrm.scoring.fit_examples`); the default limit is
+    the smallest of the models' defaults.
     """
-    from .data import load_examples
+    from .data import StepExample, load_examples
+    from .steps import split_steps
     from .errors import UserError
     from .generator import load_generator
     from .modeling import RewardModel
@@ -608,30 +688,36 @@ def explain_to_files(
     max_length = min(filter(None, (resolve_max_length(rm, max_length) for _, rm in loaded)), default=None)
     gen = load_generator(generator, tokenizer)
 
-    def rows_for(prompt_value, responses):
+    def rows_for(prompt_value, responses, step_labels=None):
         try:
-            return [explain_responses(rm, prompt_value, responses, Path(name).name or name, gen, max_length)
-                    for name, rm in loaded]
+            rows = [explain_responses(rm, prompt_value, responses, Path(name).name or name, gen, max_length,
+                                      step_separator) for name, rm in loaded]
         except ValueError as err:
             raise UserError(str(err)) from err
+        for row in rows:
+            row[0].step_labels = step_labels
+        return rows
 
     if data is None:
         seq = encode(tokenizer, _messages(prompt), response)
         if max_length is not None and seq.length - seq.start > max_length:
             raise UserError(f"--response: {seq.length - seq.start} tokens do not fit in --max-length {max_length}")
-        rows = rows_for(prompt, [("response", response)])
+        rows = rows_for(prompt, [("response", split_steps(response, step_separator) if per_step else response)])
         with staged_file(output) as tmp:
             tmp.write_text(render_html("icrm explain", prompt, rows))
         written = [Path(output)]
         if png:
             written.append(render_png(rows, Path(output).with_suffix(".png")))
         return written
-    examples = fit_examples(tokenizer, load_examples(data, limit=limit, skip_invalid=skip_invalid), max_length,
-                            skip_invalid).examples
+    examples = fit_examples(
+        tokenizer, load_examples(data, limit=limit, skip_invalid=skip_invalid, step_separator=step_separator),
+        max_length, skip_invalid,
+    ).examples
     with staged_directory(output) as staging:
         entries = []
         for i, ex in enumerate(examples, start=1):
-            rows = rows_for(ex.prompt, _labelled_responses(ex))
+            rows = rows_for(ex.prompt, _labelled_responses(ex, per_step, step_separator),
+                            ex.labels if isinstance(ex, StepExample) else None)
             name = f"example-{i:04d}.html"
             (staging / name).write_text(render_html(f"example {i} (line {ex.line})", ex.prompt, rows))
             if png:

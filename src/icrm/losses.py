@@ -48,6 +48,35 @@ def pointwise_bce(rewards: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(rewards, labels.to(rewards.dtype))
 
 
+def gather_steps(rewards: torch.Tensor, step_positions: torch.Tensor) -> torch.Tensor:
+    """``[B, S]`` rewards at each step's score position (``step_positions`` is −1 where a row has no step k)."""
+    return rewards.gather(1, step_positions.clamp(min=0))
+
+
+def step_bce(rewards: torch.Tensor, step_positions: torch.Tensor, step_labels: torch.Tensor) -> torch.Tensor:
+    """The process (PRM) loss: ``BCE(σ(r), z)`` at every step's score position.
+
+    Averaged over all steps of the batch, as TRL's PRMTrainer averages its
+    labelled tokens, so a long chain weighs more than a short one.
+    """
+    valid = step_positions >= 0
+    picked = gather_steps(rewards, step_positions)[valid]
+    return F.binary_cross_entropy_with_logits(picked, step_labels[valid].to(rewards.dtype))
+
+
+def step_token_labels(step_positions: torch.Tensor, step_labels: torch.Tensor, width: int) -> torch.Tensor:
+    """``[B, width]``: each token gets the label of its step, the first step whose score position is at or after it.
+
+    Tokens after a row's last step (padding) get its last step's label, tokens
+    of the prompt its first step's; the consistency term masks both out.
+    """
+    valid = step_positions >= 0
+    tokens = torch.arange(width, device=step_positions.device)
+    ended = ((step_positions[:, None, :] < tokens[None, :, None]) & valid[:, None, :]).sum(-1)
+    last = (valid.sum(-1, keepdim=True) - 1).clamp(min=0)
+    return step_labels.gather(1, torch.minimum(ended, last))
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over positions where ``mask`` is set, per row."""
     mask = mask.to(values.dtype)
@@ -94,9 +123,14 @@ def pairwise_consistency_targets(
 
 
 def pointwise_consistency_targets(rewards: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``d = σ(r)`` for a correct response, ``1 - σ(r)`` for a wrong one."""
+    """``d = σ(r)`` for a correct response, ``1 - σ(r)`` for a wrong one.
+
+    ``labels`` is ``[B]`` (one per response) or ``[B, L]`` (one per token,
+    e.g. each token's step label from :func:`step_token_labels`).
+    """
     p = torch.sigmoid(rewards)
-    z = labels.to(rewards.dtype)[:, None]
+    z = labels.to(rewards.dtype)
+    z = z[:, None] if z.ndim == 1 else z
     return z * p + (1.0 - z) * (1.0 - p)
 
 

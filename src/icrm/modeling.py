@@ -28,10 +28,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import Message, RewardCollator, Sequence, encode, last_token_index
+from .data import Message, RewardCollator, Sequence, encode, encode_steps, last_token_index
 from .errors import UserError
 from .losses import scale_grad
-from .outputs import library_bars_off
+        scores already-rendered texts, ``icrm score`` fitted sequences).
 
 ICRM_CONFIG = "icrm_config.json"
 ICRM_STATE = "icrm_state.json"
@@ -393,15 +393,44 @@ class RewardModel(nn.Module):
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         seqs = [encode(self.tokenizer, _messages(p), r) for p, r in zip(prompts, responses)]
-        return self.sequence_rewards(seqs, batch_size)
+        return [rewards[seq.start :] for seq, rewards in zip(seqs, self.sequence_rewards(seqs, batch_size))]
+
+    def token_rewards(self, prompt: str | list[Message], response: str) -> torch.Tensor:
+        return self.token_rewards_batch([prompt], [response])[0]
+
+    @torch.no_grad()
+    def step_rewards_batch(
+        self,
+        prompts: list[str | list[Message]],
+        steps: list[list[str]],
+        separator: str = DEFAULT_SEPARATOR,
+        batch_size: int = 16,
+    ) -> list[list[float]]:
+        """Process rewards: the prefix reward at the end of every step of each chain.
+
+        A chain's response is its steps joined by ``separator``; step ``k``'s
+        score is read at its last token, and the last step's where the outcome
+        reward is (:mod:`icrm.steps`), so ``step_rewards(...)[-1]`` equals
+        :meth:`score`. Works for any reward model: for an outcome RM it is its
+        reading of the partial response.
+        """
+        if len(prompts) != len(steps):
+            raise ValueError(f"{len(prompts)} prompts but {len(steps)} chains of steps")
+        seqs = [encode_steps(self.tokenizer, _messages(p), s, separator) for p, s in zip(prompts, steps)]
+        rewards = self.sequence_rewards(seqs, batch_size)
+        return [[float(row[end]) for end in seq.step_ends] for seq, row in zip(seqs, rewards)]
+
+    def step_rewards(
+        self, prompt: str | list[Message], steps: list[str], separator: str = DEFAULT_SEPARATOR
+    ) -> list[float]:
+        return self.step_rewards_batch([prompt], [steps], separator)[0]
 
     @torch.no_grad()
     def sequence_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[torch.Tensor]:
-        """Prefix rewards from each tokenized sequence's ``start`` to its end, batched by length.
+        """The reward of every prefix of each tokenized sequence (one row per sequence), batched by length.
 
         The entry point for callers that tokenize themselves (``icrm serve``
-        scores already-rendered texts, ``icrm score`` fitted sequences); the
-        last value of each row is R.
+        scores already-rendered texts, ``icrm score`` fitted sequences).
         """
         order = sorted(range(len(seqs)), key=lambda i: seqs[i].length)
         collate = RewardCollator(self.tokenizer.pad_token_id)
@@ -414,12 +443,9 @@ class RewardModel(nn.Module):
             batch = collate([{"sequences": [seqs[i]]} for i in chunk])
             rewards = self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).rewards
             for row, i in enumerate(chunk):
-                results[i] = rewards[row, seqs[i].start : seqs[i].length].cpu()
+                results[i] = rewards[row, : seqs[i].length].cpu()
         self.train(was_training)
         return results
-
-    def token_rewards(self, prompt: str | list[Message], response: str) -> torch.Tensor:
-        return self.token_rewards_batch([prompt], [response])[0]
 
     # -- saving
 

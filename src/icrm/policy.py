@@ -602,11 +602,11 @@ def synthetic_task_of(prompts_source: str) -> str | None:
 
 def true_reward_judge(task: str) -> Callable[[list[Message], str], float]:
     """A judge that knows the answer: ``#good - #bad`` words, or 1/0 correctness for arithmetic and addition."""
-    from .synthetic import STEP_TASKS, TASKS, arithmetic_is_correct, true_reward
+    from .synthetic import CALCULATION_TASKS, TASKS, arithmetic_is_correct, true_reward
 
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if task in STEP_TASKS:
+    if task in CALCULATION_TASKS:
         return lambda prompt, response: float(arithmetic_is_correct(prompt[-1]["content"], response))
     return lambda prompt, response: true_reward(task, response)
 

@@ -19,6 +19,7 @@ from .data import (
     PairExample,
     PointExample,
     Sequence,
+    StepExample,
     encode,
     load_examples,
     responses_of,
@@ -36,6 +37,16 @@ from .evaluation import (
 )
 from .modeling import RewardModel
 from .outputs import progress, warn, write_json, write_jsonl
+from .steps import (
+    AGGREGATES,
+    DEFAULT_SEPARATOR,
+    aggregate,
+    auroc,
+    plot_step_profile,
+    sigmoid,
+    split_steps,
+    step_metrics,
+)
 
 
 def load_reward_model(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> RewardModel:
@@ -94,6 +105,8 @@ def _response_fields(example) -> list[tuple[str, str]]:
         return [("chosen", ""), ("rejected", "")]
     if isinstance(example, PointExample):
         return [("response", "")]
+    if isinstance(example, StepExample):
+        return [("completions", "")]  # TRL's stepwise column
     return [("candidates", f"candidate {i}: ") for i in range(1, len(example.candidates) + 1)]
 
 
@@ -151,6 +164,23 @@ def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_
     return score_sequences(rm, [encode(rm.tokenizer, p, r) for p, r in zip(prompts, responses)], batch_size)
 
 
+def score_steps(
+    rm: RewardModel, prompts: list, chains: list[list[str]], separator: str = DEFAULT_SEPARATOR, batch_size: int = 16
+) -> list[list[float]]:
+    """Step rewards of every chain (:meth:`RewardModel.step_rewards_batch`) in chunks, with a progress bar."""
+    scores: list[list[float]] = []
+    chunk = max(batch_size * 8, 1)
+    with progress("scoring steps", len(chains)) as advance:
+        for lo in range(0, len(chains), chunk):
+            try:
+                scores.extend(rm.step_rewards_batch(prompts[lo : lo + chunk], chains[lo : lo + chunk], separator,
+                                                    batch_size))
+            except ValueError as err:
+                raise UserError(f"cannot read step scores: {err}") from err
+            advance(len(chains[lo : lo + chunk]))
+    return scores
+
+
 def evaluate_pairs(
     model: str,
     data: str,
@@ -164,20 +194,31 @@ def evaluate_pairs(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     ties: str = "half",
+    step_threshold: float = 0.5,
+    step_separator: str = DEFAULT_SEPARATOR,
 ) -> dict:
-    """``icrm eval``: pairwise accuracy (per subset, RewardBench sections), or RewardBench 2 scores.
+    """``icrm eval``: pairwise accuracy (per subset, RewardBench sections), RewardBench 2 scores, or step metrics.
 
     Pairwise rows get :func:`~icrm.evaluation.pairwise_metrics`; best-of-N rows
     (RewardBench 2's ``chosen``/``rejected`` lists, or ``candidates`` with
     their ``labels`` listing the chosen first) get
     :func:`~icrm.evaluation.rewardbench2_metrics`. ``ties`` ("half" or "loss")
     is how a tie at the top counts; see :data:`~icrm.evaluation.TIES`.
-    Responses are tokenized as in training (see :func:`fit_examples`), so on
-    the same pairwise file this is the ``eval_accuracy`` a training run reports.
+    Stepwise rows (TRL stepwise supervision, ProcessBench) get
+    :func:`evaluate_steps`. Other rows are tokenized as in training (see
+    :func:`fit_examples`), so on the same pairwise file this is the
+    ``eval_accuracy`` a training run reports.
     """
     if ties not in TIES:
         raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
-    loaded = load_examples(data, expect=("pairwise", "bon"), split=split, skip_invalid=skip_invalid, limit=limit)
+    loaded = load_examples(
+        data, expect=("pairwise", "bon", "stepwise"), split=split, skip_invalid=skip_invalid, limit=limit,
+        step_separator=step_separator,
+    )
+    if loaded.format == "stepwise":
+        rm = load_reward_model(model, trust_remote_code, allow_pickle)
+        return evaluate_steps(rm, loaded.examples, output, threshold=step_threshold, batch_size=batch_size,
+                              extra={"skipped_rows": loaded.skipped, "model": model, "data": data})
     if loaded.format == "bon":
         num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
@@ -211,6 +252,44 @@ def evaluate_pairs(
         write_json(output, metrics)
         if loaded.format == "pairwise":
             plot_margin_histogram(chosen, rejected, Path(output).with_name(Path(output).stem + "_margins.png"))
+    return metrics
+
+
+def evaluate_steps(
+    rm: RewardModel,
+    examples: list[StepExample],
+    output: Path | None = None,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 16,
+    extra: dict | None = None,
+) -> dict:
+    """Step-level metrics (:func:`icrm.steps.step_metrics`, under ``"steps"``) and the outcome's.
+
+    The outcome is the last step's score (the reward ``score`` gives):
+    ``outcome.auroc`` separates right from wrong chains, ``outcome.accuracy``
+    counts ``σ(R) > 0.5`` as "right". With ``output``, also writes
+    ``<stem>_steps.png``: σ(r) around the first wrong step and along right chains.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise UserError(f"--step-threshold must be in (0, 1), got {threshold}")
+    prompts = [ex.prompt for ex in examples]
+    scores = score_steps(rm, prompts, [ex.steps for ex in examples], examples[0].separator, batch_size)
+    labels = [ex.labels for ex in examples]
+    outcome = [row[-1] for row in scores]
+    metrics = {
+        "format": "stepwise",
+        "n": len(examples),
+        "outcome": {
+            "auroc": auroc(outcome, [ex.label for ex in examples]),
+            "accuracy": sum((sigmoid(r) > 0.5) == bool(ex.label) for r, ex in zip(outcome, examples)) / len(examples),
+        },
+        "steps": step_metrics(scores, labels, threshold),
+        **(extra or {}),
+    }
+    if output is not None:
+        write_json(output, metrics)
+        plot_step_profile(scores, labels, Path(output).with_name(Path(output).stem + "_steps.png"))
     return metrics
 
 
@@ -263,25 +342,32 @@ def score_file(
     allow_pickle: bool = False,
     per_token: bool = False,
     generator: str | None = None,
+    per_step: bool = False,
+    step_separator: str = DEFAULT_SEPARATOR,
 ) -> dict:
     """Write ``data`` back with a reward per response; returns the row count and the length counts.
 
     With ``per_token`` every row also gets ``token_rewards``: one entry per
     response (in the row's order), with the token texts, the prefix rewards
     ``r``, their changes ``delta`` and, given a generator, its probabilities ``w``.
+    With ``per_step`` every response also gets its step rewards (the steps of
+    stepwise rows, other responses split at ``step_separator``): ``step_rewards``
+    (pointwise, stepwise; a list per candidate for best-of-N) or
+    ``chosen_step_rewards``/``rejected_step_rewards``.
     """
-    loaded = load_examples(data, split=split, skip_invalid=skip_invalid)
+    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator)
     rm = load_reward_model(model, trust_remote_code, allow_pickle)
     fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
     scores = score_sequences(rm, fitted.sequences, batch_size)
-    if normalize:
-        mean, std = rm.reward_stats["mean"], rm.reward_stats["std"]
-        scores = [(s - mean) / std for s in scores]
+    mean, std = (rm.reward_stats["mean"], rm.reward_stats["std"]) if normalize else (0.0, 1.0)
+    scores = [(s - mean) / std for s in scores]
     rows = [_scored_row(ex, row) for ex, row in zip(fitted.examples, _per_example(scores, fitted.examples))]
     if per_token:
         _add_token_rewards(rm, fitted, rows, generator)
+    if per_step:
+        _add_step_rewards(rm, fitted.examples, rows, step_separator, batch_size, (mean, std))
     write_jsonl(output, rows)
     return {"rows": len(rows), "skipped_rows": loaded.skipped, **fitted.counts()}
 
@@ -303,6 +389,33 @@ def _add_token_rewards(rm: RewardModel, fitted: Fitted, rows: list[dict], genera
             advance(1)
 
 
+def chains_of(example, separator: str = DEFAULT_SEPARATOR) -> list[list[str]]:
+    """The steps of each response of an example: its own for stepwise rows, else split at ``separator``."""
+    if isinstance(example, StepExample):
+        return [example.steps]
+    return [split_steps(text, separator) for text in responses_of(example)]
+
+
+def _add_step_rewards(
+    rm: RewardModel, examples: list, rows: list[dict], separator: str, batch_size: int, scale: tuple[float, float]
+) -> None:
+    """Step rewards of every response, in the fields :func:`score_file` documents, z-scored like the rewards."""
+    prompts, chains = [], []
+    for ex in examples:
+        for chain in chains_of(ex, separator):
+            prompts.append(ex.prompt)
+            chains.append(chain)
+    mean, std = scale
+    flat = [[(r - mean) / std for r in row] for row in score_steps(rm, prompts, chains, separator, batch_size)]
+    for ex, row, per_response in zip(examples, rows, _per_example(flat, examples)):
+        if isinstance(ex, PairExample):
+            row["chosen_step_rewards"], row["rejected_step_rewards"] = per_response
+        elif isinstance(ex, BonExample):
+            row["step_rewards"] = per_response
+        else:
+            row["step_rewards"] = per_response[0]
+
+
 def _scored_row(ex, scores: list[float]) -> dict:
     row: dict = {"prompt": ex.prompt}
     if ex.id is not None:
@@ -313,6 +426,8 @@ def _scored_row(ex, scores: list[float]) -> dict:
             row["subset"] = ex.subset
     elif isinstance(ex, PointExample):
         row.update(response=ex.response, label=ex.label, reward=scores[0])
+    elif isinstance(ex, StepExample):
+        row.update(completions=ex.steps, labels=[bool(y) for y in ex.labels], reward=scores[0])
     else:
         row.update(candidates=ex.candidates, rewards=scores)
         if ex.labels is not None:
@@ -379,12 +494,19 @@ def best_of_n(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    aggregate_steps: str = "last",
+    step_separator: str = DEFAULT_SEPARATOR,
 ) -> dict:
     """Best-of-N verification: accuracy@n, pass@n, random@n (+ majority@n with answers).
 
     A candidate is correct by its ``labels`` entry, or, without labels, when its
-    extracted final answer equals the row's ``answer``.
+    extracted final answer equals the row's ``answer``. Candidates are ranked
+    by their step rewards aggregated with ``aggregate_steps`` (steps: the
+    candidate split at ``step_separator``): ``last`` is the outcome reward,
+    ``min`` the weakest step (PRM papers' usual choice), ``mean`` the mean σ(r).
     """
+    if aggregate_steps not in AGGREGATES:
+        raise UserError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate_steps!r}")
     loaded = load_examples(data, expect=("bon",), skip_invalid=skip_invalid)
     examples: list[BonExample] = loaded.examples
     labels = []
@@ -409,12 +531,18 @@ def best_of_n(
     answers = None
     if all(ex.answer is not None for ex in examples):
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
-    scores = _per_example(score_sequences(rm, fitted.sequences, batch_size), examples)
+    if aggregate_steps == "last":  # the last step's score is the outcome reward: no need to split
+        flat = score_sequences(rm, fitted.sequences, batch_size)
+    else:
+        prompts = [ex.prompt for ex in examples for _ in ex.candidates]
+        chains = [split_steps(text, step_separator) for ex in examples for text in ex.candidates]
+        flat = [aggregate(row, aggregate_steps) for row in score_steps(rm, prompts, chains, step_separator, batch_size)]
+    scores = _per_example(flat, examples)
     try:
         report = bon_metrics(scores, labels, ns, answers=answers, n_draws=n_draws, seed=seed)
     except ValueError as err:
         raise UserError(f"{data}: {err}") from err
-    report.update(model=model, data=data, skipped_rows=loaded.skipped, **fitted.counts())
+    report.update(model=model, data=data, skipped_rows=loaded.skipped, aggregate=aggregate_steps, **fitted.counts())
     if output is not None:
         write_json(output, report)
         plot_bon_curve(report, Path(output).with_suffix(".png"))

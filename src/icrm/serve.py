@@ -252,9 +252,9 @@ class DynamicBatcher:
                     if not future.done():
                         future.set_exception(err)
                 continue
-            for (_, future), reward in zip(batch, rewards):
+            for (seq, future), reward in zip(batch, rewards):
                 if not future.done():
-                    future.set_result(reward)
+                    future.set_result(reward[seq.start :])
 
 
 # ---------------------------------------------------------- reading requests

@@ -18,11 +18,14 @@ the truth instead of by another model:
   the answer wrong; pointwise correctness labels and best-of-N candidates.
   Checking a step means redoing it (a joint function of three numbers, with
   no single token that gives the error away): the tiny preset does not learn
-  it from a thousand examples (its verifiers fall below chance; BENCHMARKS.md §8).
+  it from a thousand examples (its verifiers fall below chance; BENCHMARKS.md §9).
 * ``addition`` -- the same format for sums of one-digit numbers, where a
   wrong solution drops a carry (the step's result is 10 too small, so it is
   smaller than what it adds to); a check the tiny preset does learn, and the
   demo's best-of-N task.
+* ``steps`` -- process supervision: counting days of the week forward, one
+  line per step, with a true label per step (TRL's stepwise format) and
+  best-of-N candidates split into steps.
 
 Bad options raise :class:`icrm.errors.UserError` (a ``ValueError``), which
 the CLI reports as one line with exit code 2.
@@ -60,7 +63,9 @@ __all__ = [
     "generate_arithmetic",
     "generate_length",
     "generate_noisy",
+    "generate_steps",
     "generate_suffix",
+    "step_labels",
     "true_reward",
     "write_task",
 ]
@@ -126,7 +131,7 @@ def true_reward(task: str, response: str) -> float:
     reward model, a best-of-N pick or a DPO policy can be judged by what the
     data was built to reward rather than by what it correlates with.
     """
-    if task in STEP_TASKS:
+    if task in CALCULATION_TASKS:
         raise UserError(f"{task} has no scalar true reward; use arithmetic_is_correct(prompt, response)")
     if task not in PREFERENCE_TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(PREFERENCE_TASKS)}")
@@ -335,8 +340,8 @@ def _addition_solution(rng: random.Random, numbers: list[int], ops: list[str], c
             return _render_steps(steps)
 
 
-# task -> (problem maker, solution writer)
-STEP_TASKS = {"arithmetic": (_problem, _solution), "addition": (_addition_problem, _addition_solution)}
+# calculation tasks (arithmetic_is_correct checks them): name -> (problem maker, solution writer)
+CALCULATION_TASKS = {"arithmetic": (_problem, _solution), "addition": (_addition_problem, _addition_solution)}
 
 
 def arithmetic_is_correct(prompt: str, response: str) -> bool:
@@ -363,7 +368,7 @@ def _arithmetic_prompt(numbers: list[int], ops: list[str]) -> str:
 
 def _pointwise_split(task: str, split: str, seed: int, n: int, flip: float) -> tuple[list[dict], list[str]]:
     """``n`` pointwise rows of a step task, half correct, and the ids whose label was flipped."""
-    problem, solution = STEP_TASKS[task]
+    problem, solution = CALCULATION_TASKS[task]
     rng = random.Random(f"icrm:{task}:{split}:{seed}")
     flipped = set(rng.sample(range(n), round(flip * n)))
     rows = []
@@ -387,7 +392,7 @@ def _best_of_n_split(task: str, seed: int, n: int) -> list[dict]:
     Each prompt gets its own success rate (0.2-0.6), so some prompts are
     easy, some hard, and most have both correct and incorrect candidates.
     """
-    problem, solution = STEP_TASKS[task]
+    problem, solution = CALCULATION_TASKS[task]
     rng = random.Random(f"icrm:{task}:bon:{seed}")
     rows = []
     for i in range(n):
@@ -519,12 +524,146 @@ def _step_task(task: str, seed: int, n_train: int, n_test: int, flip: float) -> 
     return _task_data(task, seed, n_train, n_test, flip, flipped, files, n_candidates=BON_CANDIDATES)
 
 
+# --- steps ------------------------------------------------------------------------
+
+# A day-counting chain: "It is Tuesday. Count forward 2 days, then 1, then 2. What day is it?" is solved
+# one line per stride, "2 days after Tuesday is Thursday". Each step is checkable from its own line and the
+# line before it (a 7 x 2 table of facts plus a copy); one wrong result makes the chain wrong from that step
+# on, and later steps count on correctly from the wrong day, as a solver that does not notice its slip
+# would. Pilot runs of a PRM alone (tiny preset, 1000 chains, 10 epochs) fixed the strides: with 1, 2 and 3
+# it needed ~30 epochs to learn the check (step AUROC 0.70 after 10), with 1 and 2 it reaches 0.87.
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+STRIDES = (1, 2)
+CHAIN_STEPS = (3, 6)  # steps per chain, inclusive
+LATER_SLIP = 0.15  # chance of a further wrong result at each step after the first one
+STEPS_PROMPT_RE = re.compile(r"It is (\w+)\. Count forward (\d+) days?((?:, then \d+)*)\. What day is it\?")
+DAY_STEP_RE = re.compile(r"(\d+) days? after (\w+) is (\w+)")
+
+
+def _steps_problem(rng: random.Random, held_out: bool) -> tuple[int, list[int]]:
+    """A start day and strides; held-out problems (test, bon) never occur in training."""
+    while True:
+        start = rng.randrange(len(DAYS))
+        strides = [rng.choice(STRIDES) for _ in range(rng.randint(*CHAIN_STEPS))]
+        bucket = zlib.crc32(_steps_prompt(start, strides).encode()) % HELD_OUT_BUCKETS
+        if (bucket == 0) == held_out:
+            return start, strides
+
+
+def _steps_prompt(start: int, strides: list[int]) -> str:
+    then = "".join(f", then {s}" for s in strides[1:])
+    return f"It is {DAYS[start]}. Count forward {strides[0]} day{'s' if strides[0] > 1 else ''}{then}. What day is it?"
+
+
+def _steps_chain(rng: random.Random, start: int, strides: list[int], first_wrong: int) -> list[str]:
+    """The steps of a chain whose first wrong result is at ``first_wrong`` (−1: none)."""
+    steps, day = [], start
+    for k, stride in enumerate(strides):
+        result = (day + stride) % len(DAYS)
+        if k == first_wrong or (0 <= first_wrong < k and rng.random() < LATER_SLIP):
+            result = (result + rng.randrange(1, len(DAYS))) % len(DAYS)
+        steps.append(f"{stride} day{'s' if stride > 1 else ''} after {DAYS[day]} is {DAYS[result]}")
+        day = result
+    return steps
+
+
+def step_labels(prompt: str, steps: list[str]) -> list[int]:
+    """True label of every step of a day-counting chain: 1 while every line so far is the right one.
+
+    A line is right when it starts from the true day so far, adds the
+    prompt's next stride and states the true result; a prefix with a wrong
+    line stays wrong, even if a later slip lands on the right day again.
+    """
+    match = STEPS_PROMPT_RE.fullmatch(prompt)
+    if match is None:
+        raise UserError(f"not a day-counting prompt: {prompt!r}")
+    day = DAYS.index(match.group(1))
+    strides = [int(match.group(2))] + [int(x) for x in re.findall(r"\d+", match.group(3))]
+    labels, right = [], True
+    for k, step in enumerate(steps):
+        stated = DAY_STEP_RE.fullmatch(step)
+        expected = (day + strides[k]) % len(DAYS) if k < len(strides) else None
+        right = right and expected is not None and stated is not None and (
+            (int(stated.group(1)), stated.group(2), stated.group(3)) == (strides[k], DAYS[day], DAYS[expected])
+        )
+        labels.append(int(right))
+        if expected is not None:
+            day = expected
+    return labels
+
+
+def _stepwise_split(split: str, seed: int, n: int, flip: float) -> tuple[list[dict], list[str]]:
+    """``n`` chains, half of them right, the first slip of the others at a uniformly random step.
+
+    ``flip`` flips that share of all step labels (training noise); the flipped
+    steps are named ``<id>/<step>``.
+    """
+    rng = random.Random(f"icrm:steps:{split}:{seed}")
+    rows = []
+    for i in range(n):
+        start, strides = _steps_problem(rng, held_out=split != "train")
+        first_wrong = -1 if rng.random() < 0.5 else rng.randrange(len(strides))
+        prompt = _steps_prompt(start, strides)
+        steps = _steps_chain(rng, start, strides, first_wrong)
+        rows.append({"id": f"steps-{split}-{i:05d}", "prompt": prompt, "completions": steps,
+                     "labels": [bool(y) for y in step_labels(prompt, steps)]})
+    slots = [(r, k) for r in range(n) for k in range(len(rows[r]["labels"]))]
+    flipped = sorted(rng.sample(slots, round(flip * len(slots))))
+    for r, k in flipped:
+        rows[r]["labels"][k] = not rows[r]["labels"][k]
+    return rows, [f"{rows[r]['id']}/{k}" for r, k in flipped]
+
+
+def _steps_best_of_n(seed: int, n: int) -> list[dict]:
+    """``n`` held-out prompts with 8 step-split candidates each (steps joined by newlines)."""
+    rng = random.Random(f"icrm:steps:bon:{seed}")
+    rows = []
+    for i in range(n):
+        start, strides = _steps_problem(rng, held_out=True)
+        success = rng.uniform(0.2, 0.6)
+        candidates, labels = [], []
+        for _ in range(BON_CANDIDATES):
+            first_wrong = -1 if rng.random() < success else rng.randrange(len(strides))
+            steps = _steps_chain(rng, start, strides, first_wrong)
+            candidates.append("\n".join(steps))
+            labels.append(step_labels(_steps_prompt(start, strides), steps)[-1])
+        rows.append({"id": f"steps-bon-{i:05d}", "prompt": _steps_prompt(start, strides), "candidates": candidates,
+                     "labels": labels})
+    return rows
+
+
+def generate_steps(*, seed: int = 0, n_train: int = 1000, n_test: int = 300, flip: float = 0.0) -> SyntheticData:
+    """Process supervision on day-counting chains: a true label per step.
+
+    Files: train.jsonl and test.jsonl in TRL's stepwise format (prompt,
+    completions, labels; about half the chains right), test_processbench.jsonl
+    (the test chains as ProcessBench rows: problem, steps, label = first wrong
+    step or −1) and bon.jsonl (``n_test`` held-out prompts with 8 candidates
+    whose steps are joined by newlines, and their outcome labels; no
+    ``answer``, since ``icrm bon``'s majority vote reads numbers, not days).
+    Test and bon prompts never occur in training.
+    """
+    _check_sizes(n_train, n_test, flip)
+    train, flipped = _stepwise_split("train", seed, n_train, flip)
+    test, _ = _stepwise_split("test", seed, n_test, 0.0)
+    processbench = [
+        {"id": r["id"], "problem": r["prompt"], "steps": r["completions"],
+         "label": next((k for k, y in enumerate(r["labels"]) if not y), -1)}
+        for r in test
+    ]
+    files = {"train.jsonl": train, "test.jsonl": test, "test_processbench.jsonl": processbench,
+             "bon.jsonl": _steps_best_of_n(seed, n_test)}
+    return _task_data("steps", seed, n_train, n_test, flip, flipped, files, n_candidates=BON_CANDIDATES,
+                      step_separator="\n", days=list(DAYS), strides=list(STRIDES))
+
+
 TASKS: dict[str, Callable[..., SyntheticData]] = {
     "noisy": generate_noisy,
     "length": generate_length,
     "suffix": generate_suffix,
     "arithmetic": generate_arithmetic,
     "addition": generate_addition,
+    "steps": generate_steps,
 }
 
 

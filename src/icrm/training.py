@@ -8,7 +8,7 @@ from transformers; the trainer turns models and datasets into icrm's
 (:class:`~icrm.modeling.RewardModel`, validated and tokenized rows) and its
 ``compute_loss`` combines the pure losses of :mod:`icrm.losses`:
 
-    L = α·L_SFT + λ·L_ICRM + (1-λ)·L_BT      (or L_pt for pointwise data)
+    L = α·L_SFT + λ·L_ICRM + (1-λ)·L_BT      (or L_pt for pointwise data, L_PRM for prm methods)
 
 ``icrm train`` is :func:`train_reward_model`: the same trainer, plus the
 file-level conveniences of a command (atomic output directory, resume,
@@ -40,6 +40,7 @@ from .data import (
     PointExample,
     RewardCollator,
     RewardDataset,
+    StepExample,
     TokenizeStats,
     example_texts,
     flatten_responses,
@@ -71,6 +72,7 @@ from .outputs import (
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+from .steps import DEFAULT_SEPARATOR
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -78,10 +80,16 @@ METHODS = {
     "grm": (0.0, 1.0),
     "icrm": (0.1, 1.0),
     "icrm-nosft": (0.1, 0.0),
+    "prm": (0.0, 0.0),
+    "prm-icrm": (0.1, 0.0),
 }
+# Process-supervised methods train on each step's label (stepwise data only). prm-icrm's consistency
+# term takes each token's target from its step's label, not the outcome's: with the outcome label, a
+# chain that goes wrong at step 3 would push the prefixes of its right steps 1-2 down, against their labels.
+PROCESS_METHODS = ("prm", "prm-icrm")
 GENERATOR_SOURCES = ("self", "uniform")
 POINTWISE_SAMPLING = (0.7, 0.8)  # the reference's temperature and top-p for w_t on graded responses
-TRAINABLE_FORMATS = ("pairwise", "pointwise")  # data.py formats ICRMTrainer trains on
+TRAINABLE_FORMATS = ("pairwise", "pointwise", "stepwise")  # data.py formats ICRMTrainer trains on
 # TRL RewardConfig fields icrm has no use for: an error when set, rather than silently ignored.
 UNSUPPORTED = {
     "chat_template_path": "set processing_class.chat_template instead",
@@ -140,7 +148,7 @@ class ICRMConfig(RewardConfig):
     * ``allow_pickle``: also load pickle (``.bin``) weights when ``model`` is a path.
     """
 
-    method: str = field(default="icrm", metadata={"help": "bt, grm, icrm or icrm-nosft"})
+    method: str = field(default="icrm", metadata={"help": "bt, grm, icrm, icrm-nosft, prm or prm-icrm"})
     lambda_: float | None = field(default=None, metadata={"help": "consistency weight λ (default: the method's)"})
     sft_weight: float | None = field(default=None, metadata={"help": "SFT weight α (default: the method's)"})
     sft_backbone_grad: float = field(default=1e-3, metadata={"help": "gradient scale of L_SFT into the backbone"})
@@ -156,6 +164,9 @@ class ICRMConfig(RewardConfig):
     cache_dir: str | None = None
     truncation: str = field(default="left", metadata={"help": "over-long rows: left (cut the prompt) or drop"})
     allow_pickle: bool = field(default=False, metadata={"help": "also load pickle (.bin) weights"})
+    step_separator: str = field(
+        default=DEFAULT_SEPARATOR, metadata={"help": "joins the steps of stepwise rows (as in TRL's PRMConfig)"}
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -171,6 +182,7 @@ class ICRMConfig(RewardConfig):
             ("--generator-top-p", "generator_top_p", self.generator_top_p is None or 0.0 < self.generator_top_p <= 1.0,
              f"must be in (0, 1], got {self.generator_top_p}"),
             ("--head-dropout", "head_dropout", 0.0 <= self.head_dropout < 1.0, f"must be in [0, 1), got {self.head_dropout}"),
+            ("--step-separator", "step_separator", bool(self.step_separator), "must not be empty"),
         ]
         for option, name, ok, message in checks:
             if not ok:
@@ -188,8 +200,19 @@ class ICRMConfig(RewardConfig):
         return temperature, top_p
 
     def resolve_sampling(self, data_format: str) -> None:
-        """Fix the generator's sampling settings for this data (what the run records)."""
-        self.generator_temperature, self.generator_top_p = self.generator_sampling(data_format == "pointwise")
+        """Fix the generator's sampling settings for this data (what the run records); stepwise rows are graded too."""
+        self.generator_temperature, self.generator_top_p = self.generator_sampling(data_format != "pairwise")
+
+    def check_format(self, data_format: str) -> None:
+        """Process-supervised methods need step labels."""
+        if self.process_supervised and data_format != "stepwise":
+            raise ConfigError(
+                f"--method {self.method} needs stepwise data (prompt, completions, labels), got {data_format}"
+            )
+
+    @property
+    def process_supervised(self) -> bool:
+        return self.method in PROCESS_METHODS
 
     @property
     def consistency_weight(self) -> float:
@@ -214,6 +237,7 @@ class ICRMConfig(RewardConfig):
             "disable_dropout": self.disable_dropout,
             "max_length": self.max_length,
             "truncation": self.truncation,
+            "step_separator": self.step_separator,
             "learning_rate": self.learning_rate,
             "epochs": self.num_train_epochs,
             "max_steps": self.max_steps,
@@ -291,9 +315,10 @@ class ICRMTrainer(Trainer):
             raise TypeError(f"args must be an ICRMConfig (it takes every RewardConfig field), got {type(args).__name__}")
         if train_dataset is None:
             raise ConfigError("train_dataset is required")
-        train_data = _examples(train_dataset, "train_dataset")
+        train_data = _examples(train_dataset, "train_dataset", args.step_separator)
         data_format = _data_format(train_data)
-        eval_data = _map_eval(eval_dataset, lambda data, label: _examples(data, label, data_format))
+        args.check_format(data_format)
+        eval_data = _map_eval(eval_dataset, lambda data, label: _examples(data, label, args.step_separator, data_format))
         args.resolve_sampling(data_format)
         if args.consistency_weight > 0 and args.generator not in GENERATOR_SOURCES:
             model_kind(args.generator)  # fail early on a path that is not a model
@@ -359,7 +384,7 @@ class ICRMTrainer(Trainer):
     def _set_signature_columns_if_needed(self):
         # Items are RewardDataset dicts, not model inputs: what remove_unused_columns must keep.
         if self._signature_columns is None:
-            self._signature_columns = ["sequences", "length", "weights", "margin", "label"]
+            self._signature_columns = ["sequences", "length", "weights", "margin", "label", "step_labels"]
 
     def _attach_generator_weights(self, datasets: list[RewardDataset]) -> None:
         """Generator weights ``w_t`` of every sequence, for ``generator=PATH``: computed once, cached on disk.
@@ -452,6 +477,9 @@ class ICRMTrainer(Trainer):
             terms["bt"] = losses.bradley_terry(chosen, rejected, margin, args.center_rewards_coefficient or 0.0)
             terms["accuracy"] = (chosen > rejected).float().mean() + 0.5 * (chosen == rejected).float().mean()
             loss = (1.0 - lam) * terms["bt"]
+        elif args.process_supervised:
+            terms["prm"], terms["accuracy"] = self._process_loss(inputs, rewards)
+            loss = (1.0 - lam) * terms["prm"]
         else:
             terms["bce"] = losses.pointwise_bce(outcome, inputs["labels"])
             terms["accuracy"] = ((outcome > 0).float() == inputs["labels"]).float().mean()
@@ -490,11 +518,24 @@ class ICRMTrainer(Trainer):
             )
             d = torch.cat([d_c, d_r])
         else:
-            d = losses.pointwise_consistency_targets(rewards, inputs["labels"])
+            labels = inputs["labels"]
+            if self.args.process_supervised:
+                labels = losses.step_token_labels(inputs["step_positions"], inputs["step_labels"], rewards.shape[1])
+            d = losses.pointwise_consistency_targets(rewards, labels)
         out = losses.consistency_loss(d, pair_weights, pair_mask, rm.consistency_ema, update_ema=training)
         if training:
             rm.consistency_ema.copy_(out.ema)
         return out
+
+    @staticmethod
+    def _process_loss(inputs, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The PRM loss and the step accuracy (σ(r) > 0.5 agrees with the step label)."""
+        if "step_positions" not in inputs:
+            raise ConfigError("--method prm and prm-icrm need stepwise data (prompt, completions, labels)")
+        positions, labels = inputs["step_positions"], inputs["step_labels"]
+        valid = positions >= 0
+        picked = losses.gather_steps(rewards, positions)[valid]
+        return losses.step_bce(rewards, positions, labels), ((picked > 0).float() == labels[valid]).float().mean()
 
     def _generation_weights(self, rm: RewardModel, inputs, hidden) -> torch.Tensor:
         """``w_t`` from the cache, the frozen copy of the RM's LM head (``self``), or ones."""
@@ -637,10 +678,11 @@ def _reward_model(model, args: ICRMConfig, tokenizer, data) -> RewardModel:
 def _data_format(data: LoadedData | RewardDataset) -> str:
     if isinstance(data, LoadedData):
         return data.format
-    return "pairwise" if isinstance(data.examples[0], PairExample) else "pointwise"
+    first = data.examples[0]
+    return "pairwise" if isinstance(first, PairExample) else "stepwise" if isinstance(first, StepExample) else "pointwise"
 
 
-def _examples(dataset, name: str, same_as: str | None = None) -> LoadedData | RewardDataset:
+def _examples(dataset, name: str, step_separator: str, same_as: str | None = None) -> LoadedData | RewardDataset:
     """Validated rows of a dataset in any accepted form (see :class:`ICRMTrainer`).
 
     ``same_as``: the format the rows must have (the training data's, for evaluation).
@@ -648,7 +690,8 @@ def _examples(dataset, name: str, same_as: str | None = None) -> LoadedData | Re
     if isinstance(dataset, (RewardDataset, LoadedData)):
         data = dataset
     else:
-        data = load_examples(dataset, name=name, expect=(same_as,) if same_as else TRAINABLE_FORMATS)
+        expect = (same_as,) if same_as else TRAINABLE_FORMATS
+        data = load_examples(dataset, name=name, expect=expect, step_separator=step_separator)
     fmt = _data_format(data)
     if fmt not in TRAINABLE_FORMATS or (same_as and fmt != same_as):
         wanted = same_as or " or ".join(TRAINABLE_FORMATS)
@@ -770,10 +813,13 @@ def train_reward_model(
     ``resume=True`` to continue from its last checkpoint (``--save-steps``).
     ``spec`` names the model, its LoRA adapters and its loading permissions.
     """
-    train_loaded = load_examples(data, expect=TRAINABLE_FORMATS, skip_invalid=skip_invalid)
+    step_separator = config.step_separator
+    train_loaded = load_examples(data, expect=TRAINABLE_FORMATS, skip_invalid=skip_invalid, step_separator=step_separator)
     eval_loaded = None
     if eval_data:
-        eval_loaded = load_examples(eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid)
+        eval_loaded = load_examples(
+            eval_data, expect=(train_loaded.format,), skip_invalid=skip_invalid, step_separator=step_separator
+        )
     config.trust_remote_code, config.allow_pickle = spec.trust_remote_code, spec.allow_pickle
     config.resolve_sampling(train_loaded.format)
     resolved = {"data": data, "eval_data": eval_data, "model": asdict(spec), **config.settings()}
@@ -887,7 +933,7 @@ class RichProgress(TrainerCallback):
     training (which TRL's RichProgressCallback is not).
     """
 
-    SHOWN = ("loss", "bt", "bce", "icrm", "sft", "accuracy", "eval_accuracy")
+    SHOWN = ("loss", "bt", "bce", "prm", "icrm", "sft", "accuracy", "eval_accuracy")
 
     def __init__(self):
         self._bar = None
@@ -935,7 +981,7 @@ def _plot_losses(history: list[dict], path: Path) -> None:
 
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for entry in history:
-        for name in ("loss", "bt", "bce", "icrm", "sft"):
+        for name in ("loss", "bt", "bce", "prm", "icrm", "sft"):
             if name in entry:
                 curves[name].append((entry["step"], entry[name]))
     if curves:
@@ -997,6 +1043,7 @@ def train_sft(
     skip_invalid: bool = False,
     resume: bool = False,
     responses: str = "chosen",
+    step_separator: str = DEFAULT_SEPARATOR,
 ) -> dict:
     """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
@@ -1004,7 +1051,9 @@ def train_sft(
     ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
     policy for sampling and DPO (train it on ``chosen``).
     """
-    loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
+    loaded = load_examples(
+        data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid, step_separator=step_separator
+    )
     chosen = sft_examples(loaded.examples, responses)
     if not chosen:
         raise ConfigError(f"{data}: no {responses} responses to train on")
