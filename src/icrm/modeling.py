@@ -31,7 +31,8 @@ from torch import nn
 from .data import Message, RewardCollator, Sequence, encode, encode_steps, last_token_index
 from .errors import UserError
 from .losses import scale_grad
-        scores already-rendered texts, ``icrm score`` fitted sequences).
+from .outputs import library_bars_off
+from .steps import DEFAULT_SEPARATOR
 
 ICRM_CONFIG = "icrm_config.json"
 ICRM_STATE = "icrm_state.json"
