@@ -674,12 +674,12 @@ def explain_to_files(
     the smallest of the models' defaults.
     """
     from .data import StepExample, load_examples
-    from .steps import split_steps
     from .errors import UserError
     from .generator import load_generator
     from .modeling import RewardModel
     from .outputs import staged_directory, staged_file
     from .scoring import fit_examples, resolve_max_length
+    from .steps import split_steps
 
     if (data is None) == (prompt is None or response is None):
         raise UserError("give either --prompt and --response, or --data")
