@@ -516,6 +516,7 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     from matplotlib.colors import LinearSegmentedColormap, Normalize
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
 
     rows = [list(row) for row in rows if row]
     if not rows:
@@ -584,6 +585,7 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
         )
         bar = fig.add_axes((0.3, 0.18 / fig_h, 0.4, 0.12 / fig_h))
         fig.colorbar(ScalarMappable(Normalize(-scale, scale), cmap), cax=bar, orientation="horizontal")
+        bar.xaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True))  # labels that never touch
         steps_note = "; [k: σ(r)] = step k's score, ✓/✗ its label" if any(ex.step_ends for row in rows for ex in row) else ""
         bar.set_title("Δr = r_t − r_{t−1}" + steps_note, fontsize=8)
         bar.tick_params(labelsize=7)
