@@ -1,12 +1,13 @@
 """``icrm demo``: the embedded end-to-end run, on a CPU, with no downloads.
 
 It generates the noisy-preference task (and, in full mode, the spurious-
-feature probes), trains a tiny generator by SFT on the chosen responses,
-trains BT, GRM and ICRM reward models initialised from it (the generator
-supplies the consistency weights), evaluates every model on every split,
+feature probes), trains a tiny generator by SFT on the chosen and rejected
+responses (the reference's generator), trains BT, GRM and ICRM reward models
+initialised from it (the generator supplies the consistency weights), evaluates every model on every split,
 trains pointwise verifiers on step-checked addition and runs best-of-N with
 them, then writes ``report.md``, PNG plots and ``metrics.json``. Full mode
-also closes the policy loop on the noisy task: samples from the SFT policy,
+also closes the policy loop on the noisy task: samples from an SFT policy
+(trained on the chosen responses only),
 DPO pairs ranked by the BT and by the ICRM reward model, one DPO policy per
 ranking, and the three policies judged by the task's true reward.
 """
@@ -58,11 +59,12 @@ def _train_args(settings: DemoSettings, epochs: float) -> dict:
     )
 
 
-def _sft(data: Path, output: Path, settings: DemoSettings) -> None:
+def _sft(data: Path, output: Path, settings: DemoSettings, responses: str) -> None:
+    """A tiny causal LM SFT-trained on ``responses``: ``both``/``all`` for a generator, ``chosen`` for a policy."""
     from transformers import TrainingArguments
 
     args = TrainingArguments(output_dir=str(output), **_train_args(settings, settings.sft_epochs))
-    train_sft(str(data), str(output), args, ModelSpec("tiny"), max_length=settings.max_length)
+    train_sft(str(data), str(output), args, ModelSpec("tiny"), max_length=settings.max_length, responses=responses)
 
 
 def _reward_model(data: Path, output: Path, generator: Path, method: str, settings: DemoSettings) -> dict:
@@ -85,8 +87,8 @@ def _preference_task(task: str, root: Path, settings: DemoSettings, results: dic
     flip = 0.25 if task == "noisy" else 0.0
     write_task(task, data, seed=settings.seed, n_train=settings.n_train, n_test=settings.n_test, flip=flip)
     generator = root / "models" / f"{task}-sft"
-    note(f"[bold]{task}[/bold]: SFT generator")
-    _sft(data / "train.jsonl", generator, settings)
+    note(f"[bold]{task}[/bold]: SFT generator (chosen and rejected responses)")
+    _sft(data / "train.jsonl", generator, settings, "both")
     splits = sorted(p.stem for p in data.glob("*.jsonl") if p.stem not in ("prompts",))
     for method in METHODS:
         note(f"[bold]{task}[/bold]: training {method}")
@@ -107,8 +109,8 @@ def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: s
     data = root / "data" / task
     write_task(task, data, seed=settings.seed, n_train=settings.addition_train, n_test=settings.addition_bon)
     generator = root / "models" / f"{task}-sft"
-    note(f"[bold]{task}[/bold]: SFT generator")
-    _sft(data / "train.jsonl", generator, settings)
+    note(f"[bold]{task}[/bold]: SFT generator (right and wrong solutions)")
+    _sft(data / "train.jsonl", generator, settings, "all")
     for method in ("BT", "ICRM"):
         note(f"[bold]{task}[/bold]: training {method} verifier")
         model_dir = root / "models" / f"{task}-{method.lower()}"
@@ -145,7 +147,9 @@ def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
 
     data, work = root / "data" / "noisy", root / "dpo"
     work.mkdir()
-    policy = root / "models" / "noisy-sft"
+    policy = root / "models" / "noisy-policy"
+    note("[bold]noisy[/bold]: SFT policy (chosen responses)")
+    _sft(data / "train.jsonl", policy, settings, "chosen")
     heldout = load_prompts(data / "prompts.jsonl")[: settings.dpo_eval_prompts]
     held_keys = {prompt_key(p.messages) for p in heldout}
     train = [p for p in load_prompts(data / "train.jsonl") if prompt_key(p.messages) not in held_keys]
