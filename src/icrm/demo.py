@@ -227,7 +227,8 @@ def _report(metrics: dict, elapsed: float) -> str:
         f"Mode: {metrics['mode']}; seed {metrics['settings']['seed']}; {elapsed / 60:.1f} min on this machine "
         f"with {metrics['threads']} torch thread(s).",
         "",
-        "Reward models (tiny Llama, trained from the SFT generator, which also gives the consistency weights).",
+        "Reward models (tiny Llama, trained from the SFT generator, which learnt the chosen and rejected responses "
+        "and also gives the consistency weights).",
         "`noisy/test` is the main generalization test: clean held-out pairs, while 25% of training labels are flipped.",
         "",
         "## Pairwise accuracy",
