@@ -148,6 +148,9 @@ PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weig
 Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
 SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
+PackingOpt = typer.Option(
+    False, "--packing/--no-packing", help="Run each batch as one packed sequence, no padding (same results, less compute)."
+)
 
 
 # ----------------------------------------------------------------- commands
@@ -182,6 +185,7 @@ def sft(
         help="Which responses to learn: chosen|rejected|both (pointwise: correct|all). "
         "A policy: chosen. A generator for --generator: both.",
     ),
+    packing: bool = PackingOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a generator/policy (causal LM) on chosen, rejected or all responses."""
@@ -194,7 +198,7 @@ def sft(
         **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10, save_steps),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses)
+    metrics = train_sft(data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, packing)
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
 
@@ -241,6 +245,7 @@ def train(
     gradient_checkpointing: bool = typer.Option(
         False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
     ),
+    packing: bool = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -267,6 +272,7 @@ def train(
         truncation=truncation,
         eval_strategy="epoch" if eval_data else "no",
         gradient_checkpointing=gradient_checkpointing,
+        padding_free=packing,
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
             group_by_length,
@@ -294,6 +300,7 @@ def eval_cmd(
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
+    packing: bool = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -304,7 +311,7 @@ def eval_cmd(
 
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, skip_invalid=skip_invalid,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties, packing=packing,
     )
     _report({"accuracy": round(metrics["accuracy"], 4), "n": metrics["n"], "output": str(output) if output else "-"})
 
@@ -320,6 +327,7 @@ def score(
     generator: Optional[str] = typer.Option(None, "--generator", help="With --per-token: add w_t from PATH or self."),
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    packing: bool = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -331,6 +339,7 @@ def score(
     count = score_file(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, skip_invalid=skip_invalid,
         trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, per_token=per_token, generator=generator,
+        packing=packing,
     )
     _report({"rows": count, "output": str(output)})
 
@@ -345,6 +354,7 @@ def bon(
     draws: int = typer.Option(32, "--draws", help="Random candidate subsets per prompt when n < all."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(16, "--batch-size"),
+    packing: bool = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -355,7 +365,7 @@ def bon(
 
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, skip_invalid=skip_invalid,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, packing=packing,
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
     summary.update({f"pass@{k}": round(v, 4) for k, v in report["pass"].items()})
@@ -624,6 +634,7 @@ def serve_cmd(
     ),
     max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
+    packing: bool = PackingOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
@@ -635,7 +646,7 @@ def serve_cmd(
         _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
         sys.stdout.flush()
 
-    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize)
+    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize, packing)
     serve(model, host, port, settings, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, on_ready=ready)
     _report({"stopped": model})
 

@@ -33,10 +33,13 @@ from .modeling import RewardModel
 from .outputs import progress, write_json, write_jsonl
 
 
-def load_reward_model(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> RewardModel:
+def load_reward_model(
+    path: str, trust_remote_code: bool = False, allow_pickle: bool = False, packing: bool = False
+) -> RewardModel:
+    """A reward model in eval mode; ``packing``: it scores in padding-free batches (``--packing``)."""
     rm = RewardModel.from_pretrained(path, trust_remote_code, allow_pickle)
     rm.eval()
-    return rm
+    return rm.use_padding_free(packing)
 
 
 def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_size: int = 16) -> list[float]:
@@ -61,6 +64,7 @@ def evaluate_pairs(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    packing: bool = False,
     ties: str = "half",
 ) -> dict:
     """``icrm eval``: pairwise accuracy (per subset, RewardBench sections), or RewardBench 2 scores.
@@ -76,7 +80,7 @@ def evaluate_pairs(
     loaded = load_examples(data, expect=("pairwise", "bon"), split=split, skip_invalid=skip_invalid, limit=limit)
     if loaded.format == "bon":
         num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     prompts, responses = flatten_responses(loaded.examples)
     scores = score_responses(rm, prompts, responses, batch_size)
     subsets = [ex.subset for ex in loaded.examples]
@@ -154,6 +158,7 @@ def score_file(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    packing: bool = False,
     per_token: bool = False,
     generator: str | None = None,
 ) -> int:
@@ -164,7 +169,7 @@ def score_file(
     ``r``, their changes ``delta`` and, given a generator, its probabilities ``w``.
     """
     loaded = load_examples(data, split=split, skip_invalid=skip_invalid)
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
     prompts, responses = flatten_responses(loaded.examples)
@@ -271,6 +276,7 @@ def best_of_n(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    packing: bool = False,
 ) -> dict:
     """Best-of-N verification: accuracy@n, pass@n, random@n (+ majority@n with answers).
 
@@ -297,7 +303,7 @@ def best_of_n(
     answers = None
     if all(ex.answer is not None for ex in examples):
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     prompts, responses = flatten_responses(examples)
     scores = _per_example(score_responses(rm, prompts, responses, batch_size), examples)
     try:

@@ -68,6 +68,7 @@ from .outputs import (
     replace_path,
     write_json,
 )
+from .packing import PackedRewardCollator, PackedSFTCollator, use_packed_attention
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -138,6 +139,9 @@ class ICRMConfig(RewardConfig):
     * ``cache_dir``: generator-probability cache (default ``~/.cache/icrm`` or ``$ICRM_CACHE``).
     * ``truncation``: ``left`` or ``drop`` (see ``max_length``).
     * ``allow_pickle``: also load pickle (``.bin``) weights when ``model`` is a path.
+    * ``padding_free`` (TRL's name): the rows of a batch run through the
+      backbone as one packed sequence with no padding (:mod:`icrm.packing`);
+      losses and results are those of padded batches, up to float rounding.
     """
 
     method: str = field(default="icrm", metadata={"help": "bt, grm, icrm or icrm-nosft"})
@@ -156,6 +160,7 @@ class ICRMConfig(RewardConfig):
     cache_dir: str | None = None
     truncation: str = field(default="left", metadata={"help": "over-long rows: left (cut the prompt) or drop"})
     allow_pickle: bool = field(default=False, metadata={"help": "also load pickle (.bin) weights"})
+    padding_free: bool = field(default=False, metadata={"help": "pack each batch into one sequence, no padding"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -214,6 +219,7 @@ class ICRMConfig(RewardConfig):
             "disable_dropout": self.disable_dropout,
             "max_length": self.max_length,
             "truncation": self.truncation,
+            "padding_free": self.padding_free,
             "learning_rate": self.learning_rate,
             "epochs": self.num_train_epochs,
             "max_steps": self.max_steps,
@@ -307,6 +313,7 @@ class ICRMTrainer(Trainer):
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
         rm.head_dropout.p = args.head_dropout
+        rm.use_padding_free(args.padding_free)
         rm.prepare_training_heads(
             sft=args.sft_coef > 0, self_generator=args.consistency_weight > 0 and args.generator == "self"
         )
@@ -319,7 +326,9 @@ class ICRMTrainer(Trainer):
         super().__init__(
             model=rm,
             args=args,
-            data_collator=data_collator or RewardCollator(rm.tokenizer.pad_token_id, args.pad_to_multiple_of),
+            data_collator=data_collator
+            or (PackedRewardCollator if args.padding_free else RewardCollator)(rm.tokenizer.pad_token_id,
+                                                                               args.pad_to_multiple_of),
             train_dataset=tokenize(train_data, "train_dataset"),
             eval_dataset=_map_eval(eval_data, tokenize),
             processing_class=rm.tokenizer,
@@ -440,7 +449,8 @@ class ICRMTrainer(Trainer):
         pairwise = "margin" in inputs
         sft_positions = self._sft_positions(rm, inputs, pairwise) if alpha > 0 else None
         rewards, hidden, sft_logits = model(
-            inputs["input_ids"], mask, lm_positions=sft_positions, lm_grad_scale=args.sft_backbone_grad
+            inputs["input_ids"], mask, lm_positions=sft_positions, lm_grad_scale=args.sft_backbone_grad,
+            packed=inputs.get("packed"),
         )
         outcome = RewardModel.outcome(rewards, mask)
         terms: dict[str, torch.Tensor] = {}
@@ -922,10 +932,14 @@ def _use_rich_progress(trainer: Trainer) -> None:
 
 @torch.no_grad()
 def _reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
-    """Mean/std of training outcome rewards, stored for ``score --normalize``."""
+    """Mean/std of the trained model's outcome rewards on the training rows, stored for ``score --normalize``.
+
+    The rows are scored as tokenized for training (no second tokenization),
+    packed when training was.
+    """
     from .evaluation import reward_normalizer
 
-    rewards = rm.score(*flatten_responses(dataset.examples))
+    rewards = [float(r[-1]) for r in rm.sequence_rewards(dataset.all_sequences())]
     mean, std = reward_normalizer(rewards)
     return {"mean": mean, "std": std, "n": len(rewards)}
 
@@ -997,12 +1011,14 @@ def train_sft(
     skip_invalid: bool = False,
     resume: bool = False,
     responses: str = "chosen",
+    packing: bool = False,
 ) -> dict:
     """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
     The result is a plain transformers causal-LM directory: a generator for
     ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
-    policy for sampling and DPO (train it on ``chosen``).
+    policy for sampling and DPO (train it on ``chosen``). ``packing``: each
+    batch as one padding-free sequence (TRL's ``padding_free`` collator).
     """
     loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
     chosen = sft_examples(loaded.examples, responses)
@@ -1017,6 +1033,8 @@ def train_sft(
         from peft import get_peft_model
 
         model = get_peft_model(model, spec.peft_config())
+    if packing:
+        use_packed_attention(model)
     with progress("tokenizing", len(chosen)) as advance:
         items, kept, stats = tokenize_examples(chosen, tokenizer, max_length, truncation, advance)
     if not items:
@@ -1024,10 +1042,12 @@ def train_sft(
     dataset = RewardDataset([chosen[i] for i in kept], items)
 
     resolved = {"data": data, "responses": responses, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
-                "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps}
+                "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps,
+                "packing": packing}
     with run_directory(output, resume, resolved, args) as work:
         args.output_dir = str(work / "trainer")
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id))
+        collator = PackedSFTCollator(tokenizer.pad_token_id) if packing else SFTCollator(tokenizer.pad_token_id)
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
         result = _train(trainer, work, resume)
         metrics = {
             "train_loss": result.training_loss,
