@@ -324,15 +324,14 @@ class RewardModel(nn.Module):
         if is_peft(self.decoder):
             self.decoder.enable_input_require_grads()
 
-    def use_padding_free(self, enabled: bool = True) -> RewardModel:
+    def use_padding_free(self, enabled: bool | None = True) -> RewardModel:
         """Score in padding-free (packed) batches, and let training pass packed ones (:mod:`icrm.packing`).
 
         Same rewards as padded batches up to float rounding; less compute
-        wherever a batch would hold padding.
+        wherever a batch would hold padding. ``None``: where the backbone's
+        attention packs at no extra cost (see :func:`~icrm.packing.use_packed_attention`).
         """
-        if enabled:
-            use_packed_attention(self.decoder)
-        self.padding_free = enabled
+        self.padding_free = use_packed_attention(self.decoder, enabled)
         return self
 
     @property

@@ -28,8 +28,6 @@ views (small integer tensors) and ``packed``, the model inputs.
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 import torch
 
 from .data import RewardCollator
@@ -110,22 +108,31 @@ class PackedSFTCollator:
 # ---------------------------------------------------------------- attention
 
 
-def use_packed_attention(model: torch.nn.Module) -> None:
-    """Make a transformers backbone (or a peft wrapper of one) take packed batches efficiently.
+def use_packed_attention(model: torch.nn.Module, enabled: bool | None = True) -> bool:
+    """Make a transformers backbone (or a peft wrapper of one) take packed batches; returns whether to pack.
 
-    SDPA becomes :func:`packed_sdpa_attention` (the same as SDPA on padded
-    batches); flash and other implementations are left as they are. Models
-    that do not route attention through transformers' attention interface
-    cannot keep packed rows apart, and are refused.
+    ``enabled=None`` packs where it costs nothing extra: SDPA (which becomes
+    :func:`packed_sdpa_attention`, the same as SDPA on padded batches) and
+    flash attention. ``True`` also packs with the other implementations of
+    transformers' attention interface (eager, flex: a dense block mask);
+    a model outside that interface cannot keep packed rows apart and is
+    refused. ``False`` never packs.
     """
+    if enabled is False:
+        return False
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not getattr(base, "_supports_attention_backend", False):
+    supported = getattr(base, "_supports_attention_backend", False)
+    implementation = base.config._attn_implementation if supported else None
+    if enabled is None and implementation not in ("sdpa", PACKED_ATTENTION) and not str(implementation).startswith("flash"):
+        return False
+    if not supported:
         raise PackingError(
             f"{type(base).__name__} does not support padding-free batches (it does not use transformers' "
             "attention interface); run without --packing (padding_free=False)"
         )
-    if base.config._attn_implementation == "sdpa":
+    if implementation == "sdpa":
         base.config._attn_implementation = PACKED_ATTENTION
+    return True
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
@@ -143,13 +150,14 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
         kwargs.pop(name, None)
     if attention_mask is not None or key.shape[2] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    bounds = bounds.tolist() if bounds is not None else [0, query.shape[2]]
+    lengths = bounds.diff().tolist() if bounds is not None else [query.shape[2]]
     window = kwargs.get("sliding_window")
     outputs = []
-    for lo, hi in pairwise(bounds):
-        mask = _sliding_window_mask(hi - lo, window, query.device) if window and hi - lo > window else None
-        out, _ = sdpa_attention_forward(module, query[:, :, lo:hi], key[:, :, lo:hi], value[:, :, lo:hi], mask, **kwargs)
-        outputs.append(out)
+    # split, not slicing: its backward is one concatenation, where each slice's would fill a full-size gradient
+    for q, k, v in zip(*(x.split(lengths, dim=2) for x in (query, key, value))):
+        length = q.shape[2]
+        mask = _sliding_window_mask(length, window, q.device) if window and length > window else None
+        outputs.append(sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0])
     return torch.cat(outputs, dim=1), None
 
 

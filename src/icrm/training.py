@@ -327,8 +327,8 @@ class ICRMTrainer(Trainer):
             model=rm,
             args=args,
             data_collator=data_collator
-            or (PackedRewardCollator if args.padding_free else RewardCollator)(rm.tokenizer.pad_token_id,
-                                                                               args.pad_to_multiple_of),
+            or (PackedRewardCollator if rm.padding_free else RewardCollator)(rm.tokenizer.pad_token_id,
+                                                                             args.pad_to_multiple_of),
             train_dataset=tokenize(train_data, "train_dataset"),
             eval_dataset=_map_eval(eval_data, tokenize),
             processing_class=rm.tokenizer,
@@ -792,7 +792,7 @@ def train_reward_model(
         trainer = ICRMTrainer(
             spec.name, config, train_dataset=train_loaded, eval_dataset=eval_loaded, peft_config=spec.peft_config()
         )
-        trainer.reward_model.training_config = resolved
+        trainer.reward_model.training_config = {**resolved, "padding_free": trainer.reward_model.padding_free}
         result = _train(trainer, work, resume)
         metrics = {"train_loss": result.training_loss, "steps": result.global_step}
         if eval_loaded is not None:
@@ -1033,8 +1033,7 @@ def train_sft(
         from peft import get_peft_model
 
         model = get_peft_model(model, spec.peft_config())
-    if packing:
-        use_packed_attention(model)
+    packing = use_packed_attention(model, packing)
     with progress("tokenizing", len(chosen)) as advance:
         items, kept, stats = tokenize_examples(chosen, tokenizer, max_length, truncation, advance)
     if not items:
