@@ -108,9 +108,16 @@ def test_sliding_window_layers_keep_their_window_inside_each_row():
     assert not torch.allclose(unwindowed[0, :9], expected[0, :9], atol=1e-3)
 
 
-def test_a_model_outside_transformers_attention_interface_is_refused():
+def test_by_default_rows_are_packed_where_the_attention_packs_for_free(tokenizer):
+    """None (the default): SDPA packs (row by row), eager does not (a dense mask); True packs with either."""
+    assert use_packed_attention(tiny_rm(tokenizer, "sdpa").decoder, None)
+    eager = tiny_rm(tokenizer, "eager").decoder
+    assert not use_packed_attention(eager, None) and not use_packed_attention(eager, False)
+    assert use_packed_attention(eager, True) and eager.config._attn_implementation == "eager"
+    outside = torch.nn.Linear(2, 2)  # no transformers attention interface: never packed by default, refused if asked
+    assert not use_packed_attention(outside, None)
     with pytest.raises(PackingError, match="--packing"):
-        use_packed_attention(torch.nn.Linear(2, 2))
+        use_packed_attention(outside, True)
 
 
 # ------------------------------------------------------------------ training
@@ -159,16 +166,18 @@ def test_packed_training_equals_padded_training(tmp_path, hh_slice, base, pointw
 
     rows = hh_rows(hh_slice, pointwise)
 
-    def run(padding_free: bool):
+    def run(packed: bool):
+        """The packed run takes the default (``padding_free=None``), which packs this SDPA model."""
         args = ICRMConfig(
-            output_dir=str(tmp_path / f"out-{padding_free}"), use_cpu=True, bf16=False, max_steps=3,
+            output_dir=str(tmp_path / f"out-{packed}"), use_cpu=True, bf16=False, max_steps=3,
             per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, max_length=192, head_dropout=0.0,
             generator=str(base) if generator == "base" else generator, cache_dir=str(tmp_path / "cache"),
-            gradient_checkpointing=checkpointing and padding_free, padding_free=padding_free, report_to=[],
+            gradient_checkpointing=checkpointing and packed, padding_free=None if packed else False, report_to=[],
         )
         trainer = ICRMTrainer(str(base), args, train_dataset=rows)
+        assert args.padding_free is packed and trainer.reward_model.training_config["padding_free"] is packed
         trainer.train()
-        assert trainer.reward_model.decoder.is_gradient_checkpointing == (checkpointing and padding_free)
+        assert trainer.reward_model.decoder.is_gradient_checkpointing == (checkpointing and packed)
         terms = [{k: v for k, v in entry.items() if k in ("loss", "bt", "bce", "icrm", "sft", "icrm_raw")}
                  for entry in trainer.state.log_history if "loss" in entry]
         return trainer, terms
@@ -225,12 +234,12 @@ def test_scoring_commands_give_the_same_numbers_packed(tmp_path, hh_slice, token
                                                 "labels": [1, 0]} for r in rows[:12]])
     outputs = {}
     for flag in ("--packing", "--no-packing"):
-        runs = {
-            "score": ("score", "--data", hh_slice, "--output", tmp_path / f"scores{flag}.jsonl"),
-            "eval": ("eval", "--data", hh_slice, "--output", tmp_path / f"eval{flag}.json"),
-            "bon": ("bon", "--data", bon, "--output", tmp_path / f"bon{flag}.json"),
-        }
-        for name, args in runs.items():
+        runs = [
+            ("score", "--data", hh_slice, "--output", tmp_path / f"scores{flag}.jsonl"),
+            ("eval", "--data", hh_slice, "--output", tmp_path / f"eval{flag}.json"),
+            ("bon", "--data", bon, "--output", tmp_path / f"bon{flag}.json"),
+        ]
+        for args in runs:
             result = cli(*args, "--model", tmp_path / "rm", "--batch-size", "8", flag)
             assert result.exit_code == 0, result.output
         scored = [json.loads(line) for line in (tmp_path / f"scores{flag}.jsonl").read_text().splitlines()]
@@ -240,7 +249,7 @@ def test_scoring_commands_give_the_same_numbers_packed(tmp_path, hh_slice, token
             json.loads((tmp_path / f"bon{flag}.json").read_text())["accuracy"],
         )
     packed, padded = outputs["--packing"], outputs["--no-packing"]
-    assert len(packed[0]) == 80 and len(set(round(r, 4) for r in packed[0])) > 10
+    assert len(packed[0]) == 80 and len({round(r, 4) for r in packed[0]}) > 10
     assert packed[0] == pytest.approx(padded[0], abs=1e-5)
     assert packed[1:] == padded[1:]
 

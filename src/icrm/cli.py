@@ -149,7 +149,9 @@ Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
 SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
 PackingOpt = typer.Option(
-    False, "--packing/--no-packing", help="Run each batch as one packed sequence, no padding (same results, less compute)."
+    None, "--packing/--no-packing",
+    help="Run each batch as one packed sequence, no padding: same results, less compute "
+    "(default: on where the model's attention packs at no extra cost, e.g. SDPA or flash attention).",
 )
 
 
@@ -185,7 +187,7 @@ def sft(
         help="Which responses to learn: chosen|rejected|both (pointwise: correct|all). "
         "A policy: chosen. A generator for --generator: both.",
     ),
-    packing: bool = PackingOpt,
+    packing: Optional[bool] = PackingOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a generator/policy (causal LM) on chosen, rejected or all responses."""
@@ -245,7 +247,7 @@ def train(
     gradient_checkpointing: bool = typer.Option(
         False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
     ),
-    packing: bool = PackingOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -300,7 +302,7 @@ def eval_cmd(
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
-    packing: bool = PackingOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -327,7 +329,7 @@ def score(
     generator: Optional[str] = typer.Option(None, "--generator", help="With --per-token: add w_t from PATH or self."),
     split: Optional[str] = typer.Option(None, "--split"),
     batch_size: int = typer.Option(16, "--batch-size"),
-    packing: bool = PackingOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -354,7 +356,7 @@ def bon(
     draws: int = typer.Option(32, "--draws", help="Random candidate subsets per prompt when n < all."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(16, "--batch-size"),
-    packing: bool = PackingOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -634,7 +636,7 @@ def serve_cmd(
     ),
     max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
-    packing: bool = PackingOpt,
+    packing: Optional[bool] = PackingOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,

@@ -34,9 +34,10 @@ from .outputs import progress, write_json, write_jsonl
 
 
 def load_reward_model(
-    path: str, trust_remote_code: bool = False, allow_pickle: bool = False, packing: bool = False
+    path: str, trust_remote_code: bool = False, allow_pickle: bool = False, packing: bool | None = None
 ) -> RewardModel:
-    """A reward model in eval mode; ``packing``: it scores in padding-free batches (``--packing``)."""
+    """A reward model in eval mode, scoring in padding-free batches as ``packing`` says (``--packing``;
+    ``None``: where its attention packs at no extra cost)."""
     rm = RewardModel.from_pretrained(path, trust_remote_code, allow_pickle)
     rm.eval()
     return rm.use_padding_free(packing)
@@ -64,7 +65,7 @@ def evaluate_pairs(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
-    packing: bool = False,
+    packing: bool | None = None,
     ties: str = "half",
 ) -> dict:
     """``icrm eval``: pairwise accuracy (per subset, RewardBench sections), or RewardBench 2 scores.
@@ -158,7 +159,7 @@ def score_file(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
-    packing: bool = False,
+    packing: bool | None = None,
     per_token: bool = False,
     generator: str | None = None,
 ) -> int:
@@ -276,7 +277,7 @@ def best_of_n(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
-    packing: bool = False,
+    packing: bool | None = None,
 ) -> dict:
     """Best-of-N verification: accuracy@n, pass@n, random@n (+ majority@n with answers).
 

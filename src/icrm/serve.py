@@ -78,7 +78,7 @@ class ServeConfig:
     max_length: int | None = None
     max_items: int = 1024
     normalize: bool = False
-    packing: bool = False  # padding-free batches (icrm.packing)
+    packing: bool | None = None  # padding-free batches (icrm.packing); None: where they cost nothing extra
 
     def validate(self) -> None:
         """Fail before the model is loaded, with the option's name in the message."""

@@ -142,6 +142,8 @@ class ICRMConfig(RewardConfig):
     * ``padding_free`` (TRL's name): the rows of a batch run through the
       backbone as one packed sequence with no padding (:mod:`icrm.packing`);
       losses and results are those of padded batches, up to float rounding.
+      ``None`` (default): packed where the backbone's attention packs at no
+      extra cost (SDPA, flash attention), padded otherwise.
     """
 
     method: str = field(default="icrm", metadata={"help": "bt, grm, icrm or icrm-nosft"})
@@ -160,7 +162,9 @@ class ICRMConfig(RewardConfig):
     cache_dir: str | None = None
     truncation: str = field(default="left", metadata={"help": "over-long rows: left (cut the prompt) or drop"})
     allow_pickle: bool = field(default=False, metadata={"help": "also load pickle (.bin) weights"})
-    padding_free: bool = field(default=False, metadata={"help": "pack each batch into one sequence, no padding"})
+    padding_free: bool | None = field(
+        default=None, metadata={"help": "pack each batch into one sequence, no padding (default: where free)"}
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -313,7 +317,7 @@ class ICRMTrainer(Trainer):
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
         rm.head_dropout.p = args.head_dropout
-        rm.use_padding_free(args.padding_free)
+        args.padding_free = rm.use_padding_free(args.padding_free).padding_free  # None resolved: what the run records
         rm.prepare_training_heads(
             sft=args.sft_coef > 0, self_generator=args.consistency_weight > 0 and args.generator == "self"
         )
@@ -1011,14 +1015,15 @@ def train_sft(
     skip_invalid: bool = False,
     resume: bool = False,
     responses: str = "chosen",
-    packing: bool = False,
+    packing: bool | None = None,
 ) -> dict:
     """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
     The result is a plain transformers causal-LM directory: a generator for
     ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
     policy for sampling and DPO (train it on ``chosen``). ``packing``: each
-    batch as one padding-free sequence (TRL's ``padding_free`` collator).
+    batch as one padding-free sequence (TRL's ``padding_free`` collator);
+    ``None``: where the model's attention packs at no extra cost.
     """
     loaded = load_examples(data, expect=("pairwise", "pointwise"), skip_invalid=skip_invalid)
     chosen = sft_examples(loaded.examples, responses)
