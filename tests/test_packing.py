@@ -266,3 +266,24 @@ def test_serve_with_packing_answers_as_offline_scoring(tokenizer):
     answer = post(app, "/get_reward", {"query": [rendered(tokenizer, p, r) for p, r in zip(PROMPTS, RESPONSES)]})
     assert answer.status_code == 200
     assert answer.json()["rewards"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_readme_no_packing_command_runs_as_written(tmp_path, cli, monkeypatch):
+    import re
+    import shlex
+    from pathlib import Path
+
+    from icrm.data import example_texts, load_examples
+    from icrm.modeling import build_causal_lm, train_tokenizer
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("**Padding-free batches.**", 1)[1]
+    (command,) = re.findall(r"```bash\n(icrm train .*?)\n```", section[: section.index("In Python:")], flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    assert cli("data", "synth", "--task", "noisy", "--output", "runs/noisy", "--n-train", "24", "--n-test", "4").exit_code == 0
+    tok = train_tokenizer(example_texts(load_examples("runs/noisy/train.jsonl").examples), 1024)
+    build_causal_lm("tiny", tok).save_pretrained("runs/gen")
+    tok.save_pretrained("runs/gen")
+    result = cli(*shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    assert json.loads(Path("runs/rm-padded/icrm_config.json").read_text())["padding_free"] is False
