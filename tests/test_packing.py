@@ -71,6 +71,7 @@ def test_packed_rewards_equal_padded_rewards_at_every_position(tokenizer, attn):
     padded = RewardCollator(tokenizer.pad_token_id)(items)
     batch = PackedRewardCollator(tokenizer.pad_token_id)(items)
     assert torch.equal(batch["input_ids"], padded["input_ids"]) and batch["packed"]["input_ids"].shape == (1, 43)
+    assert "packed" not in PackedRewardCollator(tokenizer.pad_token_id)(items[:1] * 3)  # nothing to remove
     rm.use_padding_free()
     assert rm.decoder.config._attn_implementation == (PACKED_ATTENTION if attn == "sdpa" else "eager")
     with torch.no_grad():
