@@ -775,7 +775,7 @@ def write_whole_process_markdown(path: Path, report: dict) -> None:
          f"max length {st['max_length']}, {st['repeats']} interleaved repeats (median; 1-minute load average before each "
          f"run: {_range([r['loadavg_1m_before'] for r in report['runs']])})."),
         "",
-        "Reproduce: `" + report["command"] + "`",
+        "Reproduce: `" + reproduce(report["command"]) + "`",
         "",
         "| process | wall s (median) | each repeat | TRL / this, wall | CPU s (median) | TRL / this, CPU time | peak RSS MB |",
         "|---|---|---|---|---|---|---|",
@@ -790,6 +790,10 @@ def write_whole_process_markdown(path: Path, report: dict) -> None:
 
 def resummarize(results: Path, markdown: Path) -> None:
     report = json.loads(results.read_text())
+    if report["settings"].get("whole_process"):
+        write_whole_process_markdown(markdown, report)
+        print(f"rewrote {markdown}")
+        return
     if "hh_epoch" not in report["data"]:  # results from before the epoch projection existed
         settings = argparse.Namespace(**report["settings"])
         with tempfile.TemporaryDirectory() as scratch:
@@ -968,7 +972,7 @@ def write_markdown(path: Path, report: dict) -> None:
         f"(both sides ≤ {st['max_length']} tokens); synthetic = {report['data']['synthetic_rows']} pairs of exactly "
         f"{st['max_length']} tokens per sequence."),
         "",
-        "Reproduce: `" + report["command"] + "`",
+        "Reproduce: `" + reproduce(report["command"]) + "`",
         "",
         ("pairs/s = preference pairs (chosen + rejected) per second of train(); pairs/CPU-s = per second of the "
         "process's CPU time over train(); run tok/s = tokens the forward "
@@ -1044,6 +1048,11 @@ def write_markdown(path: Path, report: dict) -> None:
         lines.append(f"| {t['target']} | {t['goal']} | {shown(t, t['measured'])} | {shown(t, t['measured_cpu'])} | {met} |")
     lines.append(END)
     replace_generated(path, lines, lambda old, new: f"# Training throughput: icrm vs TRL RewardTrainer\n\n{new}\n{old}")
+
+
+def reproduce(command: str) -> str:
+    """The command as a reader would type it: no scratch directory."""
+    return re.sub(r" --workdir \S+", "", command)
 
 
 def replace_generated(path: Path, lines: list[str], place) -> None:
