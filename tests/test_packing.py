@@ -279,7 +279,7 @@ def test_readme_no_packing_command_runs_as_written(tmp_path, cli, monkeypatch):
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("**Padding-free batches.**", 1)[1]
-    (command,) = re.findall(r"```bash\n(icrm train .*?)\n```", section[: section.index("In Python:")], flags=re.S)
+    (command,) = re.findall(r"```bash\n(icrm train .*?)\n```", section[: section.index("In Python:")], flags=re.DOTALL)
     monkeypatch.chdir(tmp_path)
     assert cli("data", "synth", "--task", "noisy", "--output", "runs/noisy", "--n-train", "24", "--n-test", "4").exit_code == 0
     tok = train_tokenizer(example_texts(load_examples("runs/noisy/train.jsonl").examples), 1024)
