@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training throughput of icrm vs TRL's RewardTrainer (icrm issue 7).
+"""Training throughput of icrm vs TRL's RewardTrainer (icrm issues 7 and 16).
 
 A benchmark, not a test. In one invocation, with one process setting (threads,
 device), every configuration trains the same model config for the same number
@@ -8,15 +8,19 @@ learning-rate schedule:
 
   trl         trl.RewardTrainer (its default collator/padding) on a
               LlamaForSequenceClassification loaded from the same saved model
-  bt          icrm.training.train_reward_model, ICRMConfig(method="bt")
+  bt          icrm.training.train_reward_model, ICRMConfig(method="bt"), padded batches
   icrm-nosft  same, method="icrm-nosft" (λ=0.1: BT + consistency regularizer),
               generator = a saved causal LM, probabilities already cached
   icrm        same, method="icrm" (λ=0.1 and the α=1 SFT term), cache warm
-  bt-grouped  bt with length-grouped batches (trainer_arguments(group_by_length=True),
-              what `icrm train` does by default); different batches from the rest
+  *-packed    the same three with padding_free=True: the same batches, each run
+              as one packed sequence (icrm.packing)
+  bt-grouped  bt with length-grouped batches (trainer_arguments(group_by_length=True));
+              different batches from the rest
   genpass     the one-time generator pass: icrm.generator.cached_generation_weights
               on the whole training set with an empty cache dir (then once more,
               warm, to show what a cache hit costs)
+  scoring     the post-training reward statistics' work on hh: every training
+              response scored by the bt model, three ways (see `scoring_pass`)
 
 Cases: ``hh`` = Anthropic HH harmless-base test pairs (real, variable length)
 keeping the rows whose chosen and rejected both fit in --max-length (TRL drops
@@ -31,18 +35,28 @@ order) and repeated; the report gives medians.
 What is timed: ``Trainer.train()`` from the ``on_train_begin`` callback (after
 the dataloader, optimizer and scheduler are built) to ``on_train_end`` -- data
 loading + collation, forward, loss, backward, optimizer step and the
-trainers' own per-step metrics (logged every 10 steps). Not timed: model
+trainers' own per-step metrics (logged every 10 steps), in wall time and in the
+process's CPU time (``time.process_time``, all threads). On a shared machine
+the CPU time is the steadier measure: a run waiting for a core is not charged
+for it; the report gives ratios of both. Not timed: model
 construction/loading, tokenizer training, dataset tokenization, the generator
 cache lookup, and icrm's post-training work (saving the checkpoint; its
 reward-statistics pass is skipped here to save wall time).
-Peak memory: CPU -- the process's peak RSS (VmHWM) reset at ``on_train_begin``
-and read at ``on_train_end``, plus the whole-process ``ru_maxrss``; GPU --
+Peak memory: CPU -- the process's peak RSS (Linux VmHWM, reset through
+/proc/self/clear_refs at ``on_train_begin`` and read at ``on_train_end``), plus
+the whole-process ``resource.getrusage(...).ru_maxrss``; GPU --
 ``torch.cuda.max_memory_allocated`` over the same window.
 
     python benchmarks/train_throughput.py                       # CPU, preset small
     python benchmarks/train_throughput.py --device cuda --preset large --steps 50
     python benchmarks/train_throughput.py --cases hh --profile bt   # torch.profiler table of one train()
     python benchmarks/train_throughput.py --summarize benchmarks/results/throughput-cpu-small.json
+    python benchmarks/train_throughput.py --whole-process --preset tiny --repeats 3   # `icrm train` vs a TRL script, wall time
+
+``--whole-process`` times whole processes instead (interpreter start to exit:
+imports, data loading, tokenization, one epoch, icrm's reward statistics and
+saving) on the hh rows: a TRL RewardTrainer script and ``icrm train`` padded,
+length-grouped and packed; its table goes into its own generated section.
 
 Results: benchmarks/results/throughput-<device>-<preset>.json and the generated
 section of benchmarks/THROUGHPUT.md (text outside the markers is kept).
@@ -69,10 +83,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 METHODS = ("trl", "bt", "icrm-nosft", "icrm")  # these all see identical batches
+PACKED = ("bt-packed", "icrm-nosft-packed", "icrm-packed")  # the same batches again, packed
 GROUPED = ("bt-grouped",)  # icrm's length-grouped batch order: other batches than TRL's
+WHOLE_PROCESS = ("trl", "bt", "bt-grouped", "bt-packed", "icrm-packed")
 # icrm.modeling.PRESETS has tiny/small; "large" is for a later GPU run (bf16).
 LARGE_PRESET = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 8, "num_attention_heads": 16, "vocab_size": 8192}
 BEGIN, END = "<!-- BEGIN generated by benchmarks/train_throughput.py -->", "<!-- END generated -->"
+BEGIN_WHOLE = "<!-- BEGIN whole-process, generated by benchmarks/train_throughput.py --whole-process -->"
+END_WHOLE = "<!-- END whole-process -->"
 
 
 # ----------------------------------------------------------------- preparation
@@ -236,14 +254,14 @@ def make_meter(device: str, assistant_id: int, profile: bool = False):
             self.result["rss_at_train_begin_mb"] = current_rss_mb()
             if self.profiler:
                 self.profiler.start()
-            self.t0 = time.perf_counter()
+            self.t0, self.cpu0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.step_ends.append(time.perf_counter())
 
         def on_train_end(self, args, state, control, **kwargs):
             sync()
-            self.t1 = time.perf_counter()
+            self.t1, self.cpu1 = time.perf_counter(), time.process_time()
             if self.profiler:
                 self.profiler.stop()
             self.result["peak_rss_train_mb"] = peak_rss_mb()
@@ -265,9 +283,10 @@ def make_meter(device: str, assistant_id: int, profile: bool = False):
             positions = torch.arange(ids.shape[1])
             start = (positions * (ids == assistant_id)).argmax(-1) + 1
             response = (mask.sum(-1) - start).clamp(min=0)
+            run = batch["packed"]["input_ids"] if "packed" in batch else ids
             stats = {
                 "rows": ids.shape[0],
-                "padded_tokens": ids.numel(),
+                "padded_tokens": run.numel(),  # the tokens the forward runs on (no padding when packed)
                 "real_tokens": int(mask.sum()),
                 "response_tokens": int(response.sum()),
             }
@@ -310,6 +329,9 @@ def summarize(meter, spec: dict) -> dict:
         "steps": len(meter.step_ends),
         "pairs": pairs,
         "pairs_per_s": pairs / seconds,
+        # CPU time of the process (all its threads): on a shared machine, waiting for a core does not count
+        "cpu_seconds": meter.cpu1 - meter.cpu0,
+        "pairs_per_cpu_s": pairs / (meter.cpu1 - meter.cpu0),
         "response_tokens_per_s": sum(b["response_tokens"] for b in batches) / seconds,
         "real_tokens_per_s": sum(b["real_tokens"] for b in batches) / seconds,
         "padding_fraction": 1 - sum(b["real_tokens"] for b in batches) / sum(b["padded_tokens"] for b in batches),
@@ -342,6 +364,7 @@ def training_arguments(spec: dict, group_by_length: bool = False) -> dict:
 
 
 def train_trl(spec: dict, meter, workdir: Path) -> dict:
+    """TRL's RewardTrainer on the same rows; ``meter=None``: the whole-process run, which also saves the model."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -367,8 +390,11 @@ def train_trl(spec: dict, meter, workdir: Path) -> dict:
     args = RewardConfig(output_dir=str(workdir / "trl-out"), max_length=spec["max_length"], **training_arguments(spec))
     trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     assert len(trainer.train_dataset) == len(rows), "TRL dropped rows: the data differ"
-    meter.attach(trainer)
+    if meter is not None:
+        meter.attach(trainer)
     trainer.train()
+    if meter is None:
+        trainer.save_model(str(workdir / "trl-model"))
     return {}
 
 
@@ -377,8 +403,8 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
     from icrm.outputs import set_quiet
 
     set_quiet(True)
-    grouped = spec["method"] in GROUPED
-    method = spec["method"].removesuffix("-grouped")
+    grouped, packed = spec["method"] in GROUPED, spec["method"] in PACKED
+    method = spec["method"].removesuffix("-grouped").removesuffix("-packed")
     # the post-training reward statistics re-score the whole training set; not
     # timed anyway, so skip them to keep the benchmark's wall time down
     training._reward_stats = lambda rm, dataset: {}
@@ -388,18 +414,22 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
         generator=spec["generator"],
         cache_dir=spec["cache_dir"],
         max_length=spec["max_length"],
+        padding_free=packed,
         **training_arguments(spec, group_by_length=grouped),
     )
     # train_reward_model builds its ICRMTrainer itself; hook the meter in as it is made.
     original_init = training.ICRMTrainer.__init__
+    made = {}
 
     def init_and_attach(self, *a, **k):
         original_init(self, *a, **k)
         meter.attach(self)
+        made["padding_free"] = self.reward_model.padding_free
 
     training.ICRMTrainer.__init__ = init_and_attach
     metrics = training.train_reward_model(spec["data"], str(workdir / "icrm-out"), config, training.ModelSpec(spec["model_dir"]))
-    return {"generator_cache": metrics["generator_cache"], "train_examples": metrics["train_examples"]}
+    assert made["padding_free"] == packed
+    return {"generator_cache": metrics["generator_cache"], "train_examples": metrics["train_examples"], **made}
 
 
 def generator_pass(spec: dict, workdir: Path) -> dict:
@@ -431,6 +461,53 @@ def generator_pass(spec: dict, workdir: Path) -> dict:
     }
 
 
+def scoring_pass(spec: dict) -> dict:
+    """What the reward statistics after training cost: every training response scored, three ways.
+
+    ``rescore``: ``rm.score`` on the texts, as ``_reward_stats`` did (chat
+    template + tokenization again, length-sorted padded batches of 16);
+    ``padded``: ``rm.sequence_rewards`` on the rows as tokenized for training
+    (what it does now with padding_free off); ``packed``: the same, packed.
+    One batch first warms the kernels up, and each repeat starts with another
+    of the three (the first pass would otherwise pay for the warm-up).
+    """
+    import torch
+
+    from icrm.data import flatten_responses, load_examples, tokenize_examples
+    from icrm.modeling import RewardModel
+
+    torch.manual_seed(0)
+    rm = RewardModel.from_pretrained(spec["model_dir"]).eval()
+    examples = load_examples(spec["data"]).examples[: spec["scoring_pairs"]]
+    start = time.perf_counter()
+    items, _, _ = tokenize_examples(examples, rm.tokenizer, spec["max_length"])
+    tokenize_seconds = time.perf_counter() - start
+    sequences = [seq for pair in items for seq in pair]
+    rm.sequence_rewards(sequences[:16])
+    out, rewards = {"tokenize_seconds": tokenize_seconds}, {}
+    labels = ["rescore", "padded", "packed"]
+    shift = spec.get("repeat", 0) % len(labels)
+    for label in labels[shift:] + labels[:shift]:
+        rm.use_padding_free(label == "packed")
+        start, cpu = time.perf_counter(), time.process_time()
+        if label == "rescore":
+            rewards[label] = rm.score(*flatten_responses(examples))
+        else:
+            rewards[label] = [float(r[-1]) for r in rm.sequence_rewards(sequences)]
+        out[f"{label}_seconds"] = time.perf_counter() - start
+        out[f"{label}_cpu_seconds"] = time.process_time() - cpu
+    order = sorted(s.length for s in sequences)
+    run_tokens = sum(len(chunk) * max(chunk) for chunk in (order[i : i + 16] for i in range(0, len(order), 16)))
+    out.update(
+        sequences=len(sequences),
+        tokens=sum(order),
+        sorted_batch_padding_fraction=1 - sum(order) / run_tokens,
+        max_difference_packed=max(abs(a - b) for a, b in zip(rewards["packed"], rewards["padded"])),
+        max_difference_rescore=max(abs(a - b) for a, b in zip(rewards["rescore"], rewards["padded"])),
+    )
+    return out
+
+
 def run_worker(spec: dict) -> dict:
     import torch
     from transformers import AutoTokenizer
@@ -442,6 +519,8 @@ def run_worker(spec: dict) -> dict:
     try:
         if spec["method"] == "genpass":
             result = generator_pass(spec, workdir)
+        elif spec["method"] == "scoring":
+            result = scoring_pass(spec)
         else:
             assistant_id = AutoTokenizer.from_pretrained(spec["model_dir"]).convert_tokens_to_ids("<|assistant|>")
             meter = make_meter(spec["device"], assistant_id, profile=spec.get("profile", False))
@@ -486,6 +565,7 @@ def base_spec(args, workdir: Path) -> dict:
         "threads": args.threads,
         "device": args.device,
         "bf16": args.device == "cuda" and args.preset == "large",
+        "scoring_pairs": args.scoring_pairs,
     }
 
 
@@ -512,20 +592,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every run (1 is the most stable on a shared machine)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cases", default="hh,synthetic")
-    parser.add_argument("--methods", default=",".join(METHODS + GROUPED))
+    parser.add_argument("--methods", default=",".join(METHODS + PACKED + GROUPED))
     parser.add_argument("--no-genpass", action="store_true", help="skip the one-time generator pass measurement")
+    parser.add_argument("--no-scoring", action="store_true", help="skip the reward-statistics scoring measurement")
+    parser.add_argument("--scoring-pairs", type=int, default=800, help="hh pairs the scoring measurement scores")
+    parser.add_argument("--whole-process", action="store_true",
+                        help=f"time whole `icrm train` processes vs a TRL script instead ({', '.join(WHOLE_PROCESS)})")
     parser.add_argument("--synthetic-pairs", type=int, default=None, help="default: steps × batch size")
     parser.add_argument("--hh-data", default=str(HH_DATA))
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a new temporary one)")
     parser.add_argument("--results", default=None, help="JSON output (default benchmarks/results/throughput-<device>-<preset>.json)")
     parser.add_argument("--markdown", default=str(HERE / "THROUGHPUT.md"))
-    parser.add_argument("--profile", choices=METHODS + GROUPED, help="profile one run of this trainer on the first case and exit")
+    parser.add_argument("--profile", choices=METHODS + PACKED + GROUPED, help="profile one run of this trainer on the first case and exit")
     parser.add_argument("--summarize", metavar="RESULTS_JSON", help="only rebuild the summary and markdown from saved runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--trl-process", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         print(json.dumps(run_worker(json.loads(args.worker))))
+        return
+    if args.trl_process:
+        spec = json.loads(args.trl_process)
+        train_trl(spec, None, Path(spec["workdir"]))
         return
     if args.summarize:
         resummarize(Path(args.summarize), Path(args.markdown))
@@ -535,7 +624,7 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="icrm-throughput-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        run_benchmark(args, workdir)
+        (run_whole_process if args.whole_process else run_benchmark)(args, workdir)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -562,15 +651,22 @@ def run_benchmark(args, workdir: Path) -> None:
     configs = [(case, method) for case in cases for method in methods]
     if not args.no_genpass:
         configs.append(("hh", "genpass"))
+    if not args.no_scoring:
+        configs.append(("hh", "scoring"))
     runs = []
     for repeat in range(args.repeats):
         shift = repeat % len(configs)
         for case, method in configs[shift:] + configs[:shift]:  # rotate the order each repeat
-            result = spawn(run_spec(base, workdir, case, method))
+            result = spawn(run_spec(base, workdir, case, method, repeat=repeat))
             result["repeat"] = repeat
             runs.append(result)
-            rate = f"{result['pairs_per_s']:.2f} pairs/s" if "pairs_per_s" in result else f"{result['cold_seconds']:.1f} s cold"
-            print(f"repeat {repeat} {case:9s} {method:10s} {rate}  (load {result['loadavg_1m_before']:.2f})", flush=True)
+            if "pairs_per_s" in result:
+                rate = f"{result['pairs_per_s']:.2f} pairs/s"
+            elif method == "genpass":
+                rate = f"{result['cold_seconds']:.1f} s cold, {result['warm_seconds']:.3f} s warm"
+            else:
+                rate = f"{result['padded_seconds']:.1f} s padded, {result['packed_seconds']:.1f} s packed"
+            print(f"repeat {repeat} {case:9s} {method:17s} {rate}  (load {result['loadavg_1m_before']:.2f})", flush=True)
 
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -588,8 +684,116 @@ def run_benchmark(args, workdir: Path) -> None:
     print(f"wrote {results} and {args.markdown}")
 
 
+def run_whole_process(args, workdir: Path) -> None:
+    """Wall time of whole processes on the hh rows, one epoch each: a TRL script and `icrm train` runs."""
+    print(f"preparing data and models in {workdir}", flush=True)
+    data_info = prepare(args, workdir)
+    spec = {**base_spec(args, workdir), "steps": -1, "data": str(workdir / "hh.jsonl")}
+    runs = []
+    for repeat in range(args.repeats):
+        shift = repeat % len(WHOLE_PROCESS)
+        for method in WHOLE_PROCESS[shift:] + WHOLE_PROCESS[:shift]:
+            out = workdir / f"out-{method}-{repeat}"
+            out.mkdir()
+            loadavg = os.getloadavg()[0]
+            seconds, cpu_seconds, peak_mb = timed_process(whole_process_command(method, {**spec, "workdir": str(out)}, out),
+                                                          spec)
+            shutil.rmtree(out, ignore_errors=True)
+            runs.append({"method": method, "repeat": repeat, "seconds": seconds, "cpu_seconds": cpu_seconds,
+                         "peak_rss_mb": peak_mb, "loadavg_1m_before": loadavg})
+            print(f"repeat {repeat} {method:12s} {seconds:6.1f} s, {cpu_seconds:6.1f} CPU-s, peak RSS {peak_mb:.0f} MB "
+                  f"(load {loadavg:.2f})", flush=True)
+    med = statistics.median
+    summary = {}
+    for method in WHOLE_PROCESS:
+        mine = {r["repeat"]: r for r in runs if r["method"] == method}
+        trl = {r["repeat"]: r for r in runs if r["method"] == "trl"}
+        summary[method] = {
+            "seconds": med(r["seconds"] for r in mine.values()),
+            "seconds_all": [round(r["seconds"], 1) for r in mine.values()],
+            "cpu_seconds": med(r["cpu_seconds"] for r in mine.values()),
+            "peak_rss_mb": med(r["peak_rss_mb"] for r in mine.values()),
+            "speedup_vs_trl": med(trl[k]["seconds"] / mine[k]["seconds"] for k in mine),
+            "cpu_speedup_vs_trl": med(trl[k]["cpu_seconds"] / mine[k]["cpu_seconds"] for k in mine),
+        }
+    report = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(args.device),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "profile", "summarize", "trl_process")},
+        "command": "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:]),
+        "data": data_info,
+        "runs": runs,
+        "summary": summary,
+    }
+    results = Path(args.results or HERE / "results" / f"throughput-whole-process-{args.device}-{args.preset}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=1))
+    write_whole_process_markdown(Path(args.markdown), report)
+    print(f"wrote {results} and {args.markdown}")
+
+
+def whole_process_command(method: str, spec: dict, out: Path) -> list[str]:
+    """The command line of one whole-process run: this script's TRL worker, or `icrm train`."""
+    if method == "trl":
+        return [sys.executable, __file__, "--trl-process", json.dumps(spec)]
+    icrm = shutil.which("icrm") or str(Path(sys.executable).with_name("icrm"))
+    options = {"bt": ["--no-packing", "--no-group-by-length"], "bt-grouped": ["--no-packing", "--group-by-length"],
+               "bt-packed": ["--packing", "--no-group-by-length"], "icrm-packed": ["--packing", "--no-group-by-length"]}
+    return [icrm, "--quiet", "train", "--data", spec["data"], "--model", spec["model_dir"], "--output", str(out / "rm"),
+            "--method", method.split("-")[0], "--epochs", "1", "--batch-size", str(spec["batch_size"]),
+            "--max-length", str(spec["max_length"]), "--lr", "1e-5", "--seed", "0", *options[method]]
+
+
+def timed_process(command: list[str], spec: dict) -> tuple[float, float, float]:
+    """Wall seconds from launch to exit, and the process's own CPU seconds and peak RSS in MB (``os.wait4``'s rusage)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
+           "TOKENIZERS_PARALLELISM": "false", "ICRM_QUIET": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    if spec["device"] == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(stderr.decode()[-4000:])
+        raise SystemExit(f"{' '.join(command[:4])} failed (exit {proc.returncode})")
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def write_whole_process_markdown(path: Path, report: dict) -> None:
+    s, m, st = report["summary"], report["machine"], report["settings"]
+    what = {"trl": "TRL RewardTrainer script (random order)", "bt": "`icrm train --method bt --no-packing --no-group-by-length`",
+            "bt-grouped": "`icrm train --method bt --no-packing --group-by-length`",
+            "bt-packed": "`icrm train --method bt --packing`", "icrm-packed": "`icrm train --method icrm --packing`"}
+    lines = [
+        BEGIN_WHOLE,
+        (f"Run {report['date']} on {m['cpu']} ({m['cpus']} CPUs); torch {m['torch']}, transformers "
+         f"{m['transformers']}, trl {m['trl']}, icrm at {m.get('commit', '?')}. Preset `{st['preset']}`, "
+         f"{st['threads']} thread, one epoch of {report['data']['hh_rows_kept']} hh pairs, batch {st['batch_size']}, "
+         f"max length {st['max_length']}, {st['repeats']} interleaved repeats (median; 1-minute load average before each "
+         f"run: {_range([r['loadavg_1m_before'] for r in report['runs']])})."),
+        "",
+        "Reproduce: `" + reproduce(report["command"]) + "`",
+        "",
+        "| process | wall s (median) | each repeat | TRL / this, wall | CPU s (median) | TRL / this, CPU time | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, c in s.items():
+        lines.append(f"| {what[method]} | {c['seconds']:.1f} | {', '.join(f'{v:.1f}' for v in c['seconds_all'])} | "
+                     f"{c['speedup_vs_trl']:.2f} | {c['cpu_seconds']:.1f} | {c['cpu_speedup_vs_trl']:.2f} | "
+                     f"{c['peak_rss_mb']:.0f} |")
+    lines.append(END_WHOLE)
+    replace_generated(path, lines, lambda old, new: f"{old.rstrip()}\n\n### Whole process: `icrm train` vs a TRL script\n\n{new}\n")
+
+
 def resummarize(results: Path, markdown: Path) -> None:
     report = json.loads(results.read_text())
+    if report["settings"].get("whole_process"):
+        write_whole_process_markdown(markdown, report)
+        print(f"rewrote {markdown}")
+        return
     if "hh_epoch" not in report["data"]:  # results from before the epoch projection existed
         settings = argparse.Namespace(**report["settings"])
         with tempfile.TemporaryDirectory() as scratch:
@@ -645,24 +849,35 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
             continue
         r.setdefault("padded_tokens_per_s", r["real_tokens_per_s"] / (1 - r["padding_fraction"]))
         if r["case"] == "hh" and epoch:
-            # compute is ~proportional to padded tokens: project the measured padded
-            # tokens/s onto a whole epoch of this trainer's sampler
+            # compute is ~proportional to the tokens run (padded, or real when packed): project
+            # the measured tokens/s onto a whole epoch of this trainer's sampler
             e = epoch["grouped" if r["method"] in GROUPED else "random"]
-            r["epoch_pairs_per_s"] = r["padded_tokens_per_s"] * e["pairs"] / e["padded_tokens"]
+            run = e["real_tokens"] if r["method"] in PACKED else e["padded_tokens"]
+            r["epoch_pairs_per_s"] = r["padded_tokens_per_s"] * e["pairs"] / run
     summary: dict = {"configs": {}, "ratios": {}}
     for (case, method), rs in by_config.items():
         if method == "genpass":
             summary["genpass"] = {k: med([r[k] for r in rs]) for k in ("cold_seconds", "warm_seconds", "peak_rss_mb")}
             summary["genpass"].update(sequences=rs[0]["sequences"], tokens=rs[0]["tokens"], pairs=rs[0]["pairs"])
             continue
-        keys = ("pairs_per_s", "epoch_pairs_per_s", "response_tokens_per_s", "real_tokens_per_s", "padded_tokens_per_s",
+        if method == "scoring":
+            keys = ("tokenize_seconds", "rescore_seconds", "padded_seconds", "packed_seconds", "max_difference_packed",
+                    "max_difference_rescore")
+            summary["scoring"] = {k: med([r[k] for r in rs]) for k in keys}
+            summary["scoring"].update({k: rs[0][k] for k in ("sequences", "tokens", "sorted_batch_padding_fraction")})
+            for basis in ("seconds", "cpu_seconds"):
+                for slower in ("padded", "rescore"):
+                    summary["scoring"][f"{slower}_over_packed_{basis}"] = med(
+                        [r[f"{slower}_{basis}"] / r[f"packed_{basis}"] for r in rs])
+            continue
+        keys = ("pairs_per_s", "pairs_per_cpu_s", "epoch_pairs_per_s", "response_tokens_per_s", "real_tokens_per_s", "padded_tokens_per_s",
                 "padding_fraction", "seconds", "forward_seconds", "collate_seconds", "peak_rss_train_mb",
                 "peak_rss_process_mb", "cuda_peak_allocated_mb")
         entry = {k: med([r[k] for r in rs]) for k in keys if k in rs[0]}
         entry["pairs_per_s_all"] = [round(r["pairs_per_s"], 3) for r in rs]
         entry["forward_seconds_per_pair"] = entry["forward_seconds"] / rs[0]["pairs"]
         entry["same_batches_as_first"] = all(r["batch_real_tokens"] == rs[0]["batch_real_tokens"] for r in rs)
-        if method in ("icrm-nosft", "icrm"):
+        if method.startswith("icrm"):
             entry["generator_cache_hits"] = all(r["generator_cache"] == "hit" for r in rs)
         summary["configs"][f"{case}/{method}"] = entry
 
@@ -672,19 +887,25 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
         values = [a[k] / b[k] for k in a if k in b]
         return med(values) if values else None
 
+    speed_pairs = (("bt", "trl"), ("bt-packed", "trl"), ("bt-packed", "bt"), ("icrm-nosft", "bt"), ("icrm", "bt"),
+                   ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"), ("icrm-packed", "icrm"),
+                   ("bt-grouped", "trl"), ("bt-grouped", "bt"), ("bt-packed", "bt-grouped"))
+    memory_pairs = (("icrm-nosft", "bt"), ("icrm", "bt"), ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"),
+                    ("bt-packed", "bt"), ("bt", "trl"))
     for case in dict.fromkeys(c for c, _ in by_config):
-        for num, den in (("bt", "trl"), ("icrm-nosft", "bt"), ("icrm", "bt"), ("bt-grouped", "trl"), ("bt-grouped", "bt")):
-            ratio = paired(case, num, den)
-            if ratio is not None:
-                summary["ratios"][f"{case}: {num}/{den} pairs/s"] = ratio
-            projected = paired(case, num, den, "epoch_pairs_per_s") if num == "bt-grouped" else None
+        for num, den in speed_pairs:
+            for key, unit in (("pairs_per_s", "pairs/s"), ("pairs_per_cpu_s", "pairs/CPU-s")):
+                ratio = paired(case, num, den, key)
+                if ratio is not None:
+                    summary["ratios"][f"{case}: {num}/{den} {unit}"] = ratio
+            projected = paired(case, num, den, "epoch_pairs_per_s") if "bt-grouped" in (num, den) else None
             if projected is not None:
                 summary["ratios"][f"{case}: {num}/{den} pairs/s, projected over an epoch"] = projected
-        for num in ("icrm-nosft", "icrm"):
-            ratio = paired(case, num, "bt", "peak_rss_train_mb")
+        for num, den in memory_pairs:
+            ratio = paired(case, num, den, "peak_rss_train_mb")
             if ratio is not None:
-                summary["ratios"][f"{case}: {num}/bt peak RSS (train)"] = ratio
-        same = [by_config[(case, m)][0]["batch_real_tokens"] for m in METHODS if (case, m) in by_config]
+                summary["ratios"][f"{case}: {num}/{den} peak RSS (train)"] = ratio
+        same = [by_config[(case, m)][0]["batch_real_tokens"] for m in METHODS + PACKED if (case, m) in by_config]
         summary[f"{case}_same_batches_all_trainers"] = all(s == same[0] for s in same)
 
     bt = summary["configs"].get("hh/bt")
@@ -697,21 +918,38 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
 
 
 def targets(summary: dict) -> list[dict]:
+    """Each goal measured on wall-clock and on CPU-time speed ratios."""
     ratios, out = summary["ratios"], []
 
-    def check(name, value, ok, goal):
-        if value is not None:
-            out.append({"target": name, "goal": goal, "measured": value, "met": bool(ok(value))})
+    def check(name, key, ok, goal, transform=lambda v: v):
+        wall, cpu = (ratios.get(f"{key} {unit}") for unit in ("pairs/s", "pairs/CPU-s"))
+        if wall is not None:
+            wall, cpu = transform(wall), (None if cpu is None else transform(cpu))
+            out.append({"target": name, "goal": goal, "measured": wall, "measured_cpu": cpu,
+                        "met": bool(ok(wall)), "met_cpu": None if cpu is None else bool(ok(cpu))})
 
-    check("hh: icrm BT, random order (TRL's batches) / TRL pairs/s", ratios.get("hh: bt/trl pairs/s"), lambda v: v >= 1.3, "≥ 1.30")
-    check("hh: icrm BT, length-grouped (`icrm train` default) / TRL, projected over an epoch",
-          ratios.get("hh: bt-grouped/trl pairs/s, projected over an epoch"), lambda v: v >= 1.3, "≥ 1.30")
+    def check_memory(name, key):
+        value = ratios.get(key)
+        if value is not None:
+            out.append({"target": name, "goal": "≤ 1.10", "measured": value, "measured_cpu": None, "met": value <= 1.1,
+                        "met_cpu": None})
+
+    check("hh: icrm BT packed / TRL, identical batches", "hh: bt-packed/trl", lambda v: v >= 1.3, "≥ 1.30")
+    check("hh: icrm BT padded / TRL, identical batches", "hh: bt/trl", lambda v: v >= 1.3, "≥ 1.30")
+    grouped = ratios.get("hh: bt-grouped/trl pairs/s, projected over an epoch")
+    if grouped is not None:
+        out.append({"target": "hh: icrm BT length-grouped (other batches) / TRL, projected over an epoch", "goal": "≥ 1.30",
+                    "measured": grouped, "measured_cpu": None, "met": grouped >= 1.3, "met_cpu": None})
     for case in ("hh", "synthetic"):
-        for m in ("icrm-nosft", "icrm"):
-            check(f"{case}: {m} slowdown vs BT", _slowdown(ratios.get(f"{case}: {m}/bt pairs/s")), lambda v: v <= 0.05, "≤ 5 %")
-            check(f"{case}: {m} / BT peak RSS", ratios.get(f"{case}: {m}/bt peak RSS (train)"), lambda v: v <= 1.1, "≤ 1.10")
+        for m in ("icrm-nosft", "icrm", "icrm-nosft-packed", "icrm-packed"):
+            bt = "bt-packed" if m.endswith("-packed") else "bt"
+            check(f"{case}: {m} slowdown vs {bt}", f"{case}: {m}/{bt}", lambda v: v <= 0.05, "≤ 5 %", _slowdown)
+            check_memory(f"{case}: {m} / {bt} peak RSS", f"{case}: {m}/{bt} peak RSS (train)")
     gp = summary.get("genpass", {})
-    check("hh: generator pass (cold) / one epoch of BT training forwards", gp.get("cold_over_epoch_forward"), lambda v: v <= 1.0, "≤ 1.00")
+    if "cold_over_epoch_forward" in gp:
+        value = gp["cold_over_epoch_forward"]
+        out.append({"target": "hh: generator pass (cold) / one epoch of BT training forwards", "goal": "≤ 1.00",
+                    "measured": value, "measured_cpu": None, "met": value <= 1.0, "met_cpu": None})
     return out
 
 
@@ -734,15 +972,18 @@ def write_markdown(path: Path, report: dict) -> None:
         f"(both sides ≤ {st['max_length']} tokens); synthetic = {report['data']['synthetic_rows']} pairs of exactly "
         f"{st['max_length']} tokens per sequence."),
         "",
-        "Reproduce: `" + report["command"] + "`",
+        "Reproduce: `" + reproduce(report["command"]) + "`",
         "",
-        ("pairs/s = preference pairs (chosen + rejected) per second of train(); epoch pairs/s = padded tokens/s "
-        "projected onto one epoch of that trainer's batch order (hh only; see `epoch_tokens`)."),
+        ("pairs/s = preference pairs (chosen + rejected) per second of train(); pairs/CPU-s = per second of the "
+        "process's CPU time over train(); run tok/s = tokens the forward "
+        "ran on (padded, or only the real ones when packed); real = real tokens / run tokens; epoch pairs/s = run "
+        "tokens/s projected onto one epoch of that trainer's batch order (hh only; see `epoch_tokens`). Peak RSS: "
+        "Linux VmHWM over train() (reset at its start), and the process's `ru_maxrss`."),
         "",
-        "| case | trainer | pairs/s | pairs/s, each repeat | epoch pairs/s | response tok/s | real tok/s | padded tok/s "
-        "| padding | forward s/pair | collate ms/step | peak RSS in train() MB | peak RSS process MB |"
+        "| case | trainer | pairs/s | pairs/s, each repeat | pairs/CPU-s | epoch pairs/s | response tok/s | real tok/s | run tok/s "
+        "| real | forward s/pair | collate ms/step | peak RSS in train() MB | peak RSS process MB |"
         + (" GPU peak MB |" if st["device"] == "cuda" else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if st["device"] == "cuda" else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if st["device"] == "cuda" else ""),
     ]
     for name, c in s["configs"].items():
         case, method = name.split("/")
@@ -750,8 +991,8 @@ def write_markdown(path: Path, report: dict) -> None:
         collate = f"{1000 * c['collate_seconds'] / st['steps']:.1f}" if "collate_seconds" in c else "–"
         row = (
             f"| {case} | {method} | {c['pairs_per_s']:.2f} | {', '.join(f'{v:.2f}' for v in c['pairs_per_s_all'])} | "
-            f"{epoch} | {c['response_tokens_per_s']:.0f} | {c['real_tokens_per_s']:.0f} | {c['padded_tokens_per_s']:.0f} | "
-            f"{c['padding_fraction']:.0%} | {c['forward_seconds_per_pair']:.3f} | {collate} | "
+            f"{c.get('pairs_per_cpu_s', float('nan')):.2f} | {epoch} | {c['response_tokens_per_s']:.0f} | {c['real_tokens_per_s']:.0f} | {c['padded_tokens_per_s']:.0f} | "
+            f"{1 - c['padding_fraction']:.0%} | {c['forward_seconds_per_pair']:.3f} | {collate} | "
             f"{c['peak_rss_train_mb']:.0f} | {c['peak_rss_process_mb']:.0f} |"
         )
         if st["device"] == "cuda":
@@ -766,7 +1007,8 @@ def write_markdown(path: Path, report: dict) -> None:
     lines += [f"- {name}: {value:.3f}" for name, value in s["ratios"].items()]
     for case in ("hh", "synthetic"):
         if f"{case}_same_batches_all_trainers" in s:
-            lines.append(f"- {case}: trl, bt, icrm-nosft and icrm saw identical batches: {s[f'{case}_same_batches_all_trainers']}")
+            lines.append(f"- {case}: trl and every padded and packed icrm trainer saw identical batches: "
+                         f"{s[f'{case}_same_batches_all_trainers']}")
     hits = [c["generator_cache_hits"] for c in s["configs"].values() if "generator_cache_hits" in c]
     if hits:
         lines.append(f"- every timed ICRM run read the generator probabilities from the warm cache: {all(hits)}")
@@ -776,21 +1018,51 @@ def write_markdown(path: Path, report: dict) -> None:
             "",
             (f"One-time generator pass (hh, {g['sequences']} sequences, {g['tokens']} tokens, batch 16): "
             f"cold {g['cold_seconds']:.1f} s (load + fingerprint + forward + write), warm (cache hit) "
-            f"{g['warm_seconds']:.1f} s, peak RSS {g['peak_rss_mb']:.0f} MB; one epoch of BT training forwards "
+            f"{g['warm_seconds']:.3f} s, peak RSS {g['peak_rss_mb']:.0f} MB; one epoch of BT training forwards "
             f"≈ {g.get('bt_epoch_forward_seconds', float('nan')):.1f} s (forward s/pair × {g['pairs']} pairs)."),
         ]
-    lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
-    for t in s["targets"]:
-        value = f"{t['measured']:+.1%}" if "slowdown" in t["target"] else f"{t['measured']:.2f}"
-        lines.append(f"| {t['target']} | {t['goal']} | {value} | {'yes' if t['met'] else '**no**'} |")
-    lines.append(END)
-    generated = "\n".join(lines)
+    if "scoring" in s:
+        c = s["scoring"]
+        lines += [
+            "",
+            (f"Reward statistics after training ({c['sequences']} hh training sequences, {c['tokens']} tokens, "
+             f"batches of 16 sorted by length, {c['sorted_batch_padding_fraction']:.1%} padding): scoring the texts "
+             f"again as before (template + tokenization + padded forward) {c['rescore_seconds']:.1f} s; the rows as "
+             f"tokenized for training, padded {c['padded_seconds']:.1f} s, packed {c['packed_seconds']:.1f} s "
+             f"(padded/packed {c['padded_over_packed_seconds']:.2f}× in wall time, {c['padded_over_packed_cpu_seconds']:.2f}× "
+             f"in CPU time; before/now {c['rescore_over_packed_seconds']:.2f}×, {c['rescore_over_packed_cpu_seconds']:.2f}×); tokenizing "
+             f"them takes {c['tokenize_seconds']:.1f} s. Packed and padded rewards differ by at most "
+             f"{c['max_difference_packed']:.1e}."),
+        ]
+    lines += ["", "| target | goal | measured (wall) | measured (CPU time) | met (wall / CPU time) |", "|---|---|---|---|---|"]
 
+    def shown(t, value):
+        if value is None:
+            return "–"
+        return f"{value:+.1%}" if "slowdown" in t["target"] else f"{value:.2f}"
+
+    for t in s["targets"]:
+        met = "yes" if t["met"] else "**no**"
+        if t["met_cpu"] is not None:
+            met += " / " + ("yes" if t["met_cpu"] else "**no**")
+        lines.append(f"| {t['target']} | {t['goal']} | {shown(t, t['measured'])} | {shown(t, t['measured_cpu'])} | {met} |")
+    lines.append(END)
+    replace_generated(path, lines, lambda old, new: f"# Training throughput: icrm vs TRL RewardTrainer\n\n{new}\n{old}")
+
+
+def reproduce(command: str) -> str:
+    """The command as a reader would type it: no scratch directory."""
+    return re.sub(r" --workdir \S+", "", command)
+
+
+def replace_generated(path: Path, lines: list[str], place) -> None:
+    """Put ``lines`` (from its begin marker to its end marker) in place of the old ones, or ``place`` them."""
+    begin, end, generated = lines[0], lines[-1], "\n".join(lines)
     old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        text = old[: old.index(BEGIN)] + generated + old[old.index(END) + len(END) :]
+    if begin in old and end in old:
+        text = old[: old.index(begin)] + generated + old[old.index(end) + len(end) :]
     else:
-        text = "# Training throughput: icrm vs TRL RewardTrainer\n\n" + generated + "\n" + old
+        text = place(old, generated)
     path.write_text(text)
 
 

@@ -90,21 +90,36 @@ def test_export_matches_transformers_through_chat_template(pipeline):
     assert len(set(round(s, 4) for s in ours)) > 1  # not a constant function
 
 
-def test_second_run_reuses_generator_cache_and_changes_invalidate_it(pipeline, cli):
+def test_second_run_reuses_generator_cache_and_changes_invalidate_it(pipeline, cli, monkeypatch):
+    import shutil
+
+    import icrm.generator
+    from icrm.modeling import load_causal_lm
+
     root, data, cache = pipeline
-    args = ["train", "--data", data, "--model", root / "sft", "--generator", root / "sft", "--cache-dir", cache]
+    shutil.copytree(root / "sft", root / "gen")  # a copy keeps the files' contents and times: the cache still holds
+    args = ["train", "--data", data, "--model", root / "sft", "--generator", root / "gen", "--cache-dir", cache]
+    loads = []
+    real_load = icrm.generator.load_generator
+    monkeypatch.setattr(icrm.generator, "load_generator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
 
     def cache_state(out, *extra):
         result = cli(*args, "--output", root / out, *FAST[:-2], "--lr", "1e-3", *extra)
         assert result.exit_code == 0, result.output
         return json.loads((root / out / "metrics.json").read_text())["generator_cache"]
 
-    assert cache_state("again") == "hit"
-    assert cache_state("shorter", "--max-length", "160") == "miss"
+    assert cache_state("again") == "hit" and loads == []  # a hit never loads the generator
+    assert cache_state("shorter", "--max-length", "160") == "miss" and len(loads) == 1
     fewer = write_jsonl(root / "fewer.jsonl", [json.loads(l) for l in data.read_text().splitlines()[:30]])
     result = cli(*args[:2], fewer, *args[3:], "--output", root / "fewer", *FAST)
     assert result.exit_code == 0, result.output
     assert json.loads((root / "fewer" / "metrics.json").read_text())["generator_cache"] == "miss"
+    # the generator retrained in place (one weight changed, same files and sizes): the cache is stale
+    model, tokenizer = load_causal_lm(str(root / "gen"))
+    with torch.no_grad():
+        model.model.norm.weight.add_(0.5)
+    model.save_pretrained(root / "gen")
+    assert cache_state("retrained") == "miss"
 
 
 def test_continue_training_from_checkpoint(pipeline, cli):

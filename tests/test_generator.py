@@ -121,3 +121,65 @@ def test_cache_keeps_small_probabilities(tmp_path):
     assert np.float16(3e-9) == 0.0  # what the old format stored
     np.testing.assert_allclose(read, probs, rtol=0.05)
     assert (read > 0).all()
+
+
+def test_files_fingerprint_sees_every_file_and_both_ends_and_the_mtime(tmp_path):
+    import os
+
+    from icrm.generator import EDGE_BYTES, files_fingerprint
+
+    (tmp_path / "config.json").write_text("{}")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(bytes(3 * EDGE_BYTES))
+    seen = {files_fingerprint(tmp_path)}
+    assert files_fingerprint(tmp_path) in seen  # reading changes nothing
+
+    def changed(edit) -> bool:
+        stat = weights.stat()
+        edit()
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: only the content differs
+        new = files_fingerprint(tmp_path)
+        fresh = new not in seen
+        seen.add(new)
+        return fresh
+
+    def write_at(offset: int, value: bytes):
+        with open(weights, "r+b") as handle:
+            handle.seek(offset)
+            handle.write(value)
+
+    assert changed(lambda: write_at(10, b"\x01"))  # the first MiB (a safetensors header)
+    assert changed(lambda: write_at(3 * EDGE_BYTES - 1, b"\x01"))  # the last MiB
+    assert not changed(lambda: write_at(EDGE_BYTES + 5, b"\x01"))  # the middle alone: what the mtime is for
+    os.utime(weights, ns=(0, 12345))
+    assert files_fingerprint(tmp_path) not in seen  # a rewritten file has a new mtime
+    seen.add(files_fingerprint(tmp_path))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert files_fingerprint(tmp_path) not in seen
+
+
+def test_a_cache_hit_loads_no_generator_and_a_retrained_one_misses(tmp_path, lm_and_tokenizer, monkeypatch):
+    import icrm.generator as generator_module
+    from icrm.generator import cached_generation_weights
+
+    lm, tokenizer = lm_and_tokenizer
+    lm.save_pretrained(tmp_path / "gen")
+    tokenizer.save_pretrained(tmp_path / "gen")
+    seqs = sequences(tokenizer)
+    first, hit = cached_generation_weights(str(tmp_path / "gen"), tokenizer, seqs, cache_dir=tmp_path / "cache")
+    assert not hit
+    loads = []
+    real_load = generator_module.load_generator
+    monkeypatch.setattr(generator_module, "load_generator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    again, hit = cached_generation_weights(str(tmp_path / "gen"), tokenizer, seqs, cache_dir=tmp_path / "cache")
+    assert hit and loads == []
+    np.testing.assert_array_equal(again[0], first[0])
+    # retrain (here: shift one weight) and save over it: same file names and sizes, other weights
+    with torch.no_grad():
+        shifted = build_causal_lm("tiny", tokenizer, seed=3)
+        shifted.load_state_dict(lm.state_dict())
+        shifted.model.norm.weight.add_(0.5)
+    shifted.save_pretrained(tmp_path / "gen")
+    retrained, hit = cached_generation_weights(str(tmp_path / "gen"), tokenizer, seqs, cache_dir=tmp_path / "cache")
+    assert not hit and len(loads) == 1
+    assert not np.allclose(retrained[0][:-1], first[0][:-1])

@@ -197,6 +197,11 @@ def _scheduler(default: str):
 
 def _logging_steps(default: int):
     return typer.Option(default, "--logging-steps", help="Log the loss terms every K optimizer steps.")
+PackingOpt = typer.Option(
+    None, "--packing/--no-packing",
+    help="Run each batch as one packed sequence, no padding: same results, less compute "
+    "(default: on where the model's attention packs at no extra cost, e.g. SDPA or flash attention).",
+)
 
 
 # ----------------------------------------------------------------- commands
@@ -232,6 +237,7 @@ def sft(
         "A policy: chosen. A generator for --generator: both.",
     ),
     step_separator: str = StepSepOpt,
+    packing: Optional[bool] = PackingOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a causal LM (generator, policy) by SFT.
@@ -248,7 +254,7 @@ def sft(
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
     metrics = train_sft(
-        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator
+        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator, packing
     )
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
@@ -303,6 +309,7 @@ def train(
         None, "--cache-dir", help="Cache of generator probabilities [default: $ICRM_CACHE or ~/.cache/icrm]."
     ),
     gradient_checkpointing: bool = GradCkptOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -333,6 +340,7 @@ def train(
         step_separator=step_separator,
         eval_strategy="epoch" if eval_data else "no",
         gradient_checkpointing=gradient_checkpointing,
+        padding_free=packing,
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
             not no_group_by_length,
@@ -365,6 +373,7 @@ def eval_cmd(
     batch_size: int = ScoreBatchOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
     max_length: Optional[int] = ScoreMaxLenOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -380,7 +389,7 @@ def eval_cmd(
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
-        step_threshold=step_threshold, step_separator=step_separator,
+        step_threshold=step_threshold, step_separator=step_separator, packing=packing,
     )
     if "steps" in metrics:
         summary = {k: _rounded(metrics["steps"][k]) for k in ("step_auroc", "first_error_f1", "localization")}
@@ -411,6 +420,7 @@ def score(
     split: Optional[str] = SplitOpt,
     batch_size: int = ScoreBatchOpt,
     max_length: Optional[int] = ScoreMaxLenOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -422,7 +432,7 @@ def score(
     counts = score_file(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        per_token=per_token, generator=generator, per_step=per_step, step_separator=step_separator,
+        per_token=per_token, generator=generator, per_step=per_step, step_separator=step_separator, packing=packing,
     )
     shown, notes = _length_summary(counts)
     _report({"rows": counts["rows"], **shown, "output": str(output)}, notes)
@@ -443,6 +453,7 @@ def bon(
     seed: int = SeedOpt,
     batch_size: int = ScoreBatchOpt,
     max_length: Optional[int] = ScoreMaxLenOpt,
+    packing: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -458,7 +469,7 @@ def bon(
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        aggregate_steps=aggregate, step_separator=step_separator,
+        aggregate_steps=aggregate, step_separator=step_separator, packing=packing,
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
     for metric in ("random", "majority", "pass"):
@@ -768,6 +779,7 @@ def serve_cmd(
     ),
     max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
+    packing: Optional[bool] = PackingOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
@@ -782,7 +794,7 @@ def serve_cmd(
         _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
         sys.stdout.flush()
 
-    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize)
+    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize, packing)
     serve(model, host, port, settings, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, on_ready=ready)
     _report({"stopped": model})
 

@@ -32,6 +32,7 @@ from .data import Message, RewardCollator, Sequence, encode, encode_steps, last_
 from .errors import UserError
 from .losses import scale_grad
 from .outputs import library_bars_off
+from .packing import PackedRewardCollator, to_device, unpack, use_packed_attention
 from .steps import DEFAULT_SEPARATOR
 
 ICRM_CONFIG = "icrm_config.json"
@@ -231,6 +232,7 @@ class RewardModel(nn.Module):
         self.register_buffer("consistency_ema", torch.tensor(0.5))
         self.reward_stats: dict[str, float] = {}
         self.training_config: dict = {}
+        self.padding_free = False  # how sequence_rewards batches (see use_padding_free)
 
     # -- construction
 
@@ -340,6 +342,16 @@ class RewardModel(nn.Module):
         if is_peft(self.decoder):
             self.decoder.enable_input_require_grads()
 
+    def use_padding_free(self, enabled: bool | None = True) -> RewardModel:
+        """Score in padding-free (packed) batches, and let training pass packed ones (:mod:`icrm.packing`).
+
+        Same rewards as padded batches up to float rounding; less compute
+        wherever a batch would hold padding. ``None``: where the backbone's
+        attention packs at no extra cost (see :func:`~icrm.packing.use_packed_attention`).
+        """
+        self.padding_free = use_packed_attention(self.decoder, enabled)
+        return self
+
     @property
     def tied_lm_head(self) -> bool:
         """Whether the LM head's weight is the input embedding matrix (``tie_word_embeddings``)."""
@@ -354,6 +366,7 @@ class RewardModel(nn.Module):
         attention_mask: torch.Tensor,
         lm_positions: torch.Tensor | None = None,
         lm_grad_scale: float = 1.0,
+        packed: dict | None = None,
         **kwargs,
     ) -> RewardOutput:
         """Per-token rewards ``[N, L]``, hidden states, and LM logits where asked.
@@ -362,9 +375,15 @@ class RewardModel(nn.Module):
         logits the SFT regularizer needs, from the SFT head; the backbone
         gradient through them is scaled by ``lm_grad_scale``. They are computed
         here, inside ``forward``, so DDP sees every parameter use.
+        ``packed`` (:func:`icrm.packing.pack` of the same rows): the backbone
+        runs on it instead, and its states are put back in the ``[N, L]``
+        layout of ``attention_mask``, so everything after reads rows as usual.
         """
-        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
-        hidden = out.last_hidden_state
+        if packed is None:
+            out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+            hidden = out.last_hidden_state
+        else:
+            hidden = unpack(self.decoder(**packed, use_cache=False, **kwargs).last_hidden_state, attention_mask)
         rewards = self.score_head(self.head_dropout(hidden)).squeeze(-1).float()
         lm_logits = None
         if lm_positions is not None:
@@ -432,9 +451,10 @@ class RewardModel(nn.Module):
 
         The entry point for callers that tokenize themselves (``icrm serve``
         scores already-rendered texts, ``icrm score`` fitted sequences).
+        Batches are packed when :meth:`use_padding_free` is on.
         """
         order = sorted(range(len(seqs)), key=lambda i: seqs[i].length)
-        collate = RewardCollator(self.tokenizer.pad_token_id)
+        collate = (PackedRewardCollator if self.padding_free else RewardCollator)(self.tokenizer.pad_token_id)
         device = next(self.parameters()).device
         results: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
         was_training = self.training
@@ -442,7 +462,8 @@ class RewardModel(nn.Module):
         for lo in range(0, len(order), batch_size):
             chunk = order[lo : lo + batch_size]
             batch = collate([{"sequences": [seqs[i]]} for i in chunk])
-            rewards = self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).rewards
+            packed = to_device(batch.get("packed"), device)
+            rewards = self(batch["input_ids"].to(device), batch["attention_mask"].to(device), packed=packed).rewards
             for row, i in enumerate(chunk):
                 results[i] = rewards[row, : seqs[i].length].cpu()
         self.train(was_training)

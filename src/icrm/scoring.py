@@ -49,10 +49,14 @@ from .steps import (
 )
 
 
-def load_reward_model(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> RewardModel:
+def load_reward_model(
+    path: str, trust_remote_code: bool = False, allow_pickle: bool = False, packing: bool | None = None
+) -> RewardModel:
+    """A reward model in eval mode, scoring in padding-free batches as ``packing`` says (``--packing``;
+    ``None``: where its attention packs at no extra cost)."""
     rm = RewardModel.from_pretrained(path, trust_remote_code, allow_pickle)
     rm.eval()
-    return rm
+    return rm.use_padding_free(packing)
 
 
 # ------------------------------------------------------------------ length limits
@@ -193,6 +197,7 @@ def evaluate_pairs(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    packing: bool | None = None,
     ties: str = "half",
     step_threshold: float = 0.5,
     step_separator: str = DEFAULT_SEPARATOR,
@@ -216,12 +221,12 @@ def evaluate_pairs(
         step_separator=step_separator,
     )
     if loaded.format == "stepwise":
-        rm = load_reward_model(model, trust_remote_code, allow_pickle)
+        rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
         return evaluate_steps(rm, loaded.examples, output, threshold=step_threshold, batch_size=batch_size,
                               extra={"skipped_rows": loaded.skipped, "model": model, "data": data})
     if loaded.format == "bon":
         num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     scores = score_sequences(rm, fitted.sequences, batch_size)
     subsets = [ex.subset for ex in fitted.examples]
@@ -340,6 +345,7 @@ def score_file(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    packing: bool | None = None,
     per_token: bool = False,
     generator: str | None = None,
     per_step: bool = False,
@@ -356,7 +362,7 @@ def score_file(
     ``chosen_step_rewards``/``rejected_step_rewards``.
     """
     loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator)
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
@@ -496,6 +502,7 @@ def best_of_n(
     allow_pickle: bool = False,
     aggregate_steps: str = "last",
     step_separator: str = DEFAULT_SEPARATOR,
+    packing: bool | None = None,
 ) -> dict:
     """Best-of-N verification: accuracy@n, pass@n, random@n (+ majority@n with answers).
 
@@ -524,7 +531,7 @@ def best_of_n(
     for ex in examples:
         if ns[-1] > len(ex.candidates):
             raise UserError(f"{data}:{ex.line}: candidates: n={ns[-1]} exceeds the {len(ex.candidates)} candidates")
-    rm = load_reward_model(model, trust_remote_code, allow_pickle)
+    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     labels = [labels[i] for i in fitted.kept]
     examples = fitted.examples

@@ -78,6 +78,7 @@ class ServeConfig:
     max_length: int | None = None
     max_items: int = 1024
     normalize: bool = False
+    packing: bool | None = None  # padding-free batches (icrm.packing); None: where they cost nothing extra
 
     def validate(self) -> None:
         """Fail before the model is loaded, with the option's name in the message."""
@@ -392,7 +393,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
     if config.normalize and not rm.reward_stats:
         raise UserError(f"{model_name or 'the model'}: --normalize needs reward statistics, which only icrm checkpoints store")
     max_length = resolve_max_length(rm, config.max_length)
-    rm.eval()
+    rm.eval().use_padding_free(config.packing)
     tokenizer = rm.tokenizer
     metrics = Metrics()
     max_batch_size = config.max_batch_size or default_batch_size(rm)

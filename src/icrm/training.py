@@ -69,6 +69,7 @@ from .outputs import (
     replace_path,
     write_json,
 )
+from .packing import PackedRewardCollator, PackedSFTCollator, use_packed_attention
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -146,6 +147,11 @@ class ICRMConfig(RewardConfig):
     * ``cache_dir``: generator-probability cache (default ``~/.cache/icrm`` or ``$ICRM_CACHE``).
     * ``truncation``: ``left`` or ``drop`` (see ``max_length``).
     * ``allow_pickle``: also load pickle (``.bin``) weights when ``model`` is a path.
+    * ``padding_free`` (TRL's name): the rows of a batch run through the
+      backbone as one packed sequence with no padding (:mod:`icrm.packing`);
+      losses and results are those of padded batches, up to float rounding.
+      ``None`` (default): packed where the backbone's attention packs at no
+      extra cost (SDPA, flash attention), padded otherwise.
     """
 
     method: str = field(default="icrm", metadata={"help": "bt, grm, icrm, icrm-nosft, prm or prm-icrm"})
@@ -166,6 +172,9 @@ class ICRMConfig(RewardConfig):
     allow_pickle: bool = field(default=False, metadata={"help": "also load pickle (.bin) weights"})
     step_separator: str = field(
         default=DEFAULT_SEPARATOR, metadata={"help": "joins the steps of stepwise rows (as in TRL's PRMConfig)"}
+    )
+    padding_free: bool | None = field(
+        default=None, metadata={"help": "pack each batch into one sequence, no padding (default: where free)"}
     )
 
     def __post_init__(self):
@@ -238,6 +247,7 @@ class ICRMConfig(RewardConfig):
             "max_length": self.max_length,
             "truncation": self.truncation,
             "step_separator": self.step_separator,
+            "padding_free": self.padding_free,
             "learning_rate": self.learning_rate,
             "epochs": self.num_train_epochs,
             "max_steps": self.max_steps,
@@ -332,6 +342,7 @@ class ICRMTrainer(Trainer):
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
         rm.head_dropout.p = args.head_dropout
+        args.padding_free = rm.use_padding_free(args.padding_free).padding_free  # None resolved: what the run records
         rm.prepare_training_heads(
             sft=args.sft_coef > 0, self_generator=args.consistency_weight > 0 and args.generator == "self"
         )
@@ -344,7 +355,9 @@ class ICRMTrainer(Trainer):
         super().__init__(
             model=rm,
             args=args,
-            data_collator=data_collator or RewardCollator(rm.tokenizer.pad_token_id, args.pad_to_multiple_of),
+            data_collator=data_collator
+            or (PackedRewardCollator if rm.padding_free else RewardCollator)(rm.tokenizer.pad_token_id,
+                                                                             args.pad_to_multiple_of),
             train_dataset=tokenize(train_data, "train_dataset"),
             eval_dataset=_map_eval(eval_data, tokenize),
             processing_class=rm.tokenizer,
@@ -465,7 +478,8 @@ class ICRMTrainer(Trainer):
         pairwise = "margin" in inputs
         sft_positions = self._sft_positions(rm, inputs, pairwise) if alpha > 0 else None
         rewards, hidden, sft_logits = model(
-            inputs["input_ids"], mask, lm_positions=sft_positions, lm_grad_scale=args.sft_backbone_grad
+            inputs["input_ids"], mask, lm_positions=sft_positions, lm_grad_scale=args.sft_backbone_grad,
+            packed=inputs.get("packed"),
         )
         outcome = RewardModel.outcome(rewards, mask)
         terms: dict[str, torch.Tensor] = {}
@@ -828,7 +842,7 @@ def train_reward_model(
         trainer = ICRMTrainer(
             spec.name, config, train_dataset=train_loaded, eval_dataset=eval_loaded, peft_config=spec.peft_config()
         )
-        trainer.reward_model.training_config = resolved
+        trainer.reward_model.training_config = {**resolved, "padding_free": trainer.reward_model.padding_free}
         result = _train(trainer, work, resume)
         metrics = {"train_loss": result.training_loss, "steps": result.global_step}
         if eval_loaded is not None:
@@ -968,10 +982,14 @@ def _use_rich_progress(trainer: Trainer) -> None:
 
 @torch.no_grad()
 def _reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
-    """Mean/std of training outcome rewards, stored for ``score --normalize``."""
+    """Mean/std of the trained model's outcome rewards on the training rows, stored for ``score --normalize``.
+
+    The rows are scored as tokenized for training (no second tokenization),
+    packed when training was.
+    """
     from .evaluation import reward_normalizer
 
-    rewards = rm.score(*flatten_responses(dataset.examples))
+    rewards = [float(r[-1]) for r in rm.sequence_rewards(dataset.all_sequences())]
     mean, std = reward_normalizer(rewards)
     return {"mean": mean, "std": std, "n": len(rewards)}
 
@@ -1044,12 +1062,15 @@ def train_sft(
     resume: bool = False,
     responses: str = "chosen",
     step_separator: str = DEFAULT_SEPARATOR,
+    packing: bool | None = None,
 ) -> dict:
     """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
     The result is a plain transformers causal-LM directory: a generator for
     ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
-    policy for sampling and DPO (train it on ``chosen``).
+    policy for sampling and DPO (train it on ``chosen``). ``packing``: each
+    batch as one padding-free sequence (TRL's ``padding_free`` collator);
+    ``None``: where the model's attention packs at no extra cost.
     """
     loaded = load_examples(
         data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid, step_separator=step_separator
@@ -1066,6 +1087,7 @@ def train_sft(
         from peft import get_peft_model
 
         model = get_peft_model(model, spec.peft_config())
+    packing = use_packed_attention(model, packing)
     with progress("tokenizing", len(chosen)) as advance:
         items, kept, stats = tokenize_examples(chosen, tokenizer, max_length, truncation, advance)
     if not items:
@@ -1073,10 +1095,12 @@ def train_sft(
     dataset = RewardDataset([chosen[i] for i in kept], items)
 
     resolved = {"data": data, "responses": responses, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
-                "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps}
+                "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps,
+                "packing": packing}
     with run_directory(output, resume, resolved, args) as work:
         args.output_dir = str(work / "trainer")
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id))
+        collator = PackedSFTCollator(tokenizer.pad_token_id) if packing else SFTCollator(tokenizer.pad_token_id)
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
         result = _train(trainer, work, resume)
         metrics = {
             "train_loss": result.training_loss,
