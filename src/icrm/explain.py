@@ -223,9 +223,9 @@ def _generator_probs(rm, generator, ids: torch.Tensor, mask: torch.Tensor, hidde
         raise ValueError(
             f"the generator's vocabulary ({logits.shape[-1]} tokens) does not cover the reward model's token ids"
         )
-    log_probs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
-    targets = ids[0, 1:].to(log_probs.device)
-    probs = log_probs.gather(-1, targets[:, None]).squeeze(-1).exp().cpu()
+    from .generator import token_logprobs
+
+    probs = token_logprobs(logits[0, :-1], ids[0, 1:].to(logits.device)).exp().cpu()
     # probs[j] = p(tok_{j+1} | tok_<=j); token t uses probs[t-1].
     if start == 0:
         return [float("nan")] + probs.tolist()
