@@ -52,3 +52,82 @@ def test_demo_dpo_section_and_plot(tmp_path):
     assert (tmp_path / "dpo.png").stat().st_size > 0
     text = "\n".join(_dpo_report(dpo))
     assert "| DPO-ICRM | 0.500 ± 1.00 | 0.30 / 0.40 / 0.30 | 20.0 |" in text and "![dpo](dpo.png)" in text
+
+
+def _chain(steps: int, labels: list[int]):
+    from icrm.data import StepExample
+
+    return StepExample(prompt=[{"role": "user", "content": "p"}], steps=[f"s{k}" for k in range(steps)], labels=labels)
+
+
+def test_demo_chain_is_the_first_that_goes_wrong_in_its_middle():
+    from icrm.demo import demo_chain
+
+    chains = [
+        _chain(5, [1, 1, 1, 1, 1]),  # right
+        _chain(3, [1, 0, 0]),  # too short
+        _chain(4, [0, 0, 0, 0]),  # wrong from the first step
+        _chain(4, [1, 1, 1, 0]),  # wrong only at its last step
+        _chain(4, [1, 1, 0, 0]),  # the one
+        _chain(6, [1, 0, 0, 0, 0, 0]),
+    ]
+    assert demo_chain(chains) == 4
+    with pytest.raises(ValueError, match="no test chain"):
+        demo_chain(chains[:4])
+
+
+def test_demo_process_section_and_plot(tmp_path):
+    """The full demo's process-reward section from a metrics["process"] entry (no training), values by hand."""
+    from icrm.demo import _plot_process, _process_report
+
+    process = {
+        "chain": {"id": "steps-test-00007", "prompt": "It is Monday. Count forward 1 day, then 2, then 1. What day is it?",
+                  "steps": ["1 day after Monday is Tuesday", "2 days after Tuesday is Friday",
+                            "1 day after Friday is Saturday", "2 days after Saturday is Monday"],
+                  "labels": [1, 0, 0, 0]},
+        "step_rewards": {"BT": [-1.0, -2.0, -3.0, -0.5], "ICRM": [0.5, 1.0, 2.0, 0.0], "PRM": [2.0, -1.0, -2.0, -3.0]},
+        "test": {"BT": {"step_auroc": 0.5, "first_error_f1": None, "localization": 0.25},
+                 "ICRM": {"step_auroc": 0.55, "first_error_f1": 0.1, "localization": 0.3},
+                 "PRM": {"step_auroc": 0.9, "first_error_f1": 0.8, "localization": 0.85}},
+        "n_test": 300,
+        "n_train": 1000,
+    }
+    _plot_process(process, tmp_path / "steps.png")
+    assert (tmp_path / "steps.png").stat().st_size > 0
+    text = "\n".join(_process_report(process))
+    # σ(−2) = 0.119, σ(1) = 0.731, σ(−1) = 0.269
+    assert "| 2 | 2 days after Tuesday is Friday | ✗ wrong | 0.12 | 0.73 | 0.27 |" in text
+    assert "| 1 | 1 day after Monday is Tuesday | ✓ right | 0.27 | 0.62 | 0.88 |" in text
+    assert "* BT: the first step below 0.5 is step 1; the true first wrong step is 2." in text
+    assert "* ICRM: the first step below 0.5 is no step; the true first wrong step is 2." in text  # σ(0) = 0.5 is not below
+    assert "* PRM: the first step below 0.5 is step 2; the true first wrong step." in text
+    assert "| BT | outcome labels | 0.500 | n/a | 0.250 |" in text
+    assert "| PRM | step labels | 0.900 | 0.800 | 0.850 |" in text
+    assert "![steps](steps.png)" in text and "![steps-explain](steps-explain.png)" in text
+
+
+@pytest.mark.slow
+def test_demo_process_stage_trains_three_models_and_shows_one_chain(tmp_path):
+    """The process stage at a toy size: the shown chain is the data's, its rewards are each saved model's."""
+    from dataclasses import replace
+
+    from icrm.data import load_examples
+    from icrm.demo import FULL, QUICK, _process_explain, _process_stage, demo_chain
+    from icrm.modeling import RewardModel
+
+    assert FULL.process and not QUICK.process
+    settings = replace(FULL, steps_train=64, steps_test=40, steps_epochs=1.0)
+    process = _process_stage(tmp_path, settings)
+    test = load_examples(str(tmp_path / "data" / "steps" / "test.jsonl")).examples
+    shown = test[demo_chain(test)]
+    assert (process["chain"]["steps"], process["chain"]["labels"]) == (shown.steps, shown.labels)
+    assert set(process["step_rewards"]) == set(process["test"]) == {"BT", "ICRM", "PRM"}
+    for method, rewards in process["step_rewards"].items():
+        rm = RewardModel.from_pretrained(str(tmp_path / "models" / f"steps-{method.lower()}"))
+        assert rewards == pytest.approx(rm.step_rewards(shown.prompt, shown.steps), abs=1e-5)
+        assert rm.training_config["method"] == {"BT": "bt", "ICRM": "icrm", "PRM": "prm"}[method]
+        assert 0.0 <= process["test"][method]["step_auroc"] <= 1.0
+    _process_explain(tmp_path, process)
+    page = (tmp_path / "steps-explain.html").read_text()
+    assert all(method in page for method in ("BT", "ICRM", "PRM")) and "✓" in page and "✗" in page  # step labels
+    assert (tmp_path / "steps-explain.png").stat().st_size > 0

@@ -7,7 +7,10 @@ import json
 import pytest
 from conftest import write_jsonl
 
-from icrm.data import TokenizeStats, encode, fit_length
+import torch
+
+from icrm.data import TokenizeStats, encode, encode_steps, fit_length
+from icrm.scoring import score_steps
 
 TRAINED_AT = 24  # the checkpoint's training --max-length
 LONG = "the quick brown fox jumps over the lazy dog " * 6  # about 60 tokens
@@ -93,3 +96,73 @@ def test_explain_single_response_and_limits_beyond_the_positions(tmp_path, cli, 
     data = write_jsonl(tmp_path / "d.jsonl", [SHORT_PAIR])
     result = cli("eval", "--model", rm_dir, "--data", data, "--max-length", "5000")
     assert result.exit_code == 2 and "--max-length 5000 exceeds the model's position limit of 2048 tokens" in result.stderr
+
+
+# ------------------------------------------------------------------ step scores
+
+STEPS = ["hello world", "the lazy dog", "how are you"]
+LONG_CHAIN = {"prompt": LONG, "completions": STEPS, "labels": [True, True, False]}
+SHORT_CHAIN = {"prompt": "hello", "completions": ["the dog", "a fox"], "labels": [True, True]}
+
+
+def steps_by_hand(rm, prompt: str, steps: list[str], max_length: int) -> list[float]:
+    """Step scores of a chain cut from the left by hand: the input ids' last `max_length`, step ends shifted."""
+    seq = encode_steps(rm.tokenizer, [{"role": "user", "content": prompt}], steps)
+    cut = seq.length - max_length
+    assert cut > 0 and seq.start > cut  # the prompt is cut, not the response
+    ids = torch.tensor([seq.input_ids[cut:]])
+    with torch.no_grad():
+        rewards = rm(ids, torch.ones_like(ids)).rewards[0]
+    return [float(rewards[end - cut]) for end in seq.step_ends]
+
+
+def test_step_rewards_are_read_on_the_cut_sequence(tiny_rm):
+    tiny_rm.eval()
+    expected = steps_by_hand(tiny_rm, LONG, STEPS, TRAINED_AT)
+    assert tiny_rm.step_rewards(LONG, STEPS, max_length=TRAINED_AT) == pytest.approx(expected, abs=1e-5)
+    assert tiny_rm.step_rewards(LONG, STEPS)[0] != pytest.approx(expected[0], abs=1e-3)  # the cut changes them
+    assert expected[-1] == pytest.approx(by_hand(tiny_rm, LONG, "\n".join(STEPS), TRAINED_AT), abs=1e-5)
+    with pytest.raises(ValueError, match="chain 0: .* response tokens do not fit in max_length=8"):
+        tiny_rm.step_rewards("hi", [LONG], max_length=8)
+
+
+def test_cli_step_scores_follow_max_length(tmp_path, cli, rm_dir, tiny_rm):
+    """score --per-step, stepwise eval and bon --aggregate read step scores at the training length by default."""
+    tiny_rm.eval()
+    expected = steps_by_hand(tiny_rm, LONG, STEPS, TRAINED_AT)
+    chains = write_jsonl(tmp_path / "chains.jsonl", [SHORT_CHAIN, LONG_CHAIN])
+    out = tmp_path / "scored.jsonl"
+    result = cli("score", "--model", rm_dir, "--data", chains, "--per-step", "--output", out)
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text().splitlines()[1])
+    assert row["step_rewards"] == pytest.approx(expected, abs=1e-5)
+    assert row["step_rewards"][-1] == pytest.approx(row["reward"], abs=1e-5)
+
+    metrics = tmp_path / "m.json"
+    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", metrics)
+    assert result.exit_code == 0, result.output
+    report = json.loads(metrics.read_text())
+    assert (report["max_length"], report["truncated"], report["dropped_over_length"]) == (TRAINED_AT, 1, 0)
+    right = [r for r, y in zip(expected, LONG_CHAIN["labels"]) if y] + tiny_rm.step_rewards("hello", ["the dog", "a fox"])
+    wrong = [r for r, y in zip(expected, LONG_CHAIN["labels"]) if not y]
+    auroc = sum((a > b) + 0.5 * (a == b) for a in right for b in wrong) / (len(right) * len(wrong))
+    assert report["steps"]["step_auroc"] == pytest.approx(auroc)
+
+    bon = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": LONG, "candidates": ["\n".join(STEPS), "a fox"], "labels": [0, 1]}])
+    result = cli("bon", "--model", rm_dir, "--data", bon, "--aggregate", "min", "--n", "2", "--output", tmp_path / "b.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b.json").read_text())
+    right_wins = min(steps_by_hand(tiny_rm, LONG, ["a fox"], TRAINED_AT)) > min(expected)
+    assert (report["accuracy"]["2"], report["truncated"]) == (float(right_wins), 2)
+    cut = score_steps(tiny_rm, [[{"role": "user", "content": LONG}]], [STEPS], max_length=TRAINED_AT)  # bon's path
+    assert cut[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_stepwise_eval_skips_a_chain_that_cannot_fit(tmp_path, cli, rm_dir):
+    chains = write_jsonl(tmp_path / "chains.jsonl", [SHORT_CHAIN, {"prompt": "hi", "completions": [LONG], "labels": [True]}])
+    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", tmp_path / "m.json")
+    assert result.exit_code == 2 and "chains.jsonl:2: completions: " in result.stderr, result.output
+    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", tmp_path / "m.json", "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert (report["n"], report["dropped_over_length"]) == (1, 1)

@@ -547,12 +547,13 @@ def data_split(
 @guarded
 def demo(
     output: Path = typer.Option(Path("icrm-demo"), "--output", "-o", help="Report directory."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller run: no probes, no DPO loop (about a minute on 2 cores)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller run: no probes, no DPO loop, no process rewards (about a minute on 2 cores)."),
 ):
     """Embedded end-to-end run on CPU, no downloads.
 
     Synthetic data, SFT, BT/GRM/ICRM reward models, evaluation, best-of-N verification (and, in full mode,
-    the spurious-feature probes and a DPO loop), written as report.md with plots.
+    the spurious-feature probes, a DPO loop and per-step rewards of BT, ICRM and a PRM on one chain),
+    written as report.md with plots.
     """
     from .demo import run_demo
 

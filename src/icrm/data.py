@@ -696,6 +696,17 @@ def fit_length(seq: Sequence, max_length: int, truncation: str, stats: TokenizeS
     return Sequence(seq.input_ids[cut:], seq.start - cut, [end - cut for end in seq.step_ends])
 
 
+def cut_left(seq: Sequence, max_length: int, name: str) -> Sequence:
+    """``seq`` with prompt tokens cut from the left to fit ``max_length``, for scoring one response.
+
+    A response that alone is longer is a ``ValueError`` naming ``name``.
+    """
+    fitted = fit_length(seq, max_length, "left", TokenizeStats())
+    if fitted is None:
+        raise ValueError(f"{name}: {seq.length - seq.start} response tokens do not fit in max_length={max_length}")
+    return fitted
+
+
 def tokenize_examples(examples: list, tokenizer, max_length: int, truncation: str = "left", progress=None):
     """Tokenize pairwise or pointwise examples into lists of sequences.
 

@@ -9,7 +9,10 @@ them, then writes ``report.md``, PNG plots and ``metrics.json``. Full mode
 also closes the policy loop on the noisy task: samples from an SFT policy
 (trained on the chosen responses only),
 DPO pairs ranked by the BT and by the ICRM reward model, one DPO policy per
-ranking, and the three policies judged by the task's true reward.
+ranking, and the three policies judged by the task's true reward. And it
+reads process rewards: on the day-counting ``steps`` task, BT and ICRM
+trained on outcome labels and a PRM trained on step labels score every step
+of the same held-out chain, next to the chain's true step labels.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from .evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from .outputs import note, staged_directory, write_json
 from .scoring import best_of_n, evaluate_pairs
+from .steps import first_error, predicted_first_error, sigmoid, step_metrics
 from .synthetic import BAD_WORDS, BON_CANDIDATES, GOOD_WORDS, LENGTH_GAP, SUFFIX, write_task
 from .training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
 
@@ -42,11 +46,15 @@ class DemoSettings:
     addition_bon: int = 300
     dpo: bool = True  # the policy stage (sample -> dpo-pairs -> dpo -> compare)
     dpo_eval_prompts: int = 200
+    process: bool = True  # the process-reward stage (BT, ICRM and a PRM on the steps task)
+    steps_train: int = 1000  # benchmarks/process.py's settings: 400 chains were not enough for every seed's PRM
+    steps_test: int = 300
+    steps_epochs: float = 10.0
     seed: int = 0
 
 
 FULL = DemoSettings()
-QUICK = replace(FULL, n_test=200, probes=False, addition_train=400, addition_bon=100, dpo=False)
+QUICK = replace(FULL, n_test=200, probes=False, addition_train=400, addition_bon=100, dpo=False, process=False)
 
 # Reward-model methods the demo compares: name -> (preset, λ override)
 METHODS = {"BT": ("bt", None), "GRM": ("grm", None), "ICRM": ("icrm", None)}
@@ -59,16 +67,19 @@ def _train_args(settings: DemoSettings, epochs: float) -> dict:
     )
 
 
-def _sft(data: Path, output: Path, settings: DemoSettings, responses: str) -> None:
+def _sft(data: Path, output: Path, settings: DemoSettings, responses: str, epochs: float | None = None) -> None:
     """A tiny causal LM SFT-trained on ``responses``: ``both``/``all`` for a generator, ``chosen`` for a policy."""
     from transformers import TrainingArguments
 
-    args = TrainingArguments(output_dir=str(output), **_train_args(settings, settings.sft_epochs))
+    args = TrainingArguments(output_dir=str(output), **_train_args(settings, epochs or settings.sft_epochs))
     train_sft(str(data), str(output), args, ModelSpec("tiny"), max_length=settings.max_length, responses=responses)
 
 
-def _reward_model(data: Path, output: Path, generator: Path, method: str, settings: DemoSettings) -> dict:
-    preset, lam = METHODS[method]
+def _reward_model(
+    data: Path, output: Path, generator: Path, preset: str, settings: DemoSettings, lam: float | None = None,
+    epochs: float | None = None,
+) -> dict:
+    """A reward model trained from the generator (which also gives the consistency weights)."""
     config = ICRMConfig(
         output_dir=str(output),
         method=preset,
@@ -76,7 +87,7 @@ def _reward_model(data: Path, output: Path, generator: Path, method: str, settin
         generator=str(generator),
         max_length=settings.max_length,
         gradient_checkpointing=False,
-        **_train_args(settings, settings.epochs),
+        **_train_args(settings, epochs or settings.epochs),
     )
     return train_reward_model(str(data), str(output), config, ModelSpec(str(generator)))
 
@@ -93,7 +104,8 @@ def _preference_task(task: str, root: Path, settings: DemoSettings, results: dic
     for method in METHODS:
         note(f"[bold]{task}[/bold]: training {method}")
         model_dir = root / "models" / f"{task}-{method.lower()}"
-        metrics = _reward_model(data / "train.jsonl", model_dir, generator, method, settings)
+        preset, lam = METHODS[method]
+        metrics = _reward_model(data / "train.jsonl", model_dir, generator, preset, settings, lam)
         history = [e for e in metrics["log_history"] if "loss" in e]  # training entries
         losses.setdefault(task, {})[method] = {t: [(e["step"], e[t]) for e in history if t in e] for t in LOSS_TERMS}
         for split in splits:
@@ -114,15 +126,110 @@ def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: s
     for method in ("BT", "ICRM"):
         note(f"[bold]{task}[/bold]: training {method} verifier")
         model_dir = root / "models" / f"{task}-{method.lower()}"
-        preset = {"BT": "bt", "ICRM": "icrm-nosft"}[method]
-        config = ICRMConfig(
-            output_dir=str(model_dir), method=preset, generator=str(generator), max_length=settings.max_length,
-            gradient_checkpointing=False,
-            **_train_args(settings, settings.epochs),
-        )
-        train_reward_model(str(data / "train.jsonl"), str(model_dir), config, ModelSpec(str(generator)))
+        _reward_model(data / "train.jsonl", model_dir, generator, {"BT": "bt", "ICRM": "icrm-nosft"}[method], settings)
         result = best_of_n(str(model_dir), str(data / "bon.jsonl"), None, ns=[1, 2, 4, BON_CANDIDATES])
         bon_results[method] = {**result, "model": str(model_dir.relative_to(root)), "data": f"data/{task}/bon.jsonl"}
+
+
+# Process-reward models the demo compares on the steps task: name -> (preset, what it learns from)
+STEP_METHODS = {"BT": ("bt", "outcome labels"), "ICRM": ("icrm", "outcome labels"), "PRM": ("prm", "step labels")}
+STEP_METRICS = {"step_auroc": "step AUROC", "first_error_f1": "first-error F1", "localization": "localisation"}
+
+
+def demo_chain(examples: list) -> int:
+    """Index of the chain the demo shows: the first with at least 4 steps that goes wrong after a right step
+    and has a wrong step after its first one (chosen by its labels alone, before any model is trained)."""
+    for i, ex in enumerate(examples):
+        if len(ex.steps) >= 4 and 1 <= first_error(ex.labels) <= len(ex.steps) - 2:
+            return i
+    raise ValueError("no test chain goes wrong in its middle")
+
+
+def _process_stage(root: Path, settings: DemoSettings) -> dict:
+    """BT and ICRM on outcome labels, a PRM on step labels: step scores on one held-out chain and on all.
+
+    One SFT generator on every training chain (right and wrong: the
+    reference's generator data) starts every model and gives ICRM its
+    consistency weights. The outcome methods read each stepwise row as a
+    pointwise one whose label is its last step's.
+    """
+    from .data import load_examples
+    from .modeling import RewardModel
+
+    data = root / "data" / "steps"
+    write_task("steps", data, seed=settings.seed, n_train=settings.steps_train, n_test=settings.steps_test)
+    generator = root / "models" / "steps-sft"
+    note("[bold]steps[/bold]: SFT generator (right and wrong chains)")
+    _sft(data / "train.jsonl", generator, settings, "all", settings.steps_epochs)
+    test = load_examples(str(data / "test.jsonl")).examples
+    shown = test[demo_chain(test)]
+    chain = {"id": shown.id, "prompt": shown.prompt[-1]["content"], "steps": shown.steps, "labels": shown.labels}
+    rewards, metrics = {}, {}
+    for method, (preset, _) in STEP_METHODS.items():
+        note(f"[bold]steps[/bold]: training {method}")
+        model_dir = root / "models" / f"steps-{method.lower()}"
+        _reward_model(data / "train.jsonl", model_dir, generator, preset, settings, epochs=settings.steps_epochs)
+        rm = RewardModel.from_pretrained(str(model_dir))
+        rewards[method] = rm.step_rewards(shown.prompt, shown.steps)
+        scores = rm.step_rewards_batch([ex.prompt for ex in test], [ex.steps for ex in test], batch_size=64)
+        summary = step_metrics(scores, [ex.labels for ex in test])
+        metrics[method] = {key: summary[key] for key in STEP_METRICS}
+    return {"chain": chain, "step_rewards": rewards, "test": metrics, "n_test": len(test),
+            "n_train": settings.steps_train}
+
+
+def _process_explain(root: Path, process: dict) -> None:
+    """The shown chain's per-token rewards under BT, ICRM and the PRM, step ends marked (HTML and PNG)."""
+    from .explain import explain_responses, render_html, render_png
+    from .modeling import RewardModel
+
+    chain = process["chain"]
+    rows = []
+    for method in STEP_METHODS:
+        rm = RewardModel.from_pretrained(str(root / "models" / f"steps-{method.lower()}"))
+        rows.append(explain_responses(rm, chain["prompt"], [("chain", chain["steps"])], method))
+        rows[-1][0].step_labels = chain["labels"]
+    title = "BT, ICRM (outcome labels) and a PRM (step labels) on a held-out chain"
+    (root / "steps-explain.html").write_text(render_html(title, chain["prompt"], rows))
+    render_png(rows, root / "steps-explain.png")
+
+
+def _plot_process(process: dict, path: Path) -> None:
+    """Left: σ(r) at each step of the shown chain, one line per model. Right: step metrics on every test chain."""
+    from .evaluation import _new_figure, _save_png
+
+    chain, labels = process["chain"], process["chain"]["labels"]
+    figure = _new_figure(width=11.0, height=4.0)
+    ax = figure.add_subplot(1, 2, 1)
+    steps = list(range(1, len(labels) + 1))
+    first = first_error(labels) + 1
+    ax.axvspan(first - 0.5, len(labels) + 0.5, color="tab:red", alpha=0.08, label="wrong prefix (true label)")
+    for (method, rewards), marker in zip(process["step_rewards"].items(), "osD"):
+        ax.plot(steps, [sigmoid(r) for r in rewards], marker=marker, label=method)
+    ax.axhline(0.5, color="black", linestyle="--", linewidth=0.8)
+    ax.set_xticks(steps, [f"{k}\n{'✓' if y else '✗'}" for k, y in zip(steps, labels)])
+    ax.set_xlim(0.5, len(labels) + 0.5)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step (true label)")
+    ax.set_ylabel("σ(r) at the step's end")
+    ax.set_title(f"One held-out chain ({chain['id']})", fontsize=10)
+    handles, names = ax.get_legend_handles_labels()
+    ax = figure.add_subplot(1, 2, 2)
+    methods, width = list(process["test"]), 0.8 / len(process["test"])
+    positions = list(range(len(STEP_METRICS)))
+    for i, method in enumerate(methods):
+        values = [process["test"][method][key] for key in STEP_METRICS]
+        bars = ax.bar([x + (i - (len(methods) - 1) / 2) * width for x in positions],
+                      [0.0 if v is None else v for v in values], width)
+        ax.bar_label(bars, ["n/a" if v is None else f"{v:.2f}" for v in values], fontsize=7)
+    ax.set_xticks(positions, list(STEP_METRICS.values()))
+    ax.set_ylim(0, 1.08)
+    ax.hlines(0.5, -0.5, 0.5, color="black", linestyle=":", linewidth=0.8)  # chance, for step AUROC only
+    ax.set_ylabel("score (dotted: AUROC by chance)")
+    ax.set_title(f"All {process['n_test']} held-out chains", fontsize=10)
+    figure.legend(handles, names, loc="lower center", ncol=len(names), frameon=False, fontsize=9)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    _save_png(figure, path, tight=False)
 
 
 def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
@@ -254,6 +361,8 @@ def _report(metrics: dict, elapsed: float) -> str:
     ]
     if "dpo" in metrics:
         lines += _dpo_report(metrics["dpo"])
+    if "process" in metrics:
+        lines += _process_report(metrics["process"])
     lines += _loss_report(metrics["losses"])
     lines += [
         "One seed at toy scale: differences of a few points are within seed-to-seed spread. "
@@ -335,6 +444,61 @@ def _bon_report(bon: dict) -> list[str]:
     return lines + ["", "![best-of-N](bon.png)", ""]
 
 
+def _process_report(process: dict) -> list[str]:
+    """The per-step table of the shown chain, the step metrics on every test chain, and what they say."""
+    chain, rewards = process["chain"], process["step_rewards"]
+    methods = list(rewards)
+    truth = first_error(chain["labels"])
+    lines = [
+        "## Process rewards, step by step",
+        "",
+        f"The `steps` task counts days of the week forward, one line a step ({process['n_train']} training chains, "
+        "about half of them right; a wrong chain slips at a random step and later lines count on from the wrong "
+        "day). BT and ICRM learn from outcome labels only (is the last line right), the PRM from a label on every "
+        "step. Each model's σ(r) at the end of each step of one held-out chain, the first test chain of 4 or more "
+        "steps that goes wrong in its middle (chosen by its labels before training):",
+        "",
+        f"Prompt: “{chain['prompt']}”",
+        "",
+        "| step | text | true label | " + " | ".join(f"{m} σ(r)" for m in methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    for k, (text, label) in enumerate(zip(chain["steps"], chain["labels"])):
+        cells = " | ".join(f"{sigmoid(rewards[m][k]):.2f}" for m in methods)
+        lines.append(f"| {k + 1} | {text} | {'✓ right' if label else '✗ wrong'} | {cells} |")
+    lines.append("")
+    for method in methods:
+        flagged = predicted_first_error(rewards[method])
+        where = "no step" if flagged < 0 else f"step {flagged + 1}"
+        verdict = "the true first wrong step" if flagged == truth else f"the true first wrong step is {truth + 1}"
+        lines.append(f"* {method}: the first step below 0.5 is {where}; {verdict}.")
+    lines += [
+        "",
+        f"Over all {process['n_test']} held-out chains (step AUROC: right vs wrong prefixes; first-error F1: "
+        "ProcessBench's harmonic mean of the accuracies on wrong and on right chains; localisation: the largest "
+        "drop in σ(r) is at the first wrong step):",
+        "",
+        "| model | learns from | " + " | ".join(STEP_METRICS.values()) + " |",
+        "|---|---|" + "---|" * len(STEP_METRICS),
+    ]
+    for method, values in process["test"].items():
+        cells = " | ".join("n/a" if values[k] is None else f"{values[k]:.3f}" for k in STEP_METRICS)
+        lines.append(f"| {method} | {STEP_METHODS[method][1]} | {cells} |")
+    return lines + [
+        "",
+        "![steps](steps.png)",
+        "",
+        "Per-token rewards on the same chain, each step's end marked with its σ(r) and true label "
+        "(interactive version: [steps-explain.html](steps-explain.html)):",
+        "",
+        "![steps-explain](steps-explain.png)",
+        "",
+        "One seed; BENCHMARKS.md §7 has 5 seeds (outcome-label ICRM stays far from a PRM there; the consistency "
+        "term added to a PRM helps it).",
+        "",
+    ]
+
+
 def _loss_report(losses: dict) -> list[str]:
     """losses.png: one panel per loss term, and how the SFT term moved."""
     lines = [
@@ -398,6 +562,7 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
                 _preference_task(probe, root, settings, results, losses)
         dpo = _dpo_stage(root, settings) if settings.dpo else None
         _verification(root, settings, bon_results)
+        process = _process_stage(root, settings) if settings.process else None
         _explain_page(root)
         metrics = {
             "mode": "quick" if quick else "full",
@@ -410,6 +575,10 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
         if dpo is not None:
             metrics["dpo"] = dpo
             _plot_dpo(dpo, root / "dpo.png")
+        if process is not None:
+            metrics["process"] = process
+            _plot_process(process, root / "steps.png")
+            _process_explain(root, process)
         plot_accuracy_bars(results, root / "accuracy.png", "Pairwise accuracy per split")
         plot_bon_comparison(bon_results, root / "bon.png", "Best-of-N on step-checked addition (held-out problems)")
         plot_loss_terms(losses["noisy"], root / "losses.png", "Training losses on the noisy task")

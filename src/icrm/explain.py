@@ -37,7 +37,7 @@ from typing import Sequence as Seq
 import numpy as np
 import torch
 
-from .data import Message, Sequence, TokenizeStats, encode, encode_steps, fit_length
+from .data import Message, Sequence, cut_left, encode, encode_steps
 from .evaluation import _save_png
 from .steps import DEFAULT_SEPARATOR, join_steps, sigmoid
 
@@ -170,9 +170,7 @@ def explain_responses(
                 seq, response = encode_steps(tokenizer, messages, steps, separator), join_steps(steps, separator)
             cut = 0
             if max_length is not None:
-                fitted = fit_length(seq, max_length, "left", TokenizeStats())
-                if fitted is None:
-                    raise ValueError(f"{label}: the response alone is longer than max_length={max_length} tokens")
+                fitted = cut_left(seq, max_length, label)
                 cut = seq.length - fitted.length
                 seq = fitted
             if seq.start >= seq.length:

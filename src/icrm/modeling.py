@@ -28,7 +28,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import Message, RewardCollator, Sequence, encode, encode_steps, last_token_index
+from .data import (
+    Message,
+    RewardCollator,
+    Sequence,
+    cut_left,
+    encode,
+    encode_steps,
+    last_token_index,
+)
 from .errors import UserError
 from .losses import scale_grad
 from .outputs import library_bars_off
@@ -425,6 +433,7 @@ class RewardModel(nn.Module):
         steps: list[list[str]],
         separator: str = DEFAULT_SEPARATOR,
         batch_size: int = 16,
+        max_length: int | None = None,
     ) -> list[list[float]]:
         """Process rewards: the prefix reward at the end of every step of each chain.
 
@@ -432,18 +441,27 @@ class RewardModel(nn.Module):
         score is read at its last token, and the last step's where the outcome
         reward is (:mod:`icrm.steps`), so ``step_rewards(...)[-1]`` equals
         :meth:`score`. Works for any reward model: for an outcome RM it is its
-        reading of the partial response.
+        reading of the partial response. ``max_length`` cuts over-long prompts
+        from the left, as training does (a chain that alone is longer is an error).
         """
         if len(prompts) != len(steps):
             raise ValueError(f"{len(prompts)} prompts but {len(steps)} chains of steps")
         seqs = [encode_steps(self.tokenizer, _messages(p), s, separator) for p, s in zip(prompts, steps)]
-        rewards = self.sequence_rewards(seqs, batch_size)
-        return [[float(row[end]) for end in seq.step_ends] for seq, row in zip(seqs, rewards)]
+        if max_length is not None:
+            seqs = [cut_left(seq, max_length, f"chain {i}") for i, seq in enumerate(seqs)]
+        return self.sequence_step_rewards(seqs, batch_size)
 
     def step_rewards(
-        self, prompt: str | list[Message], steps: list[str], separator: str = DEFAULT_SEPARATOR
+        self, prompt: str | list[Message], steps: list[str], separator: str = DEFAULT_SEPARATOR,
+        max_length: int | None = None,
     ) -> list[float]:
-        return self.step_rewards_batch([prompt], [steps], separator)[0]
+        return self.step_rewards_batch([prompt], [steps], separator, max_length=max_length)[0]
+
+    @torch.no_grad()
+    def sequence_step_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[list[float]]:
+        """The reward at each ``step_ends`` token of already tokenized (and length-fitted) chains."""
+        rewards = self.sequence_rewards(seqs, batch_size)
+        return [[float(row[end]) for end in seq.step_ends] for seq, row in zip(seqs, rewards)]
 
     @torch.no_grad()
     def sequence_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[torch.Tensor]:

@@ -169,16 +169,25 @@ def score_responses(rm: RewardModel, prompts: list, responses: list[str], batch_
 
 
 def score_steps(
-    rm: RewardModel, prompts: list, chains: list[list[str]], separator: str = DEFAULT_SEPARATOR, batch_size: int = 16
+    rm: RewardModel,
+    prompts: list,
+    chains: list[list[str]],
+    separator: str = DEFAULT_SEPARATOR,
+    batch_size: int = 16,
+    max_length: int | None = None,
 ) -> list[list[float]]:
-    """Step rewards of every chain (:meth:`RewardModel.step_rewards_batch`) in chunks, with a progress bar."""
+    """Step rewards of every chain (:meth:`RewardModel.step_rewards_batch`) in chunks, with a progress bar.
+
+    ``max_length`` cuts prompts from the left as :func:`fit_examples` does, so
+    a chain's last step score is the reward ``icrm score`` gives its response.
+    """
     scores: list[list[float]] = []
     chunk = max(batch_size * 8, 1)
     with progress("scoring steps", len(chains)) as advance:
         for lo in range(0, len(chains), chunk):
             try:
                 scores.extend(rm.step_rewards_batch(prompts[lo : lo + chunk], chains[lo : lo + chunk], separator,
-                                                    batch_size))
+                                                    batch_size, max_length))
             except ValueError as err:
                 raise UserError(f"cannot read step scores: {err}") from err
             advance(len(chains[lo : lo + chunk]))
@@ -220,14 +229,14 @@ def evaluate_pairs(
         data, expect=("pairwise", "bon", "stepwise"), split=split, skip_invalid=skip_invalid, limit=limit,
         step_separator=step_separator,
     )
-    if loaded.format == "stepwise":
-        rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
-        return evaluate_steps(rm, loaded.examples, output, threshold=step_threshold, batch_size=batch_size,
-                              extra={"skipped_rows": loaded.skipped, "model": model, "data": data})
     if loaded.format == "bon":
         num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
     rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
+    if loaded.format == "stepwise":
+        extra = {"skipped_rows": loaded.skipped, **fitted.counts(), "model": model, "data": data}
+        return evaluate_steps(rm, fitted.examples, output, threshold=step_threshold, batch_size=batch_size,
+                              max_length=fitted.max_length, extra=extra)
     scores = score_sequences(rm, fitted.sequences, batch_size)
     subsets = [ex.subset for ex in fitted.examples]
     named_subsets = subsets if any(s is not None for s in subsets) else None
@@ -267,19 +276,23 @@ def evaluate_steps(
     *,
     threshold: float = 0.5,
     batch_size: int = 16,
+    max_length: int | None = None,
     extra: dict | None = None,
 ) -> dict:
     """Step-level metrics (:func:`icrm.steps.step_metrics`, under ``"steps"``) and the outcome's.
 
     The outcome is the last step's score (the reward ``score`` gives):
     ``outcome.auroc`` separates right from wrong chains, ``outcome.accuracy``
-    counts ``σ(R) > 0.5`` as "right". With ``output``, also writes
+    counts ``σ(R) > 0.5`` as "right". ``max_length`` cuts prompts from the
+    left (:func:`score_steps`). With ``output``, also writes
     ``<stem>_steps.png``: σ(r) around the first wrong step and along right chains.
     """
     if not 0.0 < threshold < 1.0:
         raise UserError(f"--step-threshold must be in (0, 1), got {threshold}")
+    if not examples:
+        raise UserError("no chains to evaluate")
     prompts = [ex.prompt for ex in examples]
-    scores = score_steps(rm, prompts, [ex.steps for ex in examples], examples[0].separator, batch_size)
+    scores = score_steps(rm, prompts, [ex.steps for ex in examples], examples[0].separator, batch_size, max_length)
     labels = [ex.labels for ex in examples]
     outcome = [row[-1] for row in scores]
     metrics = {
@@ -373,7 +386,7 @@ def score_file(
     if per_token:
         _add_token_rewards(rm, fitted, rows, generator)
     if per_step:
-        _add_step_rewards(rm, fitted.examples, rows, step_separator, batch_size, (mean, std))
+        _add_step_rewards(rm, fitted, rows, step_separator, batch_size, (mean, std))
     write_jsonl(output, rows)
     return {"rows": len(rows), "skipped_rows": loaded.skipped, **fitted.counts()}
 
@@ -403,16 +416,17 @@ def chains_of(example, separator: str = DEFAULT_SEPARATOR) -> list[list[str]]:
 
 
 def _add_step_rewards(
-    rm: RewardModel, examples: list, rows: list[dict], separator: str, batch_size: int, scale: tuple[float, float]
+    rm: RewardModel, fitted: Fitted, rows: list[dict], separator: str, batch_size: int, scale: tuple[float, float]
 ) -> None:
     """Step rewards of every response, in the fields :func:`score_file` documents, z-scored like the rewards."""
-    prompts, chains = [], []
+    examples, prompts, chains = fitted.examples, [], []
     for ex in examples:
         for chain in chains_of(ex, separator):
             prompts.append(ex.prompt)
             chains.append(chain)
     mean, std = scale
-    flat = [[(r - mean) / std for r in row] for row in score_steps(rm, prompts, chains, separator, batch_size)]
+    scored = score_steps(rm, prompts, chains, separator, batch_size, fitted.max_length)
+    flat = [[(r - mean) / std for r in row] for row in scored]
     for ex, row, per_response in zip(examples, rows, _per_example(flat, examples)):
         if isinstance(ex, PairExample):
             row["chosen_step_rewards"], row["rejected_step_rewards"] = per_response
@@ -543,7 +557,8 @@ def best_of_n(
     else:
         prompts = [ex.prompt for ex in examples for _ in ex.candidates]
         chains = [split_steps(text, step_separator) for ex in examples for text in ex.candidates]
-        flat = [aggregate(row, aggregate_steps) for row in score_steps(rm, prompts, chains, step_separator, batch_size)]
+        scored = score_steps(rm, prompts, chains, step_separator, batch_size, fitted.max_length)
+        flat = [aggregate(row, aggregate_steps) for row in scored]
     scores = _per_example(flat, examples)
     try:
         report = bon_metrics(scores, labels, ns, answers=answers, n_draws=n_draws, seed=seed)
