@@ -98,9 +98,9 @@ def test_demo_process_section_and_plot(tmp_path):
     # σ(−2) = 0.119, σ(1) = 0.731, σ(−1) = 0.269
     assert "| 2 | 2 days after Tuesday is Friday | ✗ wrong | 0.12 | 0.73 | 0.27 |" in text
     assert "| 1 | 1 day after Monday is Tuesday | ✓ right | 0.27 | 0.62 | 0.88 |" in text
-    assert "* BT: the first step below 0.5 is step 1; the true first wrong step is 2." in text
-    assert "* ICRM: the first step below 0.5 is no step; the true first wrong step is 2." in text  # σ(0) = 0.5 is not below
-    assert "* PRM: the first step below 0.5 is step 2; the true first wrong step." in text
+    assert "* BT: σ(r) spans 0.05–0.38 on this chain; the first step below 0.5 is step 1, but the true first wrong step is 2." in text
+    assert "* ICRM: σ(r) spans 0.50–0.88 on this chain; the first step below 0.5 is no step, but the true first wrong step is 2." in text  # σ(0) = 0.5 is not below
+    assert "* PRM: σ(r) spans 0.05–0.88 on this chain; the first step below 0.5 is step 2, the true first wrong step." in text
     assert "| BT | outcome labels | 0.500 | n/a | 0.250 |" in text
     assert "| PRM | step labels | 0.900 | 0.800 | 0.850 |" in text
     assert "![steps](steps.png)" in text and "![steps-explain](steps-explain.png)" in text

@@ -468,10 +468,12 @@ def _process_report(process: dict) -> list[str]:
         lines.append(f"| {k + 1} | {text} | {'✓ right' if label else '✗ wrong'} | {cells} |")
     lines.append("")
     for method in methods:
+        probabilities = [sigmoid(r) for r in rewards[method]]
         flagged = predicted_first_error(rewards[method])
         where = "no step" if flagged < 0 else f"step {flagged + 1}"
-        verdict = "the true first wrong step" if flagged == truth else f"the true first wrong step is {truth + 1}"
-        lines.append(f"* {method}: the first step below 0.5 is {where}; {verdict}.")
+        verdict = ", the true first wrong step" if flagged == truth else f", but the true first wrong step is {truth + 1}"
+        lines.append(f"* {method}: σ(r) spans {min(probabilities):.2f}–{max(probabilities):.2f} on this chain; "
+                     f"the first step below 0.5 is {where}{verdict}.")
     lines += [
         "",
         f"Over all {process['n_test']} held-out chains (step AUROC: right vs wrong prefixes; first-error F1: "
