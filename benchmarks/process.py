@@ -24,6 +24,7 @@ from reproduction.py).
 
     python benchmarks/process.py --seeds 5      # results/process.{json,md,png}
     python benchmarks/process.py --quick        # smoke test: 1 seed, small data, 3 rows
+    python benchmarks/process.py --epochs 30 --rows bce,icrm0.1,icrm0.3,prm --out process-30ep
 
 Resumes like reproduction.py: results are saved after every model and a
 re-run with the same --out trains only the missing (seed, row) models.
@@ -82,6 +83,7 @@ AGGREGATES = ("last", "min", "mean")
 
 @dataclass(frozen=True)
 class Row:
+    key: str  # --rows name
     name: str
     method: str | None  # icrm.training preset; None for a baseline
     lam: float | None = None
@@ -89,15 +91,15 @@ class Row:
 
 
 ROWS = [
-    Row("BCE (outcome labels)", "bt"),
-    Row("ICRM λ=0.1 (outcome labels)", "icrm", 0.1),
-    Row("ICRM λ=0.3 (outcome labels)", "icrm", 0.3),
-    Row("PRM (step labels)", "prm"),
-    Row("PRM+ICRM λ=0.1 (step labels)", "prm-icrm"),
-    Row("PRM, step labels on 30 % of rows", "prm", fraction=0.3),
-    Row("PRM, step labels on 10 % of rows", "prm", fraction=0.1),
-    Row("generator log-prob (no RM training)", None),
-    Row("random", None),
+    Row("bce", "BCE (outcome labels)", "bt"),
+    Row("icrm0.1", "ICRM λ=0.1 (outcome labels)", "icrm", 0.1),
+    Row("icrm0.3", "ICRM λ=0.3 (outcome labels)", "icrm", 0.3),
+    Row("prm", "PRM (step labels)", "prm"),
+    Row("prm-icrm", "PRM+ICRM λ=0.1 (step labels)", "prm-icrm"),
+    Row("prm30", "PRM, step labels on 30 % of rows", "prm", fraction=0.3),
+    Row("prm10", "PRM, step labels on 10 % of rows", "prm", fraction=0.1),
+    Row("generator", "generator log-prob (no RM training)", None),
+    Row("random", "random", None),
 ]
 QUICK_ROWS = [ROWS[0], ROWS[3], ROWS[-2]]
 METRICS = {  # key -> label
@@ -355,11 +357,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="process", help="name of the results files")
     p.add_argument("--results-dir", default=str(HERE / "results"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--epochs", type=float, default=SETTINGS["epochs"], help="reward-model epochs (not the generator's)")
+    p.add_argument("--rows", help=f"comma-separated subset of: {', '.join(r.key for r in ROWS)} (default: all)")
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
     os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
     rows, seeds = list(ROWS), list(range(a.first_seed, a.first_seed + a.seeds))
+    SETTINGS["epochs"] = a.epochs
+    if a.rows:
+        keys = a.rows.split(",")
+        unknown = set(keys) - {r.key for r in ROWS}
+        if unknown:
+            sys.exit(f"--rows: unknown {', '.join(sorted(unknown))}")
+        rows = [r for r in ROWS if r.key in keys]
     if a.quick:
         rows, seeds = QUICK_ROWS, [a.first_seed]
         SETTINGS.update(n_train=200, n_test=50, epochs=3.0, sft_epochs=3.0)
