@@ -504,7 +504,7 @@ def test_step_bce_reads_each_steps_position_and_averages_over_all_steps():
     loss = step_bce(rewards, positions, labels)
     # three real steps: r=1.0 (z=1), r=0.3 (z=0), r=0.9 (z=0)
     expected = (-log_sigmoid(1.0) - math.log(1 - sigmoid(0.3)) - math.log(1 - sigmoid(0.9))) / 3
-    assert float(loss) == approx(expected)
+    assert loss.item() == approx(expected)
     loss.backward()
     # d/dr BCE = σ(r) - z, / 3 steps; nothing reaches unread positions
     assert_grad(rewards, [[0.0, (sigmoid(1.0) - 1) / 3, 0.0, sigmoid(0.3) / 3], [0.0, 0.0, sigmoid(0.9) / 3, 0.0]])
