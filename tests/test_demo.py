@@ -112,7 +112,7 @@ def test_demo_process_stage_trains_three_models_and_shows_one_chain(tmp_path):
     from dataclasses import replace
 
     from icrm.data import load_examples
-    from icrm.demo import FULL, QUICK, _process_explain, _process_stage, demo_chain
+    from icrm.demo import FULL, QUICK, _process_stage, demo_chain
     from icrm.modeling import RewardModel
 
     assert FULL.process and not QUICK.process
@@ -127,7 +127,6 @@ def test_demo_process_stage_trains_three_models_and_shows_one_chain(tmp_path):
         assert rewards == pytest.approx(rm.step_rewards(shown.prompt, shown.steps), abs=1e-5)
         assert rm.training_config["method"] == {"BT": "bt", "ICRM": "icrm", "PRM": "prm"}[method]
         assert 0.0 <= process["test"][method]["step_auroc"] <= 1.0
-    _process_explain(tmp_path, process)
     page = (tmp_path / "steps-explain.html").read_text()
     assert all(method in page for method in ("BT", "ICRM", "PRM")) and "✓" in page and "✗" in page  # step labels
     assert (tmp_path / "steps-explain.png").stat().st_size > 0

@@ -151,9 +151,12 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
     One SFT generator on every training chain (right and wrong: the
     reference's generator data) starts every model and gives ICRM its
     consistency weights. The outcome methods read each stepwise row as a
-    pointwise one whose label is its last step's.
+    pointwise one whose label is its last step's. Also writes the shown
+    chain's per-token rewards under the three models, step ends marked
+    (``steps-explain.html`` and ``.png``).
     """
     from .data import load_examples
+    from .explain import explain_responses, render_html, render_png
     from .modeling import RewardModel
 
     data = root / "data" / "steps"
@@ -164,7 +167,7 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
     test = load_examples(str(data / "test.jsonl")).examples
     shown = test[demo_chain(test)]
     chain = {"id": shown.id, "prompt": shown.prompt[-1]["content"], "steps": shown.steps, "labels": shown.labels}
-    rewards, metrics = {}, {}
+    rewards, metrics, explained = {}, {}, []
     for method, (preset, _) in STEP_METHODS.items():
         note(f"[bold]steps[/bold]: training {method}")
         model_dir = root / "models" / f"steps-{method.lower()}"
@@ -174,24 +177,13 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
         scores = rm.step_rewards_batch([ex.prompt for ex in test], [ex.steps for ex in test], batch_size=64)
         summary = step_metrics(scores, [ex.labels for ex in test])
         metrics[method] = {key: summary[key] for key in STEP_METRICS}
+        explained.append(explain_responses(rm, shown.prompt, [("chain", shown.steps)], method))
+        explained[-1][0].step_labels = shown.labels
+    title = "BT, ICRM (outcome labels) and a PRM (step labels) on a held-out chain"
+    (root / "steps-explain.html").write_text(render_html(title, shown.prompt, explained))
+    render_png(explained, root / "steps-explain.png")
     return {"chain": chain, "step_rewards": rewards, "test": metrics, "n_test": len(test),
             "n_train": settings.steps_train}
-
-
-def _process_explain(root: Path, process: dict) -> None:
-    """The shown chain's per-token rewards under BT, ICRM and the PRM, step ends marked (HTML and PNG)."""
-    from .explain import explain_responses, render_html, render_png
-    from .modeling import RewardModel
-
-    chain = process["chain"]
-    rows = []
-    for method in STEP_METHODS:
-        rm = RewardModel.from_pretrained(str(root / "models" / f"steps-{method.lower()}"))
-        rows.append(explain_responses(rm, chain["prompt"], [("chain", chain["steps"])], method))
-        rows[-1][0].step_labels = chain["labels"]
-    title = "BT, ICRM (outcome labels) and a PRM (step labels) on a held-out chain"
-    (root / "steps-explain.html").write_text(render_html(title, chain["prompt"], rows))
-    render_png(rows, root / "steps-explain.png")
 
 
 def _plot_process(process: dict, path: Path) -> None:
@@ -580,7 +572,6 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
         if process is not None:
             metrics["process"] = process
             _plot_process(process, root / "steps.png")
-            _process_explain(root, process)
         plot_accuracy_bars(results, root / "accuracy.png", "Pairwise accuracy per split")
         plot_bon_comparison(bon_results, root / "bon.png", "Best-of-N on step-checked addition (held-out problems)")
         plot_loss_terms(losses["noisy"], root / "losses.png", "Training losses on the noisy task")

@@ -449,19 +449,14 @@ class RewardModel(nn.Module):
         seqs = [encode_steps(self.tokenizer, _messages(p), s, separator) for p, s in zip(prompts, steps)]
         if max_length is not None:
             seqs = [cut_left(seq, max_length, f"chain {i}") for i, seq in enumerate(seqs)]
-        return self.sequence_step_rewards(seqs, batch_size)
+        rewards = self.sequence_rewards(seqs, batch_size)
+        return [[float(row[end]) for end in seq.step_ends] for seq, row in zip(seqs, rewards)]
 
     def step_rewards(
         self, prompt: str | list[Message], steps: list[str], separator: str = DEFAULT_SEPARATOR,
         max_length: int | None = None,
     ) -> list[float]:
         return self.step_rewards_batch([prompt], [steps], separator, max_length=max_length)[0]
-
-    @torch.no_grad()
-    def sequence_step_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[list[float]]:
-        """The reward at each ``step_ends`` token of already tokenized (and length-fitted) chains."""
-        rewards = self.sequence_rewards(seqs, batch_size)
-        return [[float(row[end]) for end in seq.step_ends] for seq, row in zip(seqs, rewards)]
 
     @torch.no_grad()
     def sequence_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[torch.Tensor]:
