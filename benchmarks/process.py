@@ -60,8 +60,8 @@ from icrm.modeling import RewardModel
 from icrm.steps import aggregate, auroc, split_steps, step_metrics
 from icrm.synthetic import write_task
 from icrm.training import (
-    ModelSpec,
     ICRMConfig,
+    ModelSpec,
     train_reward_model,
     train_sft,
     trainer_arguments,

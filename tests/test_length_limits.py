@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import write_jsonl
-
 import torch
+from conftest import write_jsonl
 
 from icrm.data import TokenizeStats, encode, encode_steps, fit_length
 from icrm.scoring import score_steps

@@ -26,8 +26,21 @@ from .evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from .outputs import note, staged_directory, write_json
 from .scoring import best_of_n, evaluate_pairs
 from .steps import first_error, predicted_first_error, sigmoid, step_metrics
-from .synthetic import BAD_WORDS, BON_CANDIDATES, GOOD_WORDS, LENGTH_GAP, SUFFIX, write_task
-from .training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
+from .synthetic import (
+    BAD_WORDS,
+    BON_CANDIDATES,
+    GOOD_WORDS,
+    LENGTH_GAP,
+    SUFFIX,
+    write_task,
+)
+from .training import (
+    ICRMConfig,
+    ModelSpec,
+    train_reward_model,
+    train_sft,
+    trainer_arguments,
+)
 
 
 @dataclass(frozen=True)
