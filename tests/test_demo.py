@@ -37,6 +37,7 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
     report = (out / "report.md").read_text()
     assert "noisy/test" in report and "![accuracy](accuracy.png)" in report
     assert "| majority vote |" in report and "beats a random pick at every n > 1" in report
+    assert "without `--quick` adds" in report and "## Process rewards" not in report and "process" not in metrics
     assert not list(tmp_path.glob(".demo.partial-*"))
 
 

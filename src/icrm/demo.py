@@ -337,7 +337,9 @@ def _report(metrics: dict, elapsed: float) -> str:
         "# icrm demo report",
         "",
         f"Mode: {metrics['mode']}; seed {metrics['settings']['seed']}; {elapsed / 60:.1f} min on this machine "
-        f"with {metrics['threads']} torch thread(s).",
+        f"with {metrics['threads']} torch thread(s)."
+        + (" `icrm demo` without `--quick` adds the spurious-feature probes, a DPO policy loop and process rewards "
+           "(BT, ICRM and a PRM scoring every step of a reasoning chain)." if metrics["mode"] == "quick" else ""),
         "",
         "Reward models (tiny Llama, trained from the SFT generator, which learnt the chosen and rejected responses "
         "and also gives the consistency weights).",
