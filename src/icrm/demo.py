@@ -178,7 +178,8 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
     note("[bold]steps[/bold]: SFT generator (right and wrong chains)")
     _sft(data / "train.jsonl", generator, settings, "all", settings.steps_epochs)
     test = load_examples(str(data / "test.jsonl")).examples
-    shown = test[demo_chain(test)]
+    index = demo_chain(test)
+    shown = test[index]
     chain = {"id": shown.id, "prompt": shown.prompt[-1]["content"], "steps": shown.steps, "labels": shown.labels}
     rewards, metrics, explained = {}, {}, []
     for method, (preset, _) in STEP_METHODS.items():
@@ -186,8 +187,8 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
         model_dir = root / "models" / f"steps-{method.lower()}"
         _reward_model(data / "train.jsonl", model_dir, generator, preset, settings, epochs=settings.steps_epochs)
         rm = RewardModel.from_pretrained(str(model_dir))
-        rewards[method] = rm.step_rewards(shown.prompt, shown.steps)
         scores = rm.step_rewards_batch([ex.prompt for ex in test], [ex.steps for ex in test], batch_size=64)
+        rewards[method] = scores[index]
         summary = step_metrics(scores, [ex.labels for ex in test])
         metrics[method] = {key: summary[key] for key in STEP_METRICS}
         explained.append(explain_responses(rm, shown.prompt, [("chain", shown.steps)], method))
