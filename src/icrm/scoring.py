@@ -72,20 +72,23 @@ def position_limit(config) -> int | None:
 
 
 def resolve_max_length(rm: RewardModel, max_length: int | None) -> int | None:
-    """``--max-length``; by default the checkpoint's training max length, capped at its position limit.
+    """``--max-length`` of score, eval, bon, explain and serve; by default the model's position limit.
 
-    A model that records neither (a plain transformers classifier without
-    position limit) is not limited.
+    The training ``--max-length`` bounds what a training step costs, not what
+    the model can read, so scoring does not inherit it: a checkpoint trained
+    on 1024 tokens still scores a 1565-token solution. Beyond the position
+    limit a model reads garbage, so asking for more is an error. ``None``: the
+    model records no position limit (a plain transformers classifier without
+    one), and the caller decides (scoring: no limit; ``icrm serve``: its own).
     """
     limit = position_limit(rm.config)
-    if max_length is not None:
-        if max_length < 8:
-            raise UserError(f"--max-length must be at least 8, got {max_length}")
-        if limit is not None and max_length > limit:
-            raise UserError(f"--max-length {max_length} exceeds the model's position limit of {limit} tokens")
-        return max_length
-    known = [n for n in (rm.training_config.get("max_length"), limit) if n]
-    return min(known) if known else None
+    if max_length is None:
+        return limit
+    if max_length < 8:
+        raise UserError(f"--max-length must be at least 8, got {max_length}")
+    if limit is not None and max_length > limit:
+        raise UserError(f"--max-length {max_length} exceeds the model's position limit of {limit} tokens")
+    return max_length
 
 
 @dataclass
@@ -220,8 +223,8 @@ def evaluate_pairs(
     is how a tie at the top counts; see :data:`~icrm.evaluation.TIES`.
     Stepwise rows (TRL stepwise supervision, ProcessBench) get
     :func:`evaluate_steps`. Other rows are tokenized as in training (see
-    :func:`fit_examples`), so on the same pairwise file this is the
-    ``eval_accuracy`` a training run reports.
+    :func:`fit_examples`), so on the same pairwise file, given the training
+    ``--max-length``, this is the ``eval_accuracy`` a training run reports.
     """
     if ties not in TIES:
         raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
