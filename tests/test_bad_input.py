@@ -87,3 +87,32 @@ def test_missing_local_model_says_so(tmp_path, cli, command):
     result = cli(command, model, tmp_path / "missing", *extra, "--output", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == f"error: {tmp_path / 'missing'}: no such directory"
+
+
+@pytest.mark.parametrize("command, option", [("eval", "--model"), ("score", "--model"), ("sample", "--policy"),
+                                             ("train", "--generator")])
+def test_a_typo_in_a_local_model_path_fails_at_once(tmp_path, cli, monkeypatch, command, option):
+    """`runs/rm-icrn` beside `runs/` is a local path: one line, the likely name, and no hub retries."""
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    (tmp_path / "runs" / "rm-icrm").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    data = _write(tmp_path, [OK_PAIR])
+    extra = ["--prompts", data] if command == "sample" else ["--data", data]
+    result = cli(command, option, "runs/rm-icrn", *extra, "--output", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "error: runs/rm-icrn: no such directory in runs/ (did you mean runs/rm-icrm?)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_offline_says_so(tmp_path, cli):
+    """Under HF_HUB_OFFLINE=1 (set for every test) a hub id missing from the cache fails naming the setting."""
+    data = _write(tmp_path, [OK_PAIR])
+    result = cli("eval", "--model", "no-such-org/no-such-model", "--data", data)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == ("error: no-such-org/no-such-model: no such directory, and not in the hub cache "
+                                     "(HF_HUB_OFFLINE=1)")

@@ -18,6 +18,7 @@ the state of the consistency normalizer.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -144,22 +145,47 @@ def prepare_tokenizer(tokenizer) -> bool:
 HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")  # "name" or "namespace/name"
 
 
+def check_model_path(path: str) -> None:
+    """Fail at once on a model path that evidently names a missing local directory.
+
+    transformers tries any missing path as a hub id, and without network it
+    retries for most of a minute before giving up. A path is taken as local,
+    and never sent to the hub, when it cannot be a hub id (``./x``, ``/x``,
+    ``a/b/c``) or when its parent directory exists (``runs/rm-icrn`` beside
+    ``runs/``): then a close sibling is suggested, for the usual typo.
+    """
+    local = Path(path)
+    if local.exists():
+        return
+    if not HUB_ID.fullmatch(path):
+        raise ModelError(f"{path}: no such directory")
+    parent = local.parent
+    if parent != Path(".") and parent.is_dir():
+        siblings = [entry.name for entry in parent.iterdir() if entry.is_dir()]
+        close = difflib.get_close_matches(local.name, siblings, n=1)
+        hint = f" (did you mean {parent / close[0]}?)" if close else ""
+        raise ModelError(f"{path}: no such directory in {parent}/{hint}")
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
     """The tokenizer of a local directory or hub id (every model loader starts here).
 
-    A missing local path is reported as such, not as the hub's complaint
-    about an invalid repo id.
+    A missing local path is reported as such (:func:`check_model_path`), not
+    after the hub's retries or as its complaint about an invalid repo id.
     """
+    from huggingface_hub import is_offline_mode
     from transformers import AutoTokenizer
 
-    if not Path(path).exists() and not HUB_ID.fullmatch(path):
-        raise ModelError(f"{path}: no such directory")
+    check_model_path(path)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
     except Exception as err:
         if not Path(path).exists():
+            if is_offline_mode():
+                raise ModelError(f"{path}: no such directory, and not in the hub cache (HF_HUB_OFFLINE=1)") from err
             reason = re.split(r"\.\s", str(err))[0]
-            raise ModelError(f"{path}: no such directory, and the hub could not provide it ({reason})") from err
+            raise ModelError(f"{path}: no such directory, and the hub could not provide it ({reason}); "
+                             "without network, set HF_HUB_OFFLINE=1 to use only cached models") from err
         raise ModelError(f"{path}: cannot load a tokenizer ({err.__class__.__name__}: {err})") from err
 
 
@@ -203,7 +229,8 @@ def require_safetensors(path: str, allow_pickle: bool) -> None:
 
 
 def model_kind(path: str) -> str:
-    """``icrm`` (our checkpoint), ``classifier`` (any HF RM) or ``causal``."""
+    """``icrm`` (our checkpoint), ``classifier`` (any HF RM) or ``causal``; a missing local path fails here."""
+    check_model_path(path)
     local = Path(path)
     if (local / ICRM_CONFIG).exists():
         return "icrm"
