@@ -216,7 +216,7 @@ class PairExample:
 class PointExample:
     prompt: list[Message]
     response: str
-    label: float
+    label: float | None  # None: an unlabelled row, which only scoring reads (``require_labels=False``)
     id: str | None = None
     line: int = 0
 
@@ -273,11 +273,13 @@ def _is_completion_list(value: Any) -> bool:
     return isinstance(value, list) and not any(isinstance(item, dict) for item in value)
 
 
-def detect_format(row: Row, source: str) -> str:
+def detect_format(row: Row, source: str, require_labels: bool = True) -> str:
     """Which of the DESIGN.md §2 formats a row is in (TRL's ``completion`` counts as ``response``).
 
     ``chosen``/``rejected`` given as lists of responses (RewardBench 2 rows)
     are best-of-N rows: the chosen responses are its correct candidates.
+    Without ``require_labels`` a response with no ``label`` is a pointwise
+    row too (scoring needs no label; TRL's prompt-completion rows score as is).
     """
     if "candidates" not in row.data and any(_is_completion_list(row.data.get(k)) for k in ("chosen", "rejected")):
         return "bon"
@@ -285,6 +287,8 @@ def detect_format(row: Row, source: str) -> str:
     for name, fields in FORMAT_FIELDS.items():
         if all(f in columns for f in fields):
             return name
+    if not require_labels and "response" in columns:
+        return "pointwise"
     present = ", ".join(sorted(row.data)) or "none"
     missing = (
         "chosen/rejected (pairwise), response/label (pointwise), candidates (best-of-N) "
@@ -435,7 +439,7 @@ def to_point(row: Row, source: str) -> PointExample:
     return PointExample(
         prompt=prompt,
         response=_response_text(row.data[column], source, row.line, column),
-        label=_label(row.data["label"], source, row.line, "label"),
+        label=_label(row.data["label"], source, row.line, "label") if "label" in row.data else None,
         id=_optional_str(row, "id"),
         line=row.line,
     )
@@ -540,6 +544,7 @@ class LoadedData:
     examples: list
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # each example's record as read, for outputs that echo it
 
 
 def load_examples(
@@ -551,6 +556,7 @@ def load_examples(
     limit: int | None = None,
     name: str | None = None,
     step_separator: str = DEFAULT_SEPARATOR,
+    require_labels: bool = True,
 ) -> LoadedData:
     """Read and validate data; every row must be in one format.
 
@@ -559,7 +565,8 @@ def load_examples(
     call it ``name``). ``expect`` restricts the accepted formats (e.g.
     ``("pairwise",)`` for ``icrm eval``). With ``skip_invalid`` a bad row is
     counted and skipped instead of stopping the run. ``step_separator`` joins
-    the steps of stepwise rows into their response.
+    the steps of stepwise rows into their response. ``require_labels=False``
+    accepts pointwise rows without ``label`` (see :func:`detect_format`).
     """
     name = name or (str(source) if isinstance(source, (str, Path)) else "dataset")
     if not step_separator:
@@ -568,10 +575,10 @@ def load_examples(
     if limit is not None:
         rows = rows[:limit]
     fmt = None
-    examples, errors = [], []
+    examples, records, errors = [], [], []
     for row in rows:
         try:
-            detected = detect_format(row, name)
+            detected = detect_format(row, name, require_labels)
             kind = FORMAT_ALIASES.get(detected, detected)
             if fmt is None:
                 if expect is not None and kind not in expect:
@@ -583,6 +590,7 @@ def load_examples(
             if isinstance(example, StepExample):
                 example.separator = step_separator
             examples.append(example)
+            records.append(row.data)
         except DataError as err:
             if not skip_invalid:
                 raise
@@ -593,7 +601,7 @@ def load_examples(
         from .outputs import warn
 
         warn(f"skipped {len(errors)} invalid row(s) of {name} (--skip-invalid); the first: {errors[0]}")
-    return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors)
+    return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors, rows=records)
 
 
 def responses_of(example) -> list[str]:

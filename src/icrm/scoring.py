@@ -369,6 +369,12 @@ def score_file(
 ) -> dict:
     """Write ``data`` back with a reward per response; returns the row count and the length counts.
 
+    Each row keeps its columns exactly as read, so the output joins with the
+    input; the scores are added beside them (same-named columns are replaced):
+    ``chosen_reward``/``rejected_reward`` for pairs, ``reward`` for pointwise
+    and stepwise rows (no ``label`` needed), ``rewards`` for best-of-N rows (in
+    candidate order; RewardBench 2 rows: chosen, then rejected).
+
     With ``per_token`` every row also gets ``token_rewards``: one entry per
     response (in the row's order), with the token texts, the prefix rewards
     ``r``, their changes ``delta`` and, given a generator, its probabilities ``w``.
@@ -377,7 +383,8 @@ def score_file(
     (pointwise, stepwise; a list per candidate for best-of-N) or
     ``chosen_step_rewards``/``rejected_step_rewards``.
     """
-    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator)
+    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator,
+                           require_labels=False)
     rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     if normalize and not rm.reward_stats:
@@ -385,7 +392,8 @@ def score_file(
     scores = score_sequences(rm, fitted.sequences, batch_size)
     mean, std = (rm.reward_stats["mean"], rm.reward_stats["std"]) if normalize else (0.0, 1.0)
     scores = [(s - mean) / std for s in scores]
-    rows = [_scored_row(ex, row) for ex, row in zip(fitted.examples, _per_example(scores, fitted.examples))]
+    rows = [{**loaded.rows[i], **_score_columns(ex, row)}
+            for i, ex, row in zip(fitted.kept, fitted.examples, _per_example(scores, fitted.examples))]
     if per_token:
         _add_token_rewards(rm, fitted, rows, generator)
     if per_step:
@@ -439,27 +447,13 @@ def _add_step_rewards(
             row["step_rewards"] = per_response[0]
 
 
-def _scored_row(ex, scores: list[float]) -> dict:
-    row: dict = {"prompt": ex.prompt}
-    if ex.id is not None:
-        row["id"] = ex.id
+def _score_columns(ex, scores: list[float]) -> dict:
+    """The columns ``icrm score`` adds to a row: its responses' rewards."""
     if isinstance(ex, PairExample):
-        row.update(chosen=ex.chosen, rejected=ex.rejected, chosen_reward=scores[0], rejected_reward=scores[1])
-        if ex.subset is not None:
-            row["subset"] = ex.subset
-    elif isinstance(ex, PointExample):
-        row.update(response=ex.response, label=ex.label, reward=scores[0])
-    elif isinstance(ex, StepExample):
-        row.update(completions=ex.steps, labels=[bool(y) for y in ex.labels], reward=scores[0])
-    else:
-        row.update(candidates=ex.candidates, rewards=scores)
-        if ex.labels is not None:
-            row["labels"] = ex.labels
-        if ex.answer is not None:
-            row["answer"] = ex.answer
-        if ex.subset is not None:
-            row["subset"] = ex.subset
-    return row
+        return {"chosen_reward": scores[0], "rejected_reward": scores[1]}
+    if isinstance(ex, BonExample):
+        return {"rewards": scores}
+    return {"reward": scores[0]}
 
 
 _ANSWER_PATTERNS = (
