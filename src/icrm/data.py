@@ -682,6 +682,35 @@ def encode(tokenizer, prompt: list[Message], response: str, step_chars: list[int
     return seq
 
 
+def token_texts(tokenizer, prompt: list[Message], response: str, seq: Sequence, cut: int) -> list[str]:
+    """The readable text of each response token of ``seq``.
+
+    ``seq`` is :func:`encode`'s sequence less its first ``cut`` tokens (a
+    prompt cut from the left; 0: uncut). Uses the fast tokenizer's character offsets into the rendered conversation,
+    so the texts concatenate back to exactly the rendered response (a
+    character split over several byte-level tokens goes to the first of them,
+    the others get an empty string). Falls back to decoding token by token.
+    """
+    ids = seq.input_ids
+    try:
+        full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if list(enc["input_ids"])[cut:] == list(ids):
+            offsets = offsets[cut:]
+            prev_end = offsets[seq.start - 1][1] if seq.start > 0 else 0
+            texts = []
+            for begin, end in offsets[seq.start :]:
+                begin = max(begin, prev_end)
+                texts.append(full[begin:end] if end > begin else "")
+                prev_end = max(prev_end, end)
+            return texts
+    except (NotImplementedError, KeyError, TypeError, ValueError):
+        pass
+    pieces = tokenizer.convert_ids_to_tokens(ids[seq.start :])
+    return [tokenizer.convert_tokens_to_string([p]) for p in pieces]
+
+
 def encode_steps(tokenizer, prompt: list[Message], steps: list[str], separator: str = DEFAULT_SEPARATOR) -> Sequence:
     """:func:`encode` of a chain of steps joined by ``separator``, with its ``step_ends``."""
     return encode(tokenizer, prompt, join_steps(steps, separator), step_char_ends(steps, separator))

@@ -37,6 +37,7 @@ from .data import (
     encode,
     encode_steps,
     last_token_index,
+    token_texts,
 )
 from .errors import UserError
 from .losses import scale_grad
@@ -442,16 +443,36 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def token_rewards_batch(
-        self, prompts: list[str | list[Message]], responses: list[str], batch_size: int = 16
-    ) -> list[torch.Tensor]:
-        """Prefix rewards over the response tokens of each pair (the last one is R)."""
+        self,
+        prompts: list[str | list[Message]],
+        responses: list[str],
+        batch_size: int = 16,
+        return_tokens: bool = False,
+    ) -> list[torch.Tensor] | list[list[tuple[str, float]]]:
+        """Prefix rewards over the response tokens of each pair (the last one is R).
+
+        ``return_tokens=True`` pairs each reward with its token's text instead,
+        ``[(token, reward), ...]`` per response (the texts join back into the
+        response as the chat template renders it), as ``/score`` with
+        ``per_token`` and ``icrm score --per-token`` show them.
+        """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        seqs = [encode(self.tokenizer, _messages(p), r) for p, r in zip(prompts, responses)]
-        return [rewards[seq.start :] for seq, rewards in zip(seqs, self.sequence_rewards(seqs, batch_size))]
+        messages = [_messages(p) for p in prompts]
+        seqs = [encode(self.tokenizer, m, r) for m, r in zip(messages, responses)]
+        rows = [rewards[seq.start :] for seq, rewards in zip(seqs, self.sequence_rewards(seqs, batch_size))]
+        if not return_tokens:
+            return rows
+        return [
+            list(zip(token_texts(self.tokenizer, m, r, seq, 0), row.tolist()))
+            for m, r, seq, row in zip(messages, responses, seqs, rows)
+        ]
 
-    def token_rewards(self, prompt: str | list[Message], response: str) -> torch.Tensor:
-        return self.token_rewards_batch([prompt], [response])[0]
+    def token_rewards(
+        self, prompt: str | list[Message], response: str, return_tokens: bool = False
+    ) -> torch.Tensor | list[tuple[str, float]]:
+        """:meth:`token_rewards_batch` of one pair: a tensor, or ``(token, reward)`` pairs with ``return_tokens``."""
+        return self.token_rewards_batch([prompt], [response], return_tokens=return_tokens)[0]
 
     @torch.no_grad()
     def step_rewards_batch(

@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 
-from .data import DataError, Message, Sequence, _as_messages, _response_text, encode
+from .data import DataError, Message, Sequence, _as_messages, _response_text, encode, token_texts
 from .errors import UserError
 from .modeling import RewardModel
 from .policy import _without_open_turn
@@ -379,8 +379,6 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from .explain import _token_texts
-
     config.validate()
     if config.normalize and not rm.reward_stats:
         raise UserError(f"{model_name or 'the model'}: --normalize needs reward statistics, which only icrm checkpoints store")
@@ -442,7 +440,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
         payload: dict[str, Any] = {"rewards": [r[-1] for r in token_rewards]}
         if per_token:
             payload["tokens"] = await in_tokenizer_thread(
-                lambda: [_token_texts(tokenizer, it.prompt, it.response, it.seq, 0) for it in items]
+                lambda: [token_texts(tokenizer, it.prompt, it.response, it.seq, 0) for it in items]
             )
             payload["token_rewards"] = token_rewards
         if per_step:
