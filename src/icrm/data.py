@@ -111,11 +111,16 @@ def _read_jsonl(path: Path) -> list[Row]:
             try:
                 data = json.loads(text.rstrip("\r\n"))  # with the newline, a cut-off row's error is at column 1 of the next line
             except json.JSONDecodeError as err:
-                raise DataError(str(path), f"invalid JSON ({err.msg} at column {err.colno})", number) from err
+                raise DataError(str(path), _invalid_json(err), number) from err
             if not isinstance(data, dict):
                 raise DataError(str(path), "expected a JSON object per line", number)
             rows.append(Row(number, data))
     return rows
+
+
+def _invalid_json(err: json.JSONDecodeError) -> str:
+    """``invalid JSON (Expecting value at column 5)``; some messages end in "at" already ("Unterminated string starting at")."""
+    return f"invalid JSON ({err.msg.removesuffix(' at')} at column {err.colno})"
 
 
 def _read_json(path: Path) -> list[Row]:
@@ -123,7 +128,7 @@ def _read_json(path: Path) -> list[Row]:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as err:
-            raise DataError(str(path), f"invalid JSON ({err.msg} at column {err.colno})", err.lineno) from err
+            raise DataError(str(path), _invalid_json(err), err.lineno) from err
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -266,6 +271,7 @@ FORMAT_FIELDS = {
     "processbench": ("problem", "steps", "label"),
 }
 FORMAT_ALIASES = {"processbench": "stepwise"}  # ProcessBench rows are stepwise examples
+TOKENIZED_COLUMN = re.compile(r".*input_ids.*|(prompt|chosen|rejected|completion|response)_ids")  # TRL's tokenized rows
 
 
 def _is_completion_list(value: Any) -> bool:
@@ -290,6 +296,10 @@ def detect_format(row: Row, source: str, require_labels: bool = True) -> str:
     if not require_labels and "response" in columns:
         return "pointwise"
     present = ", ".join(sorted(row.data)) or "none"
+    if any(TOKENIZED_COLUMN.fullmatch(str(name)) for name in row.data):
+        raise DataError(source, f"pre-tokenized data is not accepted (row has {present}): pass the text columns "
+                        "(prompt with chosen/rejected, response/label, candidates or completions/labels); icrm "
+                        "tokenizes them with the model's chat template", row.line)
     missing = (
         "chosen/rejected (pairwise), response/label (pointwise), candidates (best-of-N) "
         "or completions/labels (stepwise)"

@@ -228,10 +228,11 @@ def evaluate_pairs(
     """
     if ties not in TIES:
         raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
-    loaded = load_examples(
-        data, expect=("pairwise", "bon", "stepwise"), split=split, skip_invalid=skip_invalid, limit=limit,
-        step_separator=step_separator,
-    )
+    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, limit=limit, step_separator=step_separator)
+    if loaded.format == "pointwise":
+        raise DataError(data, "pointwise rows (response/label) give icrm eval nothing to compare: score them with "
+                        "icrm score, or group each prompt's responses into a best-of-N row (candidates, labels) for "
+                        "icrm bon", loaded.examples[0].line)
     if loaded.format == "bon":
         num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
     rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
