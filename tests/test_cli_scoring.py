@@ -143,3 +143,16 @@ def test_training_still_needs_labels_on_pointwise_rows(tmp_path, cli):
     data = write_jsonl(tmp_path / "point.jsonl", [{"prompt": "hello", "response": "world"}])
     result = cli("train", "--data", data, "--output", tmp_path / "out", "--method", "grm", "--max-steps", "1")
     assert result.exit_code == 2 and "point.jsonl:1: label: missing column" in result.stderr, result.output
+
+
+def test_score_writes_back_parquet_columns_json_has_no_type_for(tmp_path, cli, rm_dir):
+    import pandas as pd
+
+    data = tmp_path / "pairs.parquet"
+    pd.DataFrame({"prompt": ["hello"], "chosen": ["world"], "rejected": ["dog"], "n": [3],
+                  "when": [pd.Timestamp("2024-01-02 03:04:05")]}).to_parquet(data)
+    out = tmp_path / "scored.jsonl"
+    result = cli("score", "--model", rm_dir, "--data", data, "--output", out)
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())
+    assert (row["n"], row["when"]) == (3, "2024-01-02T03:04:05") and "chosen_reward" in row

@@ -14,6 +14,7 @@ scores icrm computes and the scores of the exported HF model agree.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import math
@@ -151,7 +152,12 @@ def _read_table(path: Path, kind: str) -> list[Row]:
 
 
 def _plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays from pandas/arrow into plain Python values."""
+    """Turn numpy scalars/arrays from pandas/arrow into plain Python values, and dates into ISO text.
+
+    Plain means JSON-ready: ``icrm score`` writes every column back as read.
+    """
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
