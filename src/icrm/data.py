@@ -120,7 +120,7 @@ def _read_jsonl(path: Path) -> list[Row]:
 
 
 def _invalid_json(err: json.JSONDecodeError) -> str:
-    """``invalid JSON (Expecting value at column 5)``; some messages end in "at" already ("Unterminated string starting at")."""
+    """``invalid JSON (Expecting value at column 5)``; a message may end in "at" already ("… starting at")."""
     return f"invalid JSON ({err.msg.removesuffix(' at')} at column {err.colno})"
 
 
