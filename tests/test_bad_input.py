@@ -87,3 +87,54 @@ def test_missing_local_model_says_so(tmp_path, cli, command):
     result = cli(command, model, tmp_path / "missing", *extra, "--output", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == f"error: {tmp_path / 'missing'}: no such directory"
+
+
+@pytest.mark.parametrize("command, option", [("eval", "--model"), ("score", "--model"), ("sample", "--policy"),
+                                             ("train", "--generator")])
+def test_a_typo_in_a_local_model_path_fails_at_once(tmp_path, cli, monkeypatch, command, option):
+    """`runs/rm-icrn` beside `runs/` is a local path: one line, the likely name, and no hub retries."""
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    (tmp_path / "runs" / "rm-icrm").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    data = _write(tmp_path, [OK_PAIR])
+    extra = ["--prompts", data] if command == "sample" else ["--data", data]
+    result = cli(command, option, "runs/rm-icrn", *extra, "--output", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "error: runs/rm-icrn: no such directory in runs/ (did you mean runs/rm-icrm?)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_offline_says_so(tmp_path, cli):
+    """Under HF_HUB_OFFLINE=1 (set for every test) a hub id missing from the cache fails naming the setting."""
+    data = _write(tmp_path, [OK_PAIR])
+    result = cli("eval", "--model", "no-such-org/no-such-model", "--data", data)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == ("error: no-such-org/no-such-model: no such directory, and not in the hub cache "
+                                     "(HF_HUB_OFFLINE=1)")
+
+
+@pytest.mark.parametrize(
+    "command, rows, message",
+    [
+        ("eval", [{"prompt": "q", "response": "a", "label": 1}],
+         "data.jsonl:1: pointwise rows (response/label) give icrm eval nothing to compare: score them with icrm score"),
+        ("score", [{"chosen_input_ids": [1, 2], "rejected_input_ids": [1, 3]}],
+         "data.jsonl:1: pre-tokenized data is not accepted (row has chosen_input_ids, rejected_input_ids)"),
+        ("train", '{"prompt": "q", "chosen": "a\n', "data.jsonl:1: invalid JSON (Unterminated string starting at column 27)"),
+    ],
+)
+def test_data_the_command_cannot_use_says_what_to_pass(tmp_path, cli, tiny_rm, command, rows, message):
+    model = tmp_path / "rm"
+    tiny_rm.save_pretrained(model)
+    args = ["--max-steps", "1"] if command == "train" else ["--model", model]
+    out = tmp_path / "out"
+    result = cli(command, "--data", _write(tmp_path, rows), "--output", out, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path}/{message}"), lines
+    assert not out.exists()

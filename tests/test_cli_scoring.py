@@ -113,3 +113,46 @@ def test_score_per_token_writes_process_rewards(tmp_path, cli, rm_dir, tiny_rm):
     assert chosen["r"][-1] == pytest.approx(row["chosen_reward"], abs=1e-5)
     assert len(chosen["r"]) == len(chosen["delta"]) == len(chosen["w"]) == len(chosen["tokens"])
     assert all(0.0 <= w <= 1.0 for w in chosen["w"])
+
+
+def test_score_keeps_the_input_columns_and_needs_no_label(tmp_path, cli, rm_dir, tiny_rm):
+    """Rows come back as they were read (string prompts stay strings, extra columns stay), plus the scores."""
+    rows = [
+        {"prompt": "hello", "response": "world", "source": "web", "meta": {"k": [1, 2]}},  # no label
+        {"prompt": "hello", "completion": "dog"},  # TRL's prompt-completion row
+        {"prompt": [{"role": "user", "content": "hello"}], "response": "fox", "label": 1, "id": 7},
+    ]
+    data = write_jsonl(tmp_path / "point.jsonl", rows)
+    out = tmp_path / "scored.jsonl"
+    result = cli("score", "--model", rm_dir, "--data", data, "--output", out)
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [{k: v for k, v in row.items() if k != "reward"} for row in scored] == rows
+    expected = tiny_rm.score(["hello"] * 3, ["world", "dog", "fox"])
+    assert [row["reward"] for row in scored] == pytest.approx(expected, abs=1e-5)
+
+    pairs = [{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}]
+    data = write_jsonl(tmp_path / "hh.jsonl", pairs)  # an implicit prompt: the conversations stay whole
+    assert cli("score", "--model", rm_dir, "--data", data, "--output", out).exit_code == 0
+    scored = json.loads(out.read_text())
+    assert (scored["chosen"], scored["rejected"]) == (pairs[0]["chosen"], pairs[0]["rejected"])
+    assert scored["chosen_reward"] == pytest.approx(tiny_rm.score(["hi"], ["hello"])[0], abs=1e-5)
+
+
+def test_training_still_needs_labels_on_pointwise_rows(tmp_path, cli):
+    data = write_jsonl(tmp_path / "point.jsonl", [{"prompt": "hello", "response": "world"}])
+    result = cli("train", "--data", data, "--output", tmp_path / "out", "--method", "grm", "--max-steps", "1")
+    assert result.exit_code == 2 and "point.jsonl:1: label: missing column" in result.stderr, result.output
+
+
+def test_score_writes_back_parquet_columns_json_has_no_type_for(tmp_path, cli, rm_dir):
+    import pandas as pd
+
+    data = tmp_path / "pairs.parquet"
+    pd.DataFrame({"prompt": ["hello"], "chosen": ["world"], "rejected": ["dog"], "n": [3],
+                  "when": [pd.Timestamp("2024-01-02 03:04:05")]}).to_parquet(data)
+    out = tmp_path / "scored.jsonl"
+    result = cli("score", "--model", rm_dir, "--data", data, "--output", out)
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())
+    assert (row["n"], row["when"]) == (3, "2024-01-02T03:04:05") and "chosen_reward" in row

@@ -108,6 +108,10 @@ def test_pointwise_and_bon(tmp_path):
         ([{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "response": "a", "label": 1}], ":2: mixed formats"),
         ([{"chosen": "just text", "rejected": "other"}], ":1: prompt: no prompt column"),
         ([{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: b"}], ":1: prompt: chosen and rejected share no prompt turn"),
+        ([{"chosen_input_ids": [1, 2], "rejected_input_ids": [1, 3]}], ":1: pre-tokenized data is not accepted (row has "
+         "chosen_input_ids, rejected_input_ids): pass the text columns"),
+        ([{"input_ids": [1, 2], "label": 1}], ":1: pre-tokenized data is not accepted"),
+        ([{"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3]}], ":1: pre-tokenized data is not accepted"),
     ],
 )
 def test_bad_rows_name_file_line_and_field(tmp_path, rows, expected):
@@ -123,6 +127,11 @@ def test_invalid_json_line_and_missing_file(tmp_path):
     path.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": oops}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
         load_examples(path)
+    for name, text, column in (("cut.jsonl", '{"prompt": "q\n', 12), ("cut.json", '[{"prompt": "q', 13)):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError) as err:
+            load_examples(tmp_path / name)
+        assert str(err.value).endswith(f":1: invalid JSON (Unterminated string starting at column {column})")
     with pytest.raises(DataError, match="file not found"):
         load_examples(tmp_path / "nope.jsonl")
     (tmp_path / "empty.jsonl").write_text("")

@@ -1,17 +1,21 @@
-"""--max-length of score / eval / bon / explain: the checkpoint's training length by default, train's rules."""
+"""--max-length of score / eval / bon / explain / serve: the model's position limit by default, train's rules."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import write_jsonl
+from starlette.testclient import TestClient
 
 from icrm.data import TokenizeStats, encode, encode_steps, fit_length
+from icrm.errors import UserError
 from icrm.scoring import score_steps
 
 TRAINED_AT = 24  # the checkpoint's training --max-length
+POSITIONS = 2048  # the tiny model's position limit (max_position_embeddings)
 LONG = "the quick brown fox jumps over the lazy dog " * 6  # about 60 tokens
 SHORT_PAIR = {"prompt": "hello", "chosen": "the lazy dog", "rejected": "the quick fox"}
 LONG_PROMPT_PAIR = {"prompt": LONG, "chosen": "hello world", "rejected": "how are you"}
@@ -37,21 +41,56 @@ def by_hand(rm, prompt: str, response: str, max_length: int) -> float:
     return float(rm.sequence_rewards([seq])[0][-1])
 
 
-def test_default_is_the_training_length_and_prompts_are_cut_from_the_left(tmp_path, cli, rm_dir, tiny_rm):
-    data = write_jsonl(tmp_path / "pairs.jsonl", [SHORT_PAIR, LONG_PROMPT_PAIR])
-    assert encode(tiny_rm.tokenizer, [{"role": "user", "content": LONG}], "hello world").length > TRAINED_AT
+def test_default_is_the_position_limit_and_prompts_are_cut_from_the_left(tmp_path, cli, rm_dir, tiny_rm):
+    data = write_jsonl(tmp_path / "pairs.jsonl", [SHORT_PAIR, LONG_PROMPT_PAIR, LONG_RESPONSE_PAIR])
+    seq = encode(tiny_rm.tokenizer, [{"role": "user", "content": "hello"}], LONG)
+    assert seq.length - seq.start > TRAINED_AT  # a response the checkpoint was never trained on at full length
     out = tmp_path / "scored.jsonl"
     result = cli("score", "--model", rm_dir, "--data", data, "--output", out)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows[1]["chosen_reward"] == pytest.approx(by_hand(tiny_rm, LONG, "hello world", TRAINED_AT), abs=1e-5)
-    assert rows[0]["chosen_reward"] == pytest.approx(tiny_rm.score(["hello"], ["the lazy dog"])[0], abs=1e-5)
+    assert rows[1]["chosen_reward"] == pytest.approx(tiny_rm.score([LONG], ["hello world"])[0], abs=1e-5)
+    assert rows[2]["rejected_reward"] == pytest.approx(tiny_rm.score(["hello"], [LONG])[0], abs=1e-5)  # longer than trained
     metrics = tmp_path / "m.json"
     assert cli("eval", "--model", rm_dir, "--data", data, "--output", metrics).exit_code == 0
     counts = json.loads(metrics.read_text())
-    assert (counts["max_length"], counts["truncated"], counts["dropped_over_length"]) == (TRAINED_AT, 2, 0)  # both sides
-    assert cli("eval", "--model", rm_dir, "--data", data, "--output", metrics, "--max-length", "200").exit_code == 0
-    assert json.loads(metrics.read_text())["truncated"] == 0
+    assert (counts["max_length"], counts["truncated"], counts["dropped_over_length"]) == (POSITIONS, 0, 0)
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", [SHORT_PAIR, LONG_PROMPT_PAIR])
+    result = cli("score", "--model", rm_dir, "--data", data, "--output", out, "--max-length", str(TRAINED_AT))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[1]["chosen_reward"] == pytest.approx(by_hand(tiny_rm, LONG, "hello world", TRAINED_AT), abs=1e-5)
+    assert rows[0]["chosen_reward"] == pytest.approx(tiny_rm.score(["hello"], ["the lazy dog"])[0], abs=1e-5)
+    assert cli("eval", "--model", rm_dir, "--data", data, "--output", metrics, "--max-length", str(TRAINED_AT)).exit_code == 0
+    assert json.loads(metrics.read_text())["truncated"] == 2  # both sides
+
+
+def test_a_response_beyond_the_position_limit_is_an_error(tmp_path, cli, rm_dir, tiny_rm):
+    too_long = "the quick brown fox jumps over the lazy dog " * 300
+    assert len(tiny_rm.tokenizer(too_long)["input_ids"]) > POSITIONS
+    data = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": "hi", "candidates": ["the dog", too_long], "labels": [1, 0]}])
+    result = cli("bon", "--model", rm_dir, "--data", data, "--output", tmp_path / "b.json")
+    assert result.exit_code == 2, result.output
+    assert "bon.jsonl:1: candidates: candidate 2: " in result.stderr
+    assert f"response tokens do not fit in --max-length {POSITIONS}" in result.stderr
+
+
+def test_serve_and_score_share_the_default(tiny_rm, monkeypatch):
+    """One rule for both: the position limit as it is, and none where the model has none (serve then bounds it)."""
+    from icrm.scoring import resolve_max_length
+    from icrm.serve import DEFAULT_MAX_LENGTH, ServeConfig, create_app
+
+    monkeypatch.setattr(tiny_rm.config, "max_position_embeddings", 4 * POSITIONS)
+    assert resolve_max_length(tiny_rm, None) == 4 * POSITIONS
+    with TestClient(create_app(tiny_rm, ServeConfig())) as client:
+        assert client.get("/health").json()["max_length"] == 4 * POSITIONS
+    monkeypatch.setattr(tiny_rm, "config", SimpleNamespace(model_type="llama"))  # a model that records no limit
+    assert resolve_max_length(tiny_rm, None) is None
+    with TestClient(create_app(tiny_rm, ServeConfig())) as client:
+        assert client.get("/health").json()["max_length"] == DEFAULT_MAX_LENGTH
+    with pytest.raises(UserError, match="at least 8"):
+        resolve_max_length(tiny_rm, 4)
 
 
 @pytest.mark.parametrize(
@@ -67,14 +106,15 @@ def test_a_response_that_cannot_fit_is_an_error_or_skipped(tmp_path, cli, rm_dir
     first = {"prompt": "hi", "candidates": ["the dog", "a fox"], "labels": [1, 0]} if command == "bon" else SHORT_PAIR
     data = write_jsonl(tmp_path / "data.jsonl", [first, row])
     out = tmp_path / ("out" if command == "explain" else "out.json")
-    result = cli(command, "--model", rm_dir, "--data", data, "--output", out)
+    result = cli(command, "--model", rm_dir, "--data", data, "--output", out, "--max-length", str(TRAINED_AT))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: " + str(data.parent) + "/" + message), lines
     assert f"response tokens do not fit in --max-length {TRAINED_AT}" in lines[0]
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
-    result = cli(command, "--model", rm_dir, "--data", data, "--output", out, "--skip-invalid")
+    result = cli(command, "--model", rm_dir, "--data", data, "--output", out, "--max-length", str(TRAINED_AT),
+                 "--skip-invalid")
     assert result.exit_code == 0, result.output
     assert "warning: skipped 1 row(s)" in result.stderr and f"longer than --max-length {TRAINED_AT}" in result.stderr
     if command == "score":
@@ -88,9 +128,9 @@ def test_a_response_that_cannot_fit_is_an_error_or_skipped(tmp_path, cli, rm_dir
 
 def test_explain_single_response_and_limits_beyond_the_positions(tmp_path, cli, rm_dir):
     out = tmp_path / "page.html"
-    result = cli("explain", "--model", rm_dir, "--prompt", "hi", "--response", LONG, "--output", out)
+    result = cli("explain", "--model", rm_dir, "--prompt", "hi", "--response", LONG, "--output", out, "--max-length", "24")
     assert result.exit_code == 2 and "--response: " in result.stderr and "do not fit in --max-length 24" in result.stderr
-    result = cli("explain", "--model", rm_dir, "--prompt", "hi", "--response", LONG, "--output", out, "--max-length", "100")
+    result = cli("explain", "--model", rm_dir, "--prompt", "hi", "--response", LONG, "--output", out)
     assert result.exit_code == 0, result.output
     data = write_jsonl(tmp_path / "d.jsonl", [SHORT_PAIR])
     result = cli("eval", "--model", rm_dir, "--data", data, "--max-length", "5000")
@@ -126,19 +166,20 @@ def test_step_rewards_are_read_on_the_cut_sequence(tiny_rm):
 
 
 def test_cli_step_scores_follow_max_length(tmp_path, cli, rm_dir, tiny_rm):
-    """score --per-step, stepwise eval and bon --aggregate read step scores at the training length by default."""
+    """score --per-step, stepwise eval and bon --aggregate read step scores on sequences cut to --max-length."""
     tiny_rm.eval()
     expected = steps_by_hand(tiny_rm, LONG, STEPS, TRAINED_AT)
     chains = write_jsonl(tmp_path / "chains.jsonl", [SHORT_CHAIN, LONG_CHAIN])
     out = tmp_path / "scored.jsonl"
-    result = cli("score", "--model", rm_dir, "--data", chains, "--per-step", "--output", out)
+    cut_at = ("--max-length", str(TRAINED_AT))
+    result = cli("score", "--model", rm_dir, "--data", chains, "--per-step", "--output", out, *cut_at)
     assert result.exit_code == 0, result.output
     row = json.loads(out.read_text().splitlines()[1])
     assert row["step_rewards"] == pytest.approx(expected, abs=1e-5)
     assert row["step_rewards"][-1] == pytest.approx(row["reward"], abs=1e-5)
 
     metrics = tmp_path / "m.json"
-    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", metrics)
+    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", metrics, *cut_at)
     assert result.exit_code == 0, result.output
     report = json.loads(metrics.read_text())
     assert (report["max_length"], report["truncated"], report["dropped_over_length"]) == (TRAINED_AT, 1, 0)
@@ -148,7 +189,8 @@ def test_cli_step_scores_follow_max_length(tmp_path, cli, rm_dir, tiny_rm):
     assert report["steps"]["step_auroc"] == pytest.approx(auroc)
 
     bon = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": LONG, "candidates": ["\n".join(STEPS), "a fox"], "labels": [0, 1]}])
-    result = cli("bon", "--model", rm_dir, "--data", bon, "--aggregate", "min", "--n", "2", "--output", tmp_path / "b.json")
+    result = cli("bon", "--model", rm_dir, "--data", bon, "--aggregate", "min", "--n", "2", "--output", tmp_path / "b.json",
+                 *cut_at)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "b.json").read_text())
     right_wins = min(steps_by_hand(tiny_rm, LONG, ["a fox"], TRAINED_AT)) > min(expected)
@@ -159,9 +201,10 @@ def test_cli_step_scores_follow_max_length(tmp_path, cli, rm_dir, tiny_rm):
 
 def test_stepwise_eval_skips_a_chain_that_cannot_fit(tmp_path, cli, rm_dir):
     chains = write_jsonl(tmp_path / "chains.jsonl", [SHORT_CHAIN, {"prompt": "hi", "completions": [LONG], "labels": [True]}])
-    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", tmp_path / "m.json")
+    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", tmp_path / "m.json", "--max-length", "24")
     assert result.exit_code == 2 and "chains.jsonl:2: completions: " in result.stderr, result.output
-    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", tmp_path / "m.json", "--skip-invalid")
+    result = cli("eval", "--model", rm_dir, "--data", chains, "--output", tmp_path / "m.json", "--max-length", "24",
+                 "--skip-invalid")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m.json").read_text())
     assert (report["n"], report["dropped_over_length"]) == (1, 1)

@@ -34,6 +34,28 @@ def test_token_rewards_end_with_outcome(tiny_rm):
     assert prefix[-1].item() == pytest.approx(tiny_rm.score(["hello world"], ["the lazy dog"])[0], abs=1e-6)
 
 
+def test_token_rewards_with_their_tokens_match_the_server(tiny_rm):
+    """``return_tokens=True`` gives (token, reward) pairs: the tokens /score per_token shows, the same rewards."""
+    from starlette.testclient import TestClient
+
+    from icrm.serve import ServeConfig, create_app
+
+    pairs = tiny_rm.token_rewards("hello world", "the lazy dog", return_tokens=True)
+    tokens, rewards = zip(*pairs)
+    assert "".join(tokens).startswith("the lazy dog") and all(isinstance(t, str) for t in tokens)
+    assert list(rewards) == pytest.approx(tiny_rm.token_rewards("hello world", "the lazy dog").tolist(), abs=1e-6)
+    with TestClient(create_app(tiny_rm, ServeConfig())) as client:
+        served = client.post("/score", json={"prompts": ["hello world"], "responses": ["the lazy dog"],
+                                             "per_token": True}).json()
+    assert list(tokens) == served["tokens"][0]
+    assert list(rewards) == pytest.approx(served["token_rewards"][0], abs=1e-5)
+    batch = tiny_rm.token_rewards_batch(["hello world", "hi"], ["the lazy dog", "a fox"], return_tokens=True)
+    alone = tiny_rm.token_rewards("hi", "a fox", return_tokens=True)
+    for batched, single in ((batch[0], pairs), (batch[1], alone)):
+        assert [t for t, _ in batched] == [t for t, _ in single]
+        assert [r for _, r in batched] == pytest.approx([r for _, r in single], abs=1e-5)
+
+
 def _save_base(tmp_path, seed=0):
     tok = train_tokenizer(["the quick brown fox jumps over the lazy dog", "hello world"] * 20, 400)
     base = tmp_path / "base"

@@ -198,7 +198,7 @@ def expected_rb2(rows: list[dict], ties: str) -> dict:
         stats = {}  # (kind, prompt) -> (worst correct - best incorrect, best correct - worst correct)
         for row in rows:
             kind, prompt = row["id"].split(":")
-            k = sum(row["labels"])
+            k = len(row["chosen"])  # the rewards follow the chosen, then the rejected responses
             correct, incorrect = row["rewards"][:k], row["rewards"][k:]
             stats[kind, prompt] = (min(correct) - max(incorrect), max(correct) - min(correct))
         ref = {p: s for (kind, p), s in stats.items() if kind == "ref"}

@@ -343,6 +343,6 @@ def test_serve_refuses_a_busy_port_and_bad_options(tiny_rm, tmp_path, cli, monke
     result = cli("serve", "--model", checkpoint, "--max-batch-size", "0")
     assert result.exit_code == 2 and "--max-batch-size must be at least 1" in result.stderr
     result = cli("serve", "--model", checkpoint, "--max-length", "5000")
-    assert result.exit_code == 2 and "exceeds the model's position limit (2048 tokens)" in result.stderr
+    assert result.exit_code == 2 and "exceeds the model's position limit of 2048 tokens" in result.stderr
     result = cli("serve", "--model", checkpoint, "--normalize")
     assert result.exit_code == 2 and "--normalize needs reward statistics" in result.stderr

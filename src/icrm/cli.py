@@ -172,8 +172,7 @@ MaxLenOpt = typer.Option(1024, "--max-length", help="Max tokens of prompt+respon
 ScoreMaxLenOpt = typer.Option(
     None, "--max-length", show_default=False,
     help="Max tokens of prompt+response; a longer prompt loses tokens from the left, a longer response is an error "
-         "(or skipped with --skip-invalid) [default: the checkpoint's training --max-length, capped at the model's "
-         "position limit].",
+         "(or skipped with --skip-invalid) [default: the model's position limit].",
 )
 TruncOpt = typer.Option("left", "--truncation", help="left: cut the prompt's left; drop: skip over-long rows.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (the same seed gives the same result).")
@@ -776,7 +775,7 @@ def serve_cmd(
     ),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Extra wait for a batch to fill (0: batch what queued)."),
     max_length: Optional[int] = typer.Option(
-        None, "--max-length", help="Token limit per text (default: position limit, at most 2048)."
+        None, "--max-length", help="Token limit per text (default: the model's position limit, else 2048)."
     ),
     max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),

@@ -14,6 +14,7 @@ scores icrm computes and the scores of the exported HF model agree.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import math
@@ -111,11 +112,16 @@ def _read_jsonl(path: Path) -> list[Row]:
             try:
                 data = json.loads(text.rstrip("\r\n"))  # with the newline, a cut-off row's error is at column 1 of the next line
             except json.JSONDecodeError as err:
-                raise DataError(str(path), f"invalid JSON ({err.msg} at column {err.colno})", number) from err
+                raise DataError(str(path), _invalid_json(err), number) from err
             if not isinstance(data, dict):
                 raise DataError(str(path), "expected a JSON object per line", number)
             rows.append(Row(number, data))
     return rows
+
+
+def _invalid_json(err: json.JSONDecodeError) -> str:
+    """``invalid JSON (Expecting value at column 5)``; a message may end in "at" already ("… starting at")."""
+    return f"invalid JSON ({err.msg.removesuffix(' at')} at column {err.colno})"
 
 
 def _read_json(path: Path) -> list[Row]:
@@ -123,7 +129,7 @@ def _read_json(path: Path) -> list[Row]:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as err:
-            raise DataError(str(path), f"invalid JSON ({err.msg} at column {err.colno})", err.lineno) from err
+            raise DataError(str(path), _invalid_json(err), err.lineno) from err
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -146,7 +152,12 @@ def _read_table(path: Path, kind: str) -> list[Row]:
 
 
 def _plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays from pandas/arrow into plain Python values."""
+    """Turn numpy scalars/arrays from pandas/arrow into plain Python values, and dates into ISO text.
+
+    Plain means JSON-ready: ``icrm score`` writes every column back as read.
+    """
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -216,7 +227,7 @@ class PairExample:
 class PointExample:
     prompt: list[Message]
     response: str
-    label: float
+    label: float | None  # None: an unlabelled row, which only scoring reads (``require_labels=False``)
     id: str | None = None
     line: int = 0
 
@@ -266,6 +277,7 @@ FORMAT_FIELDS = {
     "processbench": ("problem", "steps", "label"),
 }
 FORMAT_ALIASES = {"processbench": "stepwise"}  # ProcessBench rows are stepwise examples
+TOKENIZED_COLUMN = re.compile(r".*input_ids.*|(prompt|chosen|rejected|completion|response)_ids")  # TRL's tokenized rows
 
 
 def _is_completion_list(value: Any) -> bool:
@@ -273,11 +285,13 @@ def _is_completion_list(value: Any) -> bool:
     return isinstance(value, list) and not any(isinstance(item, dict) for item in value)
 
 
-def detect_format(row: Row, source: str) -> str:
+def detect_format(row: Row, source: str, require_labels: bool = True) -> str:
     """Which of the DESIGN.md §2 formats a row is in (TRL's ``completion`` counts as ``response``).
 
     ``chosen``/``rejected`` given as lists of responses (RewardBench 2 rows)
     are best-of-N rows: the chosen responses are its correct candidates.
+    Without ``require_labels`` a response with no ``label`` is a pointwise
+    row too (scoring needs no label; TRL's prompt-completion rows score as is).
     """
     if "candidates" not in row.data and any(_is_completion_list(row.data.get(k)) for k in ("chosen", "rejected")):
         return "bon"
@@ -285,7 +299,13 @@ def detect_format(row: Row, source: str) -> str:
     for name, fields in FORMAT_FIELDS.items():
         if all(f in columns for f in fields):
             return name
+    if not require_labels and "response" in columns:
+        return "pointwise"
     present = ", ".join(sorted(row.data)) or "none"
+    if any(TOKENIZED_COLUMN.fullmatch(str(name)) for name in row.data):
+        raise DataError(source, f"pre-tokenized data is not accepted (row has {present}): pass the text columns "
+                        "(prompt with chosen/rejected, response/label, candidates or completions/labels); icrm "
+                        "tokenizes them with the model's chat template", row.line)
     missing = (
         "chosen/rejected (pairwise), response/label (pointwise), candidates (best-of-N) "
         "or completions/labels (stepwise)"
@@ -435,7 +455,7 @@ def to_point(row: Row, source: str) -> PointExample:
     return PointExample(
         prompt=prompt,
         response=_response_text(row.data[column], source, row.line, column),
-        label=_label(row.data["label"], source, row.line, "label"),
+        label=_label(row.data["label"], source, row.line, "label") if "label" in row.data else None,
         id=_optional_str(row, "id"),
         line=row.line,
     )
@@ -540,6 +560,7 @@ class LoadedData:
     examples: list
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # each example's record as read, for outputs that echo it
 
 
 def load_examples(
@@ -551,6 +572,7 @@ def load_examples(
     limit: int | None = None,
     name: str | None = None,
     step_separator: str = DEFAULT_SEPARATOR,
+    require_labels: bool = True,
 ) -> LoadedData:
     """Read and validate data; every row must be in one format.
 
@@ -559,7 +581,8 @@ def load_examples(
     call it ``name``). ``expect`` restricts the accepted formats (e.g.
     ``("pairwise",)`` for ``icrm eval``). With ``skip_invalid`` a bad row is
     counted and skipped instead of stopping the run. ``step_separator`` joins
-    the steps of stepwise rows into their response.
+    the steps of stepwise rows into their response. ``require_labels=False``
+    accepts pointwise rows without ``label`` (see :func:`detect_format`).
     """
     name = name or (str(source) if isinstance(source, (str, Path)) else "dataset")
     if not step_separator:
@@ -568,10 +591,10 @@ def load_examples(
     if limit is not None:
         rows = rows[:limit]
     fmt = None
-    examples, errors = [], []
+    examples, records, errors = [], [], []
     for row in rows:
         try:
-            detected = detect_format(row, name)
+            detected = detect_format(row, name, require_labels)
             kind = FORMAT_ALIASES.get(detected, detected)
             if fmt is None:
                 if expect is not None and kind not in expect:
@@ -583,6 +606,7 @@ def load_examples(
             if isinstance(example, StepExample):
                 example.separator = step_separator
             examples.append(example)
+            records.append(row.data)
         except DataError as err:
             if not skip_invalid:
                 raise
@@ -593,7 +617,7 @@ def load_examples(
         from .outputs import warn
 
         warn(f"skipped {len(errors)} invalid row(s) of {name} (--skip-invalid); the first: {errors[0]}")
-    return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors)
+    return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors, rows=records)
 
 
 def responses_of(example) -> list[str]:
@@ -672,6 +696,35 @@ def encode(tokenizer, prompt: list[Message], response: str, step_chars: list[int
             raise ValueError("the chat template changes the response text, so its steps cannot be located")
         seq.step_ends = tokens_at_chars(offsets, [at + c for c in step_chars[:-1]]) + [seq.length - 1]
     return seq
+
+
+def token_texts(tokenizer, prompt: list[Message], response: str, seq: Sequence, cut: int) -> list[str]:
+    """The readable text of each response token of ``seq``.
+
+    ``seq`` is :func:`encode`'s sequence less its first ``cut`` tokens (a
+    prompt cut from the left; 0: uncut). Uses the fast tokenizer's character offsets into the rendered conversation,
+    so the texts concatenate back to exactly the rendered response (a
+    character split over several byte-level tokens goes to the first of them,
+    the others get an empty string). Falls back to decoding token by token.
+    """
+    ids = seq.input_ids
+    try:
+        full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if list(enc["input_ids"])[cut:] == list(ids):
+            offsets = offsets[cut:]
+            prev_end = offsets[seq.start - 1][1] if seq.start > 0 else 0
+            texts = []
+            for begin, end in offsets[seq.start :]:
+                begin = max(begin, prev_end)
+                texts.append(full[begin:end] if end > begin else "")
+                prev_end = max(prev_end, end)
+            return texts
+    except (NotImplementedError, KeyError, TypeError, ValueError):
+        pass
+    pieces = tokenizer.convert_ids_to_tokens(ids[seq.start :])
+    return [tokenizer.convert_tokens_to_string([p]) for p in pieces]
 
 
 def encode_steps(tokenizer, prompt: list[Message], steps: list[str], separator: str = DEFAULT_SEPARATOR) -> Sequence:

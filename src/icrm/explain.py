@@ -37,7 +37,7 @@ from typing import Sequence as Seq
 import numpy as np
 import torch
 
-from .data import Message, Sequence, cut_left, encode, encode_steps
+from .data import Message, Sequence, cut_left, encode, encode_steps, token_texts
 from .evaluation import _save_png
 from .steps import DEFAULT_SEPARATOR, join_steps, sigmoid
 
@@ -103,34 +103,6 @@ def _messages(prompt: str | list[Message]) -> list[Message]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
-def _token_texts(tokenizer, prompt: list[Message], response: str, seq: Sequence, cut: int) -> list[str]:
-    """Readable text of each response token.
-
-    Uses the fast tokenizer's character offsets into the rendered conversation,
-    so the texts concatenate back to exactly the rendered response (a
-    character split over several byte-level tokens goes to the first of them,
-    the others get an empty string). Falls back to decoding token by token.
-    """
-    ids = seq.input_ids
-    try:
-        full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
-        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = enc["offset_mapping"]
-        if list(enc["input_ids"])[cut:] == list(ids):
-            offsets = offsets[cut:]
-            prev_end = offsets[seq.start - 1][1] if seq.start > 0 else 0
-            texts = []
-            for begin, end in offsets[seq.start :]:
-                begin = max(begin, prev_end)
-                texts.append(full[begin:end] if end > begin else "")
-                prev_end = max(prev_end, end)
-            return texts
-    except (NotImplementedError, KeyError, TypeError, ValueError):
-        pass
-    pieces = tokenizer.convert_ids_to_tokens(ids[seq.start :])
-    return [tokenizer.convert_tokens_to_string([p]) for p in pieces]
-
-
 @torch.no_grad()
 def explain_responses(
     rm,
@@ -189,7 +161,7 @@ def explain_responses(
                 Explained(
                     model=model_name,
                     label=str(label),
-                    tokens=_token_texts(tokenizer, messages, response, seq, cut),
+                    tokens=token_texts(tokenizer, messages, response, seq, cut),
                     r=[float(x) for x in r],
                     delta=[float(x) for x in delta],
                     baseline=baseline,

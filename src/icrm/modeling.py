@@ -18,6 +18,7 @@ the state of the consistency normalizer.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -36,6 +37,7 @@ from .data import (
     encode,
     encode_steps,
     last_token_index,
+    token_texts,
 )
 from .errors import UserError
 from .losses import scale_grad
@@ -144,22 +146,47 @@ def prepare_tokenizer(tokenizer) -> bool:
 HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")  # "name" or "namespace/name"
 
 
+def check_model_path(path: str) -> None:
+    """Fail at once on a model path that evidently names a missing local directory.
+
+    transformers tries any missing path as a hub id, and without network it
+    retries for most of a minute before giving up. A path is taken as local,
+    and never sent to the hub, when it cannot be a hub id (``./x``, ``/x``,
+    ``a/b/c``) or when its parent directory exists (``runs/rm-icrn`` beside
+    ``runs/``): then a close sibling is suggested, for the usual typo.
+    """
+    local = Path(path)
+    if local.exists():
+        return
+    if not HUB_ID.fullmatch(path):
+        raise ModelError(f"{path}: no such directory")
+    parent = local.parent
+    if parent != Path(".") and parent.is_dir():
+        siblings = [entry.name for entry in parent.iterdir() if entry.is_dir()]
+        close = difflib.get_close_matches(local.name, siblings, n=1)
+        hint = f" (did you mean {parent / close[0]}?)" if close else ""
+        raise ModelError(f"{path}: no such directory in {parent}/{hint}")
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
     """The tokenizer of a local directory or hub id (every model loader starts here).
 
-    A missing local path is reported as such, not as the hub's complaint
-    about an invalid repo id.
+    A missing local path is reported as such (:func:`check_model_path`), not
+    after the hub's retries or as its complaint about an invalid repo id.
     """
+    from huggingface_hub import is_offline_mode
     from transformers import AutoTokenizer
 
-    if not Path(path).exists() and not HUB_ID.fullmatch(path):
-        raise ModelError(f"{path}: no such directory")
+    check_model_path(path)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
     except Exception as err:
         if not Path(path).exists():
+            if is_offline_mode():
+                raise ModelError(f"{path}: no such directory, and not in the hub cache (HF_HUB_OFFLINE=1)") from err
             reason = re.split(r"\.\s", str(err))[0]
-            raise ModelError(f"{path}: no such directory, and the hub could not provide it ({reason})") from err
+            raise ModelError(f"{path}: no such directory, and the hub could not provide it ({reason}); "
+                             "without network, set HF_HUB_OFFLINE=1 to use only cached models") from err
         raise ModelError(f"{path}: cannot load a tokenizer ({err.__class__.__name__}: {err})") from err
 
 
@@ -203,7 +230,8 @@ def require_safetensors(path: str, allow_pickle: bool) -> None:
 
 
 def model_kind(path: str) -> str:
-    """``icrm`` (our checkpoint), ``classifier`` (any HF RM) or ``causal``."""
+    """``icrm`` (our checkpoint), ``classifier`` (any HF RM) or ``causal``; a missing local path fails here."""
+    check_model_path(path)
     local = Path(path)
     if (local / ICRM_CONFIG).exists():
         return "icrm"
@@ -415,16 +443,36 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def token_rewards_batch(
-        self, prompts: list[str | list[Message]], responses: list[str], batch_size: int = 16
-    ) -> list[torch.Tensor]:
-        """Prefix rewards over the response tokens of each pair (the last one is R)."""
+        self,
+        prompts: list[str | list[Message]],
+        responses: list[str],
+        batch_size: int = 16,
+        return_tokens: bool = False,
+    ) -> list[torch.Tensor] | list[list[tuple[str, float]]]:
+        """Prefix rewards over the response tokens of each pair (the last one is R).
+
+        ``return_tokens=True`` pairs each reward with its token's text instead,
+        ``[(token, reward), ...]`` per response (the texts join back into the
+        response as the chat template renders it), as ``/score`` with
+        ``per_token`` and ``icrm score --per-token`` show them.
+        """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        seqs = [encode(self.tokenizer, _messages(p), r) for p, r in zip(prompts, responses)]
-        return [rewards[seq.start :] for seq, rewards in zip(seqs, self.sequence_rewards(seqs, batch_size))]
+        messages = [_messages(p) for p in prompts]
+        seqs = [encode(self.tokenizer, m, r) for m, r in zip(messages, responses)]
+        rows = [rewards[seq.start :] for seq, rewards in zip(seqs, self.sequence_rewards(seqs, batch_size))]
+        if not return_tokens:
+            return rows
+        return [
+            list(zip(token_texts(self.tokenizer, m, r, seq, 0), row.tolist()))
+            for m, r, seq, row in zip(messages, responses, seqs, rows)
+        ]
 
-    def token_rewards(self, prompt: str | list[Message], response: str) -> torch.Tensor:
-        return self.token_rewards_batch([prompt], [response])[0]
+    def token_rewards(
+        self, prompt: str | list[Message], response: str, return_tokens: bool = False
+    ) -> torch.Tensor | list[tuple[str, float]]:
+        """:meth:`token_rewards_batch` of one pair: a tensor, or ``(token, reward)`` pairs with ``return_tokens``."""
+        return self.token_rewards_batch([prompt], [response], return_tokens=return_tokens)[0]
 
     @torch.no_grad()
     def step_rewards_batch(

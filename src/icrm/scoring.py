@@ -72,20 +72,23 @@ def position_limit(config) -> int | None:
 
 
 def resolve_max_length(rm: RewardModel, max_length: int | None) -> int | None:
-    """``--max-length``; by default the checkpoint's training max length, capped at its position limit.
+    """``--max-length`` of score, eval, bon, explain and serve; by default the model's position limit.
 
-    A model that records neither (a plain transformers classifier without
-    position limit) is not limited.
+    The training ``--max-length`` bounds what a training step costs, not what
+    the model can read, so scoring does not inherit it: a checkpoint trained
+    on 1024 tokens still scores a 1565-token solution. Beyond the position
+    limit a model reads garbage, so asking for more is an error. ``None``: the
+    model records no position limit (a plain transformers classifier without
+    one), and the caller decides (scoring: no limit; ``icrm serve``: its own).
     """
     limit = position_limit(rm.config)
-    if max_length is not None:
-        if max_length < 8:
-            raise UserError(f"--max-length must be at least 8, got {max_length}")
-        if limit is not None and max_length > limit:
-            raise UserError(f"--max-length {max_length} exceeds the model's position limit of {limit} tokens")
-        return max_length
-    known = [n for n in (rm.training_config.get("max_length"), limit) if n]
-    return min(known) if known else None
+    if max_length is None:
+        return limit
+    if max_length < 8:
+        raise UserError(f"--max-length must be at least 8, got {max_length}")
+    if limit is not None and max_length > limit:
+        raise UserError(f"--max-length {max_length} exceeds the model's position limit of {limit} tokens")
+    return max_length
 
 
 @dataclass
@@ -220,15 +223,16 @@ def evaluate_pairs(
     is how a tie at the top counts; see :data:`~icrm.evaluation.TIES`.
     Stepwise rows (TRL stepwise supervision, ProcessBench) get
     :func:`evaluate_steps`. Other rows are tokenized as in training (see
-    :func:`fit_examples`), so on the same pairwise file this is the
-    ``eval_accuracy`` a training run reports.
+    :func:`fit_examples`), so on the same pairwise file, given the training
+    ``--max-length``, this is the ``eval_accuracy`` a training run reports.
     """
     if ties not in TIES:
         raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
-    loaded = load_examples(
-        data, expect=("pairwise", "bon", "stepwise"), split=split, skip_invalid=skip_invalid, limit=limit,
-        step_separator=step_separator,
-    )
+    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, limit=limit, step_separator=step_separator)
+    if loaded.format == "pointwise":
+        raise DataError(data, "pointwise rows (response/label) give icrm eval nothing to compare: score them with "
+                        "icrm score, or group each prompt's responses into a best-of-N row (candidates, labels) for "
+                        "icrm bon", loaded.examples[0].line)
     if loaded.format == "bon":
         num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
     rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
@@ -366,6 +370,12 @@ def score_file(
 ) -> dict:
     """Write ``data`` back with a reward per response; returns the row count and the length counts.
 
+    Each row keeps its columns exactly as read, so the output joins with the
+    input; the scores are added beside them (same-named columns are replaced):
+    ``chosen_reward``/``rejected_reward`` for pairs, ``reward`` for pointwise
+    and stepwise rows (no ``label`` needed), ``rewards`` for best-of-N rows (in
+    candidate order; RewardBench 2 rows: chosen, then rejected).
+
     With ``per_token`` every row also gets ``token_rewards``: one entry per
     response (in the row's order), with the token texts, the prefix rewards
     ``r``, their changes ``delta`` and, given a generator, its probabilities ``w``.
@@ -374,7 +384,8 @@ def score_file(
     (pointwise, stepwise; a list per candidate for best-of-N) or
     ``chosen_step_rewards``/``rejected_step_rewards``.
     """
-    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator)
+    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator,
+                           require_labels=False)
     rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
     fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
     if normalize and not rm.reward_stats:
@@ -382,7 +393,8 @@ def score_file(
     scores = score_sequences(rm, fitted.sequences, batch_size)
     mean, std = (rm.reward_stats["mean"], rm.reward_stats["std"]) if normalize else (0.0, 1.0)
     scores = [(s - mean) / std for s in scores]
-    rows = [_scored_row(ex, row) for ex, row in zip(fitted.examples, _per_example(scores, fitted.examples))]
+    rows = [{**loaded.rows[i], **_score_columns(ex, row)}
+            for i, ex, row in zip(fitted.kept, fitted.examples, _per_example(scores, fitted.examples))]
     if per_token:
         _add_token_rewards(rm, fitted, rows, generator)
     if per_step:
@@ -436,27 +448,13 @@ def _add_step_rewards(
             row["step_rewards"] = per_response[0]
 
 
-def _scored_row(ex, scores: list[float]) -> dict:
-    row: dict = {"prompt": ex.prompt}
-    if ex.id is not None:
-        row["id"] = ex.id
+def _score_columns(ex, scores: list[float]) -> dict:
+    """The columns ``icrm score`` adds to a row: its responses' rewards."""
     if isinstance(ex, PairExample):
-        row.update(chosen=ex.chosen, rejected=ex.rejected, chosen_reward=scores[0], rejected_reward=scores[1])
-        if ex.subset is not None:
-            row["subset"] = ex.subset
-    elif isinstance(ex, PointExample):
-        row.update(response=ex.response, label=ex.label, reward=scores[0])
-    elif isinstance(ex, StepExample):
-        row.update(completions=ex.steps, labels=[bool(y) for y in ex.labels], reward=scores[0])
-    else:
-        row.update(candidates=ex.candidates, rewards=scores)
-        if ex.labels is not None:
-            row["labels"] = ex.labels
-        if ex.answer is not None:
-            row["answer"] = ex.answer
-        if ex.subset is not None:
-            row["subset"] = ex.subset
-    return row
+        return {"chosen_reward": scores[0], "rejected_reward": scores[1]}
+    if isinstance(ex, BonExample):
+        return {"rewards": scores}
+    return {"reward": scores[0]}
 
 
 _ANSWER_PATTERNS = (

@@ -59,12 +59,13 @@ from typing import Any
 
 import torch
 
-from .data import DataError, Message, Sequence, _as_messages, _response_text, encode
+from .data import DataError, Message, Sequence, _as_messages, _response_text, encode, token_texts
 from .errors import UserError
 from .modeling import RewardModel
 from .policy import _without_open_turn
+from .scoring import resolve_max_length
 
-DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len)
+DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len), for a model without position limit
 LATENCY_WINDOW = 10_000  # requests kept for the latency percentiles
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class ServeConfig:
             raise UserError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
         if not 0 <= self.max_wait_ms <= 60_000:
             raise UserError(f"--max-wait-ms must be between 0 and 60000, got {self.max_wait_ms}")
-        if self.max_length is not None and self.max_length < 2:
-            raise UserError(f"--max-length must be at least 2, got {self.max_length}")
+        if self.max_length is not None and self.max_length < 8:
+            raise UserError(f"--max-length must be at least 8, got {self.max_length}")
         if self.max_items < 1:
             raise UserError(f"--max-items must be at least 1, got {self.max_items}")
 
@@ -98,16 +99,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def resolve_max_length(rm: RewardModel, requested: int | None) -> int:
-    """The token limit per text: as asked (within the position limit), else min(limit, 2048)."""
-    limit = getattr(rm.config, "max_position_embeddings", None)
-    if requested is None:
-        return min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH
-    if limit and requested > limit:
-        raise UserError(f"--max-length {requested} exceeds the model's position limit ({limit} tokens)")
-    return requested
 
 
 # ------------------------------------------------------------------- metrics
@@ -379,20 +370,19 @@ def default_batch_size(rm: RewardModel) -> int:
 def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
     """The Starlette app serving ``rm`` (use it in-process, or run it with uvicorn).
 
-    ``max_length=None`` allows the model's position limit, at most 2048
-    tokens; ``max_batch_size=None`` is :func:`default_batch_size`.
+    ``max_length=None`` allows the model's position limit, as ``icrm score``
+    does (:func:`icrm.scoring.resolve_max_length`), or 2048 tokens for a model
+    without one; ``max_batch_size=None`` is :func:`default_batch_size`.
     """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from .explain import _token_texts
-
     config.validate()
     if config.normalize and not rm.reward_stats:
         raise UserError(f"{model_name or 'the model'}: --normalize needs reward statistics, which only icrm checkpoints store")
-    max_length = resolve_max_length(rm, config.max_length)
+    max_length = resolve_max_length(rm, config.max_length) or DEFAULT_MAX_LENGTH
     rm.eval().use_padding_free(config.packing)
     tokenizer = rm.tokenizer
     metrics = Metrics()
@@ -450,7 +440,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
         payload: dict[str, Any] = {"rewards": [r[-1] for r in token_rewards]}
         if per_token:
             payload["tokens"] = await in_tokenizer_thread(
-                lambda: [_token_texts(tokenizer, it.prompt, it.response, it.seq, 0) for it in items]
+                lambda: [token_texts(tokenizer, it.prompt, it.response, it.seq, 0) for it in items]
             )
             payload["token_rewards"] = token_rewards
         if per_step:
