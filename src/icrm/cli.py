@@ -339,7 +339,7 @@ def train(
         truncation=truncation,
         step_separator=step_separator,
         eval_strategy="epoch" if eval_data else "no",
-        gradient_checkpointing=gradient_checkpointing,
+        activation_checkpointing=gradient_checkpointing,
         padding_free=packing,
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
