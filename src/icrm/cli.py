@@ -188,7 +188,10 @@ PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weig
 Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
 SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
-StepSepOpt = typer.Option("\n", "--step-separator", help="Joins the steps of stepwise rows (and splits responses into steps).")
+StepSepOpt = typer.Option(
+    "\n", "--step-separator", show_default="'\\n'",
+    help="Joins the steps of stepwise rows (and splits responses into steps); in bash, $'\\n\\n' is a blank line.",
+)
 
 
 def _scheduler(default: str):

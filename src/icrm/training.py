@@ -219,6 +219,8 @@ class ICRMConfig(RewardConfig):
             self.bf16 = False  # TRL's default would stop here with transformers' "doesn't support bf16/gpu"
             note("no bf16 GPU here: training in float32 (pass bf16=False to skip this note)")
         super().__post_init__()
+        if self.device.type == "cpu":
+            self.dataloader_pin_memory = False  # as use_cpu=True does: no device to pin for, and torch warns
 
     def generator_sampling(self, pointwise: bool) -> tuple[float, float]:
         """(temperature, top-p) of ``w_t``: the reference's 0.7/0.8 for graded data, else the plain distribution."""
