@@ -118,3 +118,18 @@ def test_training_draws_one_kind_of_bar_and_plain_lines_off_a_terminal(tmp_path,
     kinds = [type(callback) for callback in quiet.callback_handler.callbacks]
     assert PrinterCallback in kinds and RichProgress not in kinds  # disable_tqdm: transformers' plain log lines, no bar
 
+
+
+@pytest.mark.parametrize("interval, shown", [(0.0, ["work 1/3", "work 2/3", "work 3/3"]), (3600.0, ["work 3/3"])])
+def test_progress_off_a_terminal_is_plain_lines(monkeypatch, interval, shown):
+    """Redirected to a file, a bar is a line every LINE_INTERVAL_S seconds and one at the end, never a carriage return."""
+    log = io.StringIO()
+    monkeypatch.setattr(outputs, "console", Console(file=log, width=80))
+    monkeypatch.setitem(outputs.QUIET, "value", False)
+    monkeypatch.setattr(outputs, "LINE_INTERVAL_S", interval)
+    with outputs.progress("work", 3) as advance:
+        for _ in range(3):
+            advance(1)
+    lines = log.getvalue().splitlines()
+    assert [" ".join(line.split()[:2]) for line in lines] == shown
+    assert "\r" not in log.getvalue() and all(line.endswith(")") for line in lines)  # "(0:00:00)", "(0:00:00, 0:00:00 left)"
