@@ -559,7 +559,7 @@ class ICRMTrainer(Trainer):
         return (loss, {"rewards": outcome}) if return_outputs else loss
 
     def _record(self, training: bool, rows: int, tokens: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
-        """Keep a batch's logged values, over all processes (one gather): row-weighted means, min and max of the rewards."""
+        """Keep a batch's logged values, all processes' together (one gather): means, and the rewards' min and max."""
         names = list(values)
         local = torch.stack([value.detach().float() for value in (tokens.new_tensor(rows), tokens, *values.values())])
         stats = self.accelerator.gather(local[None]).view(-1, len(local))
@@ -699,13 +699,13 @@ class ICRMTrainer(Trainer):
         ``mean_reward``, ``max_reward`` (each batch's, averaged), ``margin``
         (chosen minus rejected, pairs only), ``num_tokens`` (non-padding tokens
         trained on so far, also in evaluation logs); ``accuracy`` counts ties
-        half, where TRL counts them wrong. Other logs (the run's closing
+        half, where TRL counts them as wrong. Other logs (the run's closing
         summary) are left as they are.
         """
         if self._eval_prefix is not None:
             metrics = _weighted_means(self._records["eval"])
             metrics["num_tokens"] = self._total_train_tokens
-            for name, value in metrics.items():  # compute_metrics' value over the whole eval set, where it has one, wins
+            for name, value in metrics.items():  # compute_metrics' value over the whole set, where it has one, wins
                 logs.setdefault(f"{self._eval_prefix}_{name}", value)
             self._records["eval"].clear()
         elif "loss" in logs and self._records["train"]:
@@ -713,7 +713,7 @@ class ICRMTrainer(Trainer):
         super().log(logs, start_time)
 
     def _train_window(self) -> list[_BatchRecord]:
-        """The records this training log averages; those of the last ``logging_steps`` steps are kept for the last log."""
+        """The records this training log averages; the last ``logging_steps`` steps' are kept for the last log."""
         step, every = self.state.global_step, self.state.logging_steps
         start = self._logged_step
         if step >= self.state.max_steps and self.args.logging_strategy == IntervalStrategy.STEPS:
