@@ -46,3 +46,11 @@ def test_help_at_80_columns_shows_whole_option_names(path):
         for opt in param.opts + param.secondary_opts:
             if opt.startswith("--"):
                 assert opt in shown, f"{opt} cut or missing in `icrm {' '.join(path)} --help`"
+
+
+@pytest.mark.parametrize("path", [path for path, command in ALL.items()
+                                  if any("--step-separator" in p.opts for p in command.params)], ids=" ".join)
+def test_step_separator_default_is_shown_escaped(path):
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"}, terminal_width=80)
+    text = " ".join(result.output.split())
+    assert "[default: ('\\n')]" in text and "[default: ]" not in text  # not a raw newline, which shows as a blank

@@ -187,7 +187,10 @@ PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weig
 Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
 SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
-StepSepOpt = typer.Option("\n", "--step-separator", help="Joins the steps of stepwise rows (and splits responses into steps).")
+StepSepOpt = typer.Option(
+    "\n", "--step-separator", show_default="'\\n'",
+    help="Joins the steps of stepwise rows (and splits responses into steps); in bash, $'\\n\\n' is a blank line.",
+)
 
 
 def _scheduler(default: str):
@@ -338,7 +341,7 @@ def train(
         truncation=truncation,
         step_separator=step_separator,
         eval_strategy="epoch" if eval_data else "no",
-        gradient_checkpointing=gradient_checkpointing,
+        activation_checkpointing=gradient_checkpointing,
         padding_free=packing,
         **trainer_arguments(
             epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,

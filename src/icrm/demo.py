@@ -99,7 +99,7 @@ def _reward_model(
         lambda_=lam,
         generator=str(generator),
         max_length=settings.max_length,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         **_train_args(settings, epochs or settings.epochs),
     )
     return train_reward_model(str(data), str(output), config, ModelSpec(str(generator)))

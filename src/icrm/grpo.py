@@ -139,7 +139,7 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
                 temperature=settings.temperature,
                 top_p=settings.top_p,
                 top_k=settings.top_k,
-                gradient_checkpointing=settings.gradient_checkpointing,
+                activation_checkpointing=settings.gradient_checkpointing,
                 trust_remote_code=settings.trust_remote_code,
             )
         except ValueError as err:

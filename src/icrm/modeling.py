@@ -44,6 +44,7 @@ from .losses import scale_grad
 from .outputs import library_bars_off
 from .packing import PackedRewardCollator, to_device, unpack, use_packed_attention
 from .steps import DEFAULT_SEPARATOR
+from .threads import apply_default_threads
 
 ICRM_CONFIG = "icrm_config.json"
 ICRM_STATE = "icrm_state.json"
@@ -317,7 +318,10 @@ class RewardModel(nn.Module):
 
         ``tokenizer`` replaces the saved one; ``model_kwargs`` go to
         transformers' ``from_pretrained`` (``dtype``, ``revision``...).
+        Applies icrm's CPU thread default unless the program chose its own
+        (:func:`icrm.threads.apply_default_threads`).
         """
+        apply_default_threads()
         kind = model_kind(path)
         if kind == "causal":
             model, tokenizer = load_causal_lm(path, trust_remote_code, allow_pickle, tokenizer, **model_kwargs)

@@ -1,5 +1,8 @@
 """Progress bars and all-or-nothing outputs.
 
+Progress is drawn as rich bars on a terminal; redirected to a file or pipe it
+is plain lines instead (a carriage-return bar there is one endless line).
+
 Every command writes its results into a staging path next to the target and
 renames it into place only at the end, so a failed or interrupted run never
 leaves a half-written output behind.
@@ -13,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,6 +27,7 @@ from rich.text import Text
 console = Console(stderr=True)
 QUIET = {"value": os.environ.get("ICRM_QUIET") == "1"}
 JSON_LOGS = {"value": False}
+LINE_INTERVAL_S = 30.0  # off a terminal: one progress line per this many seconds, and one at the end
 
 
 def set_quiet(quiet: bool) -> None:
@@ -45,9 +50,13 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar; yields ``advance(n)``. Silent under ``--quiet``."""
+    """A rich progress bar (plain lines off a terminal); yields ``advance(n)``. Silent under ``--quiet``."""
     if QUIET["value"]:
         yield lambda n=1: None
+        return
+    if not console.is_terminal:
+        with _progress_lines(description, total) as advance:
+            yield advance
         return
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -59,6 +68,37 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+@contextlib.contextmanager
+def _progress_lines(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """Progress for a log file: a line every ``LINE_INTERVAL_S`` seconds and a last one when the block ends."""
+    start = time.monotonic()
+    state = {"done": 0, "shown": start}
+
+    def line(now: float) -> None:
+        done, elapsed = state["done"], now - start
+        count = f"{done}/{total}" if total else str(done)
+        eta = f", {_clock(elapsed * (total - done) / done)} left" if total and 0 < done < total else ""
+        console.print(f"{description} {count} ({_clock(elapsed)}{eta})", highlight=False, soft_wrap=True)
+        state["shown"] = now
+
+    def advance(n: int = 1) -> None:
+        state["done"] += n
+        now = time.monotonic()
+        if now - state["shown"] >= LINE_INTERVAL_S and state["done"] != total:
+            line(now)
+
+    try:
+        yield advance
+    finally:
+        line(time.monotonic())
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss``, as rich's bars show time."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 @contextlib.contextmanager

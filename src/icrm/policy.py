@@ -518,7 +518,7 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
                 beta=settings.beta,
                 loss_type=[settings.loss_type],
                 max_length=settings.max_length,
-                gradient_checkpointing=settings.gradient_checkpointing,
+                activation_checkpointing=settings.gradient_checkpointing,
             )
         except ValueError as err:
             raise UserError(f"invalid DPO option: {err}") from err

@@ -9,6 +9,11 @@ the number of cores that are actually free, from the load average, capped.
 
 Order of precedence: ``icrm --threads N``, then ``$ICRM_THREADS``, then
 ``$OMP_NUM_THREADS``, then the free cores.
+
+Every command applies it. The Python API (``ICRMTrainer``,
+``RewardModel.from_pretrained``) applies the same default once per process,
+unless the program has chosen a count itself with ``torch.set_num_threads``:
+a count that differs from the one torch started with is left alone.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .errors import UserError
 
 ENV = "ICRM_THREADS"
 MAX_DEFAULT = 4  # tiny/small models: more threads than this buy (almost) nothing
+_CHOSEN = {"value": False}  # a thread count has been applied (or left as the program set it) in this process
 
 
 def available_cores() -> int:
@@ -76,7 +82,36 @@ def set_threads(count: int) -> None:
     if count < 1:
         raise UserError(f"--threads must be at least 1, got {count}")
     os.environ["OMP_NUM_THREADS"] = str(count)
+    _CHOSEN["value"] = True
     if "torch" in sys.modules:
         import torch
 
         torch.set_num_threads(count)
+
+
+def apply_default_threads() -> None:
+    """The Python API's :func:`default_threads`: once per process, and never over the program's own choice.
+
+    torch starts with ``$MKL_NUM_THREADS`` or ``$OMP_NUM_THREADS`` threads,
+    else with its inter-op pool's size, which it sets from the same core count
+    and which ``torch.set_num_threads`` does not change. A different count
+    means the program called ``torch.set_num_threads``, which wins. Only a
+    program that set exactly torch's own count cannot be told apart; setting
+    ``$ICRM_THREADS`` says the same thing to icrm.
+    """
+    if _CHOSEN["value"]:
+        return
+    import torch
+
+    if torch.get_num_threads() == _torch_initial_threads(torch):
+        set_threads(default_threads())
+    _CHOSEN["value"] = True
+
+
+def _torch_initial_threads(torch) -> int:
+    """The intra-op thread count torch starts with in this environment."""
+    for name in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):  # torch reads both; MKL's wins
+        value = os.environ.get(name, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return torch.get_num_interop_threads()

@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING
 import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import IntervalStrategy
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import RewardConfig
 
 from . import losses
@@ -64,6 +67,7 @@ from .modeling import (
 from .outputs import (
     QUIET,
     console,
+    note,
     progress,
     progress_factory,
     replace_path,
@@ -74,6 +78,7 @@ from .packing import PackedRewardCollator, PackedSFTCollator, use_packed_attenti
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 from .steps import DEFAULT_SEPARATOR
+from .threads import apply_default_threads
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -109,9 +114,14 @@ class ICRMConfig(RewardConfig):
     r"""Configuration of :class:`ICRMTrainer`: TRL's ``RewardConfig`` plus ICRM's options.
 
     Every field of TRL's ``RewardConfig`` and of ``transformers.TrainingArguments``
-    keeps its name, meaning and default (``learning_rate=1e-4``,
-    ``gradient_checkpointing=True``, ``bf16=True`` — on a CPU-only machine pass
-    ``use_cpu=True`` or ``bf16=False``, as with TRL). How icrm reads TRL's own fields:
+    keeps its name, meaning and default (``learning_rate=1e-4``, activation
+    (gradient) checkpointing on, ``bf16=True``), with one difference: where
+    TRL's bf16 default cannot work (no bf16 GPU and not ``use_cpu``, e.g. a
+    CPU-only machine), training runs in float32 after a one-line note instead
+    of failing. Checkpointing's default is set under transformers' current
+    name, ``activation_checkpointing``, so that the default does not warn about
+    the deprecated ``gradient_checkpointing``, which still works. How icrm
+    reads TRL's own fields:
 
     * ``max_length`` (1024; ``None``: no limit): longest prompt+response in
       tokens. Longer rows lose prompt tokens from the left
@@ -176,6 +186,10 @@ class ICRMConfig(RewardConfig):
     padding_free: bool | None = field(
         default=None, metadata={"help": "pack each batch into one sequence, no padding (default: where free)"}
     )
+    # TRL's default (True) goes to activation_checkpointing in __post_init__: set here, it would warn.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "deprecated alias of activation_checkpointing (default: on, as in TRL)"}
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -199,7 +213,14 @@ class ICRMConfig(RewardConfig):
         for name, why in UNSUPPORTED.items():
             if getattr(self, name):
                 raise ConfigError(f"ICRMConfig.{name} is not supported by icrm: {why}")
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = True
+        if self.bf16 is None and not self.fp16 and not self.use_cpu and not _bf16_device_available():
+            self.bf16 = False  # TRL's default would stop here with transformers' "doesn't support bf16/gpu"
+            note("no bf16 GPU here: training in float32 (pass bf16=False to skip this note)")
         super().__post_init__()
+        if self.device.type == "cpu":
+            self.dataloader_pin_memory = False  # as use_cpu=True does: no device to pin for, and torch warns
 
     def generator_sampling(self, pointwise: bool) -> tuple[float, float]:
         """(temperature, top-p) of ``w_t``: the reference's 0.7/0.8 for graded data, else the plain distribution."""
@@ -318,6 +339,7 @@ class ICRMTrainer(Trainer):
     ):
         from transformers import set_seed
 
+        apply_default_threads()
         name = _model_name(model)
         if args is None:
             args = ICRMConfig(f"{name.rstrip('/').split('/')[-1]}-ICRM")
@@ -367,7 +389,13 @@ class ICRMTrainer(Trainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
-        self._terms: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._records: dict[str, list[_BatchRecord]] = {"train": [], "eval": []}  # logged metrics of each batch
+        self._logged_step = 0  # the last training step whose records were logged
+        self._eval_prefix: str | None = None  # metric_key_prefix while evaluate() runs
+        self._total_train_tokens = 0
+        self.add_callback(LogLastStep())
+        if any(isinstance(callback, ProgressCallback) for callback in self.callback_handler.callbacks):
+            _use_rich_progress(self)  # one kind of bar: icrm's (tokenizing, generator pass) and training's
 
     @property
     def reward_model(self) -> RewardModel:
@@ -433,6 +461,8 @@ class ICRMTrainer(Trainer):
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """The generator pass, transformers' training loop, then the training reward statistics."""
         self._attach_generator_weights(_reward_datasets(self.train_dataset, self.eval_dataset))
+        self._records["train"].clear()
+        self._logged_step = 0
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         # Collectives (under ZeRO-3 each rank holds shards): every rank takes part.
         self.reward_model.reward_stats = _reward_stats(self.reward_model, self.train_dataset)
@@ -446,7 +476,12 @@ class ICRMTrainer(Trainer):
             )
             eval_dataset = _map_eval(eval_dataset, prepare)
         self._attach_generator_weights(_reward_datasets(self.eval_dataset, eval_dataset))
-        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._records["eval"].clear()
+        outer, self._eval_prefix = self._eval_prefix, metric_key_prefix
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._eval_prefix = outer
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write icrm's checkpoint to ``output_dir``: what ``icrm train`` writes, from the main process.
@@ -469,7 +504,8 @@ class ICRMTrainer(Trainer):
         """The ICRM objective of a batch, which says its data by its keys.
 
         ``margin``: pairs, all chosen rows then all rejected; ``labels``: graded
-        single responses. Each term is also logged (``bt``/``bce``, ``icrm``, ``sft``, ``accuracy``).
+        single responses. Each term is also logged (``bt``/``bce``/``prm``, ``icrm``, ``sft``,
+        ``accuracy``), with what TRL's ``RewardTrainer`` logs (see :meth:`log`).
         """
         args: ICRMConfig = self.args
         rm: RewardModel = self.accelerator.unwrap_model(model)
@@ -515,10 +551,29 @@ class ICRMTrainer(Trainer):
                 f"The last good checkpoint (if --save-steps was set) is in {Path(self.args.output_dir).parent}",
                 1,
             )
-        split = "train" if model.training else "eval"
-        for name, value in terms.items():
-            self._terms[split][name].append(float(value.detach()))
+        logged = {"loss": loss, **terms, "min_reward": outcome.min(), "mean_reward": outcome.mean(),
+                  "max_reward": outcome.max()}
+        if pairwise:
+            logged["margin"] = (chosen - rejected).mean()
+        self._record(model.training, outcome.shape[0] // 2 if pairwise else outcome.shape[0], mask.sum(), logged)
         return (loss, {"rewards": outcome}) if return_outputs else loss
+
+    def _record(self, training: bool, rows: int, tokens: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+        """Keep a batch's logged values, all processes' together (one gather): means, and the rewards' min and max."""
+        names = list(values)
+        local = torch.stack([value.detach().float() for value in (tokens.new_tensor(rows), tokens, *values.values())])
+        stats = self.accelerator.gather(local[None]).view(-1, len(local))
+        weights = stats[:, 0]
+        merged = [weights.sum(), stats[:, 1].sum()]
+        for column, name in enumerate(names, 2):
+            value = stats[:, column]
+            reduce = {"min_reward": value.min, "max_reward": value.max}.get(name)
+            merged.append(reduce() if reduce else (value * weights).sum() / weights.sum())
+        rows_total, token_total, *numbers = torch.stack(merged).tolist()
+        if training:
+            self._total_train_tokens += int(token_total)
+        step = self.state.global_step + 1 if training else self.state.global_step
+        self._records["train" if training else "eval"].append(_BatchRecord(step, rows_total, dict(zip(names, numbers))))
 
     def _consistency(self, rm: RewardModel, inputs, rewards, hidden, training: bool) -> losses.ConsistencyOutput:
         response = inputs["response_mask"]
@@ -633,13 +688,71 @@ class ICRMTrainer(Trainer):
         return loss.detach(), logits, labels
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if split == "eval" else ""
-        for name, values in self._terms[split].items():
-            if values:  # compute_metrics' value over the whole eval set, where it has one, wins
-                logs.setdefault(f"{prefix}{name}", sum(values) / len(values))
-        self._terms[split].clear()
+        """Add icrm's loss terms and TRL's reward metrics to a training step's or an evaluation's log.
+
+        Each value is a mean over the batches since the last log, weighted by
+        their rows (pairs, or graded responses), so a short last batch counts
+        for its rows; ``loss`` is recomputed the same way. The last training
+        step is always logged (:class:`LogLastStep`) and averages the last
+        ``logging_steps`` steps, like every other point, even where that
+        reaches back before the previous log. As in TRL: ``min_reward``,
+        ``mean_reward``, ``max_reward`` (each batch's, averaged), ``margin``
+        (chosen minus rejected, pairs only), ``num_tokens`` (non-padding tokens
+        trained on so far, also in evaluation logs); ``accuracy`` counts ties
+        half, where TRL counts them as wrong. Other logs (the run's closing
+        summary) are left as they are.
+        """
+        if self._eval_prefix is not None:
+            metrics = _weighted_means(self._records["eval"])
+            metrics["num_tokens"] = self._total_train_tokens
+            for name, value in metrics.items():  # compute_metrics' value over the whole set, where it has one, wins
+                logs.setdefault(f"{self._eval_prefix}_{name}", value)
+            self._records["eval"].clear()
+        elif "loss" in logs and self._records["train"]:
+            logs.update(_weighted_means(self._train_window()), num_tokens=self._total_train_tokens)
         super().log(logs, start_time)
+
+    def _train_window(self) -> list[_BatchRecord]:
+        """The records this training log averages; the last ``logging_steps`` steps' are kept for the last log."""
+        step, every = self.state.global_step, self.state.logging_steps
+        start = self._logged_step
+        if step >= self.state.max_steps and self.args.logging_strategy == IntervalStrategy.STEPS:
+            start = min(start, step - every)
+        window = [record for record in self._records["train"] if start < record.step <= step]
+        self._records["train"] = [record for record in self._records["train"] if record.step > step - every]
+        self._logged_step = step
+        return window
+
+
+@dataclass
+class _BatchRecord:
+    """The values :meth:`ICRMTrainer.log` averages, of one batch (all processes together)."""
+
+    step: int  # the optimizer step it belongs to
+    rows: float  # pairs or graded responses: its weight
+    values: dict[str, float]
+
+
+def _weighted_means(records: list[_BatchRecord]) -> dict[str, float]:
+    """Each value's mean over the records, weighted by their rows."""
+    means = {}
+    for name in {name: None for record in records for name in record.values}:
+        having = [record for record in records if name in record.values]
+        means[name] = sum(r.values[name] * r.rows for r in having) / sum(r.rows for r in having)
+    return means
+
+
+class LogLastStep(TrainerCallback):
+    """Log the last training step too, so that every curve (the loss and each term) ends where training did."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.logging_strategy == IntervalStrategy.STEPS and state.global_step >= state.max_steps:
+            control.should_log = True
+
+
+def _bf16_device_available() -> bool:
+    """Whether transformers accepts ``bf16=True`` without ``use_cpu`` (the check it fails with otherwise)."""
+    return is_torch_bf16_gpu_available() or is_torch_xla_available()
 
 
 def pairwise_accuracy(eval_pred) -> dict[str, float]:
@@ -972,11 +1085,9 @@ class RichProgress(TrainerCallback):
 
 def _use_rich_progress(trainer: Trainer) -> None:
     """Replace transformers' tqdm bar and log printer with ours (nothing under --quiet)."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    if not QUIET["value"]:
+    if not QUIET["value"] and not any(isinstance(c, RichProgress) for c in trainer.callback_handler.callbacks):
         trainer.add_callback(RichProgress())
 
 
@@ -999,6 +1110,8 @@ def _plot_losses(history: list[dict], path: Path) -> None:
 
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for entry in history:
+        if "loss" not in entry:  # evaluations and the closing summary: the panels share the training steps
+            continue
         for name in ("loss", "bt", "bce", "prm", "icrm", "sft"):
             if name in entry:
                 curves[name].append((entry["step"], entry[name]))
