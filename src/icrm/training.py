@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import RewardConfig
 
 from . import losses
@@ -601,9 +602,8 @@ class ICRMTrainer(Trainer):
     def _length_grouped(self, dataset, batch_size: int):
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, RewardDataset):
             return None
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        return LengthGroupedSampler(batch_size, lengths=dataset.lengths)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SeededLengthGroupedSampler(batch_size, dataset.lengths, seed)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Checkpoint the full training state (LoRA unmerged) with safetensors.
@@ -640,6 +640,31 @@ class ICRMTrainer(Trainer):
                 logs.setdefault(f"{prefix}{name}", sum(values) / len(values))
         self._terms[split].clear()
         super().log(logs, start_time)
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped sampler, with an order that depends on the seed and the epoch alone.
+
+    transformers' own draws each epoch's order from the global torch RNG, which
+    by a later epoch also holds every dropout draw of the epochs before. A run
+    resumed in that epoch skips to its checkpoint's batch before the RNG state
+    is restored, so it drew another order and trained on other batches. As
+    accelerate's ``SeedableRandomSampler`` does for the random order, the
+    generator is reseeded with ``seed + epoch`` (the dataloader calls
+    ``set_epoch`` each epoch), and the global RNG is left alone.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
 
 def pairwise_accuracy(eval_pred) -> dict[str, float]:
