@@ -943,13 +943,56 @@ class GracefulInterrupt(TrainerCallback):
             control.should_training_stop = True
 
 
+class WholeRunLoss(TrainerCallback):
+    """``train_loss`` over every step of a run, resumed or not.
+
+    transformers averages the loss over the steps of one ``train()`` call and
+    holds the loss of the steps since the last log in memory only. This logs
+    at every checkpoint, so that a checkpoint's log history accounts for every
+    step before it, and on a resumed run adds those steps back into the
+    closing log's ``train_loss`` (kept in ``train_loss``).
+    """
+
+    def __init__(self):
+        self.start = 0
+        self.train_loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = state.global_step  # the checkpoint's step on a resume
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_loss" not in logs:
+            return
+        self.train_loss = logs["train_loss"]
+        if self.start == 0 or state.global_step == 0:
+            return
+        total, logged = 0.0, 0
+        for entry in state.log_history:
+            if "loss" in entry and entry["step"] <= self.start:
+                total += entry["loss"] * (entry["step"] - logged)
+                logged = entry["step"]
+        if logged != self.start:  # a checkpoint without a log at its step (older icrm): its steps' loss is lost
+            return
+        self.train_loss = (total + self.train_loss * (state.global_step - self.start)) / state.global_step
+        state.log_history[-1]["train_loss"] = self.train_loss
+
+
 def _train(trainer: Trainer, work: Path, resume: bool):
-    """``trainer.train()`` with resume, Ctrl-C checkpointing and rich progress."""
+    """``trainer.train()`` with resume, Ctrl-C checkpointing and rich progress.
+
+    The result's ``training_loss`` covers the whole run, also when resumed.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     _use_rich_progress(trainer)
     interrupt = GracefulInterrupt()
     trainer.add_callback(interrupt)
+    whole_run = WholeRunLoss()
+    trainer.add_callback(whole_run)  # after the interrupt, whose checkpoint it must log
     checkpoint = get_last_checkpoint(str(work / "trainer")) if resume and (work / "trainer").is_dir() else None
     previous = signal.signal(signal.SIGINT, interrupt.request)
     try:
@@ -962,7 +1005,8 @@ def _train(trainer: Trainer, work: Path, resume: bool):
             "run the same command with --resume to continue",
             130,
         )
-    return result
+    result.metrics["train_loss"] = whole_run.train_loss
+    return result._replace(training_loss=whole_run.train_loss)
 
 
 class RichProgress(TrainerCallback):
@@ -980,6 +1024,8 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self._bar = progress_factory("training", state.max_steps)
+            if state.global_step:  # resumed: the bar covers the whole run
+                self._bar(state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._bar is not None:
