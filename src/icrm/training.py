@@ -586,7 +586,7 @@ class ICRMTrainer(Trainer):
         return losses.sft_nll(logits, targets, rows)
 
     def _get_train_sampler(self, train_dataset=None):
-        """transformers' length-grouped sampler, fed the lengths icrm already knows.
+        """transformers' length-grouped sampler, fed the lengths icrm already knows and seeded per epoch.
 
         With ``train_sampling_strategy="group_by_length"`` batches hold rows of
         similar length, which cuts padding (49 % → 13 % on HH); the default
@@ -950,7 +950,7 @@ class WholeRunLoss(TrainerCallback):
     holds the loss of the steps since the last log in memory only. This logs
     at every checkpoint, so that a checkpoint's log history accounts for every
     step before it, and on a resumed run adds those steps back into the
-    closing log's ``train_loss`` (kept in ``train_loss``).
+    closing log's ``train_loss``, which it keeps as ``self.train_loss``.
     """
 
     def __init__(self):
