@@ -32,6 +32,7 @@ import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import IntervalStrategy
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import RewardConfig
@@ -640,7 +641,7 @@ class ICRMTrainer(Trainer):
         return losses.sft_nll(logits, targets, rows)
 
     def _get_train_sampler(self, train_dataset=None):
-        """transformers' length-grouped sampler, fed the lengths icrm already knows.
+        """transformers' length-grouped sampler, fed the lengths icrm already knows and seeded per epoch.
 
         With ``train_sampling_strategy="group_by_length"`` batches hold rows of
         similar length, which cuts padding (49 % → 13 % on HH); the default
@@ -656,9 +657,8 @@ class ICRMTrainer(Trainer):
     def _length_grouped(self, dataset, batch_size: int):
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, RewardDataset):
             return None
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        return LengthGroupedSampler(batch_size, lengths=dataset.lengths)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SeededLengthGroupedSampler(batch_size, dataset.lengths, seed)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Checkpoint the full training state (LoRA unmerged) with safetensors.
@@ -753,6 +753,31 @@ class LogLastStep(TrainerCallback):
 def _bf16_device_available() -> bool:
     """Whether transformers accepts ``bf16=True`` without ``use_cpu`` (the check it fails with otherwise)."""
     return is_torch_bf16_gpu_available() or is_torch_xla_available()
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped sampler, with an order that depends on the seed and the epoch alone.
+
+    transformers' own draws each epoch's order from the global torch RNG, which
+    by a later epoch also holds every dropout draw of the epochs before. A run
+    resumed in that epoch skips to its checkpoint's batch before the RNG state
+    is restored, so it drew another order and trained on other batches. As
+    accelerate's ``SeedableRandomSampler`` does for the random order, the
+    generator is reseeded with ``seed + epoch`` (the dataloader calls
+    ``set_epoch`` each epoch), and the global RNG is left alone.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
 
 def pairwise_accuracy(eval_pred) -> dict[str, float]:
@@ -1031,13 +1056,56 @@ class GracefulInterrupt(TrainerCallback):
             control.should_training_stop = True
 
 
+class WholeRunLoss(TrainerCallback):
+    """``train_loss`` over every step of a run, resumed or not.
+
+    transformers averages the loss over the steps of one ``train()`` call and
+    holds the loss of the steps since the last log in memory only. This logs
+    at every checkpoint, so that a checkpoint's log history accounts for every
+    step before it, and on a resumed run adds those steps back into the
+    closing log's ``train_loss``, which it keeps as ``self.train_loss``.
+    """
+
+    def __init__(self):
+        self.start = 0
+        self.train_loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = state.global_step  # the checkpoint's step on a resume
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_loss" not in logs:
+            return
+        self.train_loss = logs["train_loss"]
+        if self.start == 0 or state.global_step == 0:
+            return
+        total, logged = 0.0, 0
+        for entry in state.log_history:
+            if "loss" in entry and entry["step"] <= self.start:
+                total += entry["loss"] * (entry["step"] - logged)
+                logged = entry["step"]
+        if logged != self.start:  # a checkpoint without a log at its step (older icrm): its steps' loss is lost
+            return
+        self.train_loss = (total + self.train_loss * (state.global_step - self.start)) / state.global_step
+        state.log_history[-1]["train_loss"] = self.train_loss
+
+
 def _train(trainer: Trainer, work: Path, resume: bool):
-    """``trainer.train()`` with resume, Ctrl-C checkpointing and rich progress."""
+    """``trainer.train()`` with resume, Ctrl-C checkpointing and rich progress.
+
+    The result's ``training_loss`` covers the whole run, also when resumed.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     _use_rich_progress(trainer)
     interrupt = GracefulInterrupt()
     trainer.add_callback(interrupt)
+    whole_run = WholeRunLoss()
+    trainer.add_callback(whole_run)  # after the interrupt, whose checkpoint it must log
     checkpoint = get_last_checkpoint(str(work / "trainer")) if resume and (work / "trainer").is_dir() else None
     previous = signal.signal(signal.SIGINT, interrupt.request)
     try:
@@ -1050,7 +1118,8 @@ def _train(trainer: Trainer, work: Path, resume: bool):
             "run the same command with --resume to continue",
             130,
         )
-    return result
+    result.metrics["train_loss"] = whole_run.train_loss
+    return result._replace(training_loss=whole_run.train_loss)
 
 
 class RichProgress(TrainerCallback):
@@ -1068,6 +1137,8 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self._bar = progress_factory("training", state.max_steps)
+            if state.global_step:  # resumed: the bar covers the whole run
+                self._bar(state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._bar is not None:
