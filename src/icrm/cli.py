@@ -189,6 +189,10 @@ Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
 SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
 StepSepOpt = typer.Option("\n", "--step-separator", help="Joins the steps of stepwise rows (and splits responses into steps).")
+OverwriteOpt = typer.Option(
+    False, "--overwrite",
+    help="Replace an existing --output even if icrm did not write it (default: only this command's earlier output).",
+)
 
 
 def _scheduler(default: str):
@@ -238,6 +242,7 @@ def sft(
     ),
     step_separator: str = StepSepOpt,
     packing: Optional[bool] = PackingOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a causal LM (generator, policy) by SFT.
@@ -254,7 +259,8 @@ def sft(
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
     metrics = train_sft(
-        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator, packing
+        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator, packing,
+        overwrite=overwrite,
     )
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
@@ -313,6 +319,7 @@ def train(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a reward model (BT or pointwise, + ICRM).
@@ -347,7 +354,7 @@ def train(
         ),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid, resume)
+    metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid, resume, overwrite)
     summary = {"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]}
     if "eval_accuracy" in metrics:
         summary["eval_accuracy"] = round(metrics["eval_accuracy"], 4)
@@ -377,6 +384,7 @@ def eval_cmd(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Pairwise accuracy, or RewardBench 2 scores.
@@ -389,7 +397,7 @@ def eval_cmd(
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
-        step_threshold=step_threshold, step_separator=step_separator, packing=packing,
+        step_threshold=step_threshold, step_separator=step_separator, packing=packing, overwrite=overwrite,
     )
     if "steps" in metrics:
         summary = {k: _rounded(metrics["steps"][k]) for k in ("step_auroc", "first_error_f1", "localization")}
@@ -424,6 +432,7 @@ def score(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Add a reward to every response of a data file."""
@@ -433,6 +442,7 @@ def score(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
         per_token=per_token, generator=generator, per_step=per_step, step_separator=step_separator, packing=packing,
+        overwrite=overwrite,
     )
     shown, notes = _length_summary(counts)
     _report({"rows": counts["rows"], **shown, "output": str(output)}, notes)
@@ -457,6 +467,7 @@ def bon(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Best-of-N: accuracy@n, pass@n, random@n, majority@n.
@@ -469,7 +480,7 @@ def bon(
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        aggregate_steps=aggregate, step_separator=step_separator, packing=packing,
+        aggregate_steps=aggregate, step_separator=step_separator, packing=packing, overwrite=overwrite,
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
     for metric in ("random", "majority", "pass"):
@@ -489,12 +500,13 @@ def data_synth(
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Training rows [default: the task's]."),
     n_test: Optional[int] = typer.Option(None, "--n-test", help="Test rows and best-of-N prompts [default: the task's]."),
     flip: Optional[float] = typer.Option(None, "--flip", help="Share of training labels flipped."),
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Write an embedded synthetic task as ordinary data files."""
     from .synthetic import write_task
 
-    info = write_task(task, output, seed=seed, n_train=n_train, n_test=n_test, flip=flip)
+    info = write_task(task, output, seed=seed, n_train=n_train, n_test=n_test, flip=flip, overwrite=overwrite)
     _report({"task": info["task"], "files": info["files"], "output": str(output)})
 
 
@@ -505,6 +517,7 @@ def data_gsm8k_bon(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for bon_/pointwise_ train/test files."),
     seed: int = SeedOpt,
     test_fraction: float = typer.Option(0.5, "--test-fraction", help="Share of the questions in the test files."),
+    overwrite: bool = OverwriteOpt,
 ):
     """GSM8K graded solutions → best-of-N and pointwise files.
 
@@ -512,7 +525,7 @@ def data_gsm8k_bon(
     """
     from .converters import gsm8k_best_of_n
 
-    counts = gsm8k_best_of_n(data, output, seed, test_fraction)
+    counts = gsm8k_best_of_n(data, output, seed, test_fraction, overwrite)
     _report({"questions": counts, "output": str(output)})
 
 
@@ -521,11 +534,12 @@ def data_gsm8k_bon(
 def data_gsm8k_sft(
     data: str = typer.Option(..., "--data", "-d", help="GSM8K train.jsonl(.gz) with question/answer."),
     output: Path = typer.Option(..., "--output", "-o", help="Pointwise JSONL (label 1) for icrm sft."),
+    overwrite: bool = OverwriteOpt,
 ):
     """GSM8K question/answer rows → SFT data for a generator/backbone."""
     from .converters import gsm8k_sft
 
-    _report({"rows": gsm8k_sft(data, output), "output": str(output)})
+    _report({"rows": gsm8k_sft(data, output, overwrite), "output": str(output)})
 
 
 @data_app.command("split")
@@ -535,11 +549,12 @@ def data_split(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for train.jsonl and test.jsonl."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of the prompts in test.jsonl."),
     seed: int = SeedOpt,
+    overwrite: bool = OverwriteOpt,
 ):
     """Split a data file by prompt (no prompt on both sides) with a fixed seed."""
     from .converters import split_by_prompt
 
-    counts = split_by_prompt(data, output, test_fraction, seed)
+    counts = split_by_prompt(data, output, test_fraction, seed, overwrite)
     _report({**counts, "output": str(output)})
 
 
@@ -548,6 +563,7 @@ def data_split(
 def demo(
     output: Path = typer.Option(Path("icrm-demo"), "--output", "-o", help="Report directory."),
     quick: bool = typer.Option(False, "--quick", help="Smaller run: no probes, no DPO loop, no process rewards (about a minute on 2 cores)."),
+    overwrite: bool = OverwriteOpt,
 ):
     """Embedded end-to-end run on CPU, no downloads.
 
@@ -557,7 +573,7 @@ def demo(
     """
     from .demo import run_demo
 
-    metrics = run_demo(output, quick)
+    metrics = run_demo(output, quick, overwrite)
     summary = {f"{m} {split}": round(acc, 3) for m, per in metrics["accuracy"].items() for split, acc in per.items()}
     summary["report"] = str(Path(output) / "report.md")
     _report(summary)
@@ -580,6 +596,7 @@ def explain(
     ),
     step_separator: str = StepSepOpt,
     skip_invalid: bool = SkipOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Per-token reward heatmap (HTML, optional PNG).
@@ -591,6 +608,7 @@ def explain(
     written = explain_to_files(
         model, output, prompt=prompt, response=response, data=data, limit=limit, generator=generator, png=png,
         max_length=max_length, per_step=per_step, step_separator=step_separator, skip_invalid=skip_invalid,
+        overwrite=overwrite,
     )
     _report({"written": ", ".join(str(p) for p in written)})
 
@@ -623,6 +641,7 @@ def sample(
     batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Sample N responses per prompt from a policy.
@@ -632,7 +651,7 @@ def sample(
     from .policy import SamplingConfig, sample_to_file
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
-    _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle), {
+    _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle, overwrite), {
         "truncated": f"samples cut at --max-new-tokens {max_new_tokens} before an end token",
         "empty_dropped": "empty samples left out of the candidates",
         "prompts_dropped": "prompts left with no candidate",
@@ -651,6 +670,7 @@ def dpo_pairs(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Best and worst candidate per prompt as DPO pairs.
@@ -661,7 +681,7 @@ def dpo_pairs(
 
     counts = build_dpo_pairs_file(
         model, data, output, min_gap=min_gap, exclude_prompts=exclude_prompts, batch_size=batch_size,
-        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, overwrite=overwrite,
     )
     _report({**counts, "output": str(output)}, {
         "pairs": "prompts that gave a chosen/rejected pair",
@@ -700,6 +720,7 @@ def dpo(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a policy with DPO (TRL's DPOTrainer).
@@ -712,7 +733,7 @@ def dpo(
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = DPOSettings(beta, loss_type, max_length, lora_r, lora_alpha, gradient_checkpointing, skip_invalid,
                            trust_remote_code, allow_pickle)
-    metrics = train_dpo(policy, data, output, training, settings)
+    metrics = train_dpo(policy, data, output, training, settings, overwrite)
     summary = {"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]}
     if metrics["final_reward_accuracy"] is not None:
         summary["reward_accuracy"] = round(metrics["final_reward_accuracy"], 4)
@@ -738,6 +759,7 @@ def compare_policies_cmd(
     batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate / scoring call."),
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Compare policies: mean reward, win/tie/lose.
@@ -749,7 +771,7 @@ def compare_policies_cmd(
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     report = compare_policies(
         list(policies) + list(more or []), prompts, judge, sampling, task=task, output=output, batch_size=batch_size,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, overwrite=overwrite,
     )
     if JSON_LOGS["value"] or output is None:
         print(json.dumps(report, default=str))
@@ -832,6 +854,7 @@ def grpo(
     bf16: bool = Bf16Opt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a policy with GRPO (TRL's GRPOTrainer).
@@ -846,7 +869,7 @@ def grpo(
         num_generations, max_completion_length, beta, loss_type, epsilon, scale_rewards, temperature, top_p, top_k,
         lora_r, lora_alpha, gradient_checkpointing, exclude_prompts, trust_remote_code, allow_pickle,
     )
-    metrics = train_grpo(policy, reward_model, prompts, output, training, settings)
+    metrics = train_grpo(policy, reward_model, prompts, output, training, settings, overwrite)
     summary = {"output": str(output), "steps": metrics["steps"], "prompts": metrics["prompts"]}
     if metrics["final_reward"] is not None:
         summary.update(first_reward=round(metrics["first_reward"], 4), final_reward=round(metrics["final_reward"], 4))
