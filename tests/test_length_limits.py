@@ -9,6 +9,7 @@ import torch
 from conftest import write_jsonl
 
 from icrm.data import TokenizeStats, encode, encode_steps, fit_length
+from icrm.outputs import OUTPUT_MARKER
 from icrm.scoring import score_steps
 
 TRAINED_AT = 24  # the checkpoint's training --max-length
@@ -50,7 +51,8 @@ def test_default_is_the_training_length_and_prompts_are_cut_from_the_left(tmp_pa
     assert cli("eval", "--model", rm_dir, "--data", data, "--output", metrics).exit_code == 0
     counts = json.loads(metrics.read_text())
     assert (counts["max_length"], counts["truncated"], counts["dropped_over_length"]) == (TRAINED_AT, 2, 0)  # both sides
-    assert cli("eval", "--model", rm_dir, "--data", data, "--output", metrics, "--max-length", "200").exit_code == 0
+    again = cli("eval", "--model", rm_dir, "--data", data, "--output", metrics, "--max-length", "200", "--overwrite")
+    assert again.exit_code == 0, again.output
     assert json.loads(metrics.read_text())["truncated"] == 0
 
 
@@ -80,7 +82,7 @@ def test_a_response_that_cannot_fit_is_an_error_or_skipped(tmp_path, cli, rm_dir
     if command == "score":
         assert len(out.read_text().splitlines()) == 1
     elif command == "explain":
-        assert sorted(p.name for p in out.iterdir()) == ["example-0001.html", "index.html"]
+        assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "example-0001.html", "index.html"]
     else:
         report = json.loads(out.read_text())
         assert report["dropped_over_length"] == 1 and report["num_prompts" if command == "bon" else "n"] == 1

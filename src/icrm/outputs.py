@@ -149,17 +149,16 @@ def check_output(target: str | Path, kind: str | None = None, overwrite: bool = 
         raise UserError(f"--output {target} is a folder; give a file path")
     if overwrite:
         return path
+    remedy = "pass --overwrite to replace it, or choose another --output"
     if kind is None:
-        raise UserError(f"{target} exists; pass --overwrite to replace it, or choose another --output")
+        raise UserError(f"{target} exists; {remedy}")
     if path.is_dir() and not path.is_symlink():
         found = output_kind(path)
         if found == kind or not any(path.iterdir()):
             return path
         if found is not None:
-            raise UserError(
-                f"{target} is an icrm {found} output, not {kind}; pass --overwrite to replace it, or choose another --output"
-            )
-    raise UserError(f"{target} exists and is not an icrm {kind} output; pass --overwrite to replace it, or choose another --output")
+            raise UserError(f"{target} is an icrm {found} output, not {kind}; {remedy}")
+    raise UserError(f"{target} exists and is not an icrm {kind} output; {remedy}")
 
 
 @contextlib.contextmanager
