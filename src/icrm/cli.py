@@ -191,7 +191,8 @@ ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of
 StepSepOpt = typer.Option("\n", "--step-separator", help="Joins the steps of stepwise rows (and splits responses into steps).")
 OverwriteOpt = typer.Option(
     False, "--overwrite",
-    help="Replace an existing --output even if icrm did not write it (default: only this command's earlier output).",
+    help="Replace an existing --output file, or a folder this command did not write (without it, only an empty "
+    "folder or this command's earlier output folder is replaced).",
 )
 
 
