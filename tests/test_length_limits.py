@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from icrm.data import TokenizeStats, encode, encode_steps, fit_length
 from icrm.errors import UserError
+from icrm.outputs import OUTPUT_MARKER
 from icrm.scoring import score_steps
 
 TRAINED_AT = 24  # the checkpoint's training --max-length
@@ -57,12 +58,13 @@ def test_default_is_the_position_limit_and_prompts_are_cut_from_the_left(tmp_pat
     assert (counts["max_length"], counts["truncated"], counts["dropped_over_length"]) == (POSITIONS, 0, 0)
 
     data = write_jsonl(tmp_path / "pairs.jsonl", [SHORT_PAIR, LONG_PROMPT_PAIR])
-    result = cli("score", "--model", rm_dir, "--data", data, "--output", out, "--max-length", str(TRAINED_AT))
+    result = cli("score", "--model", rm_dir, "--data", data, "--output", out, "--max-length", str(TRAINED_AT), "--overwrite")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[1]["chosen_reward"] == pytest.approx(by_hand(tiny_rm, LONG, "hello world", TRAINED_AT), abs=1e-5)
     assert rows[0]["chosen_reward"] == pytest.approx(tiny_rm.score(["hello"], ["the lazy dog"])[0], abs=1e-5)
-    assert cli("eval", "--model", rm_dir, "--data", data, "--output", metrics, "--max-length", str(TRAINED_AT)).exit_code == 0
+    assert cli("eval", "--model", rm_dir, "--data", data, "--output", metrics, "--max-length", str(TRAINED_AT),
+               "--overwrite").exit_code == 0
     assert json.loads(metrics.read_text())["truncated"] == 2  # both sides
 
 
@@ -91,6 +93,10 @@ def test_serve_and_score_share_the_default(tiny_rm, monkeypatch):
         assert client.get("/health").json()["max_length"] == DEFAULT_MAX_LENGTH
     with pytest.raises(UserError, match="at least 8"):
         resolve_max_length(tiny_rm, 4)
+    assert (counts["max_length"], counts["truncated"], counts["dropped_over_length"]) == (TRAINED_AT, 2, 0)  # both sides
+    again = cli("eval", "--model", rm_dir, "--data", data, "--output", metrics, "--max-length", "200", "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert json.loads(metrics.read_text())["truncated"] == 0
 
 
 @pytest.mark.parametrize(
@@ -120,7 +126,7 @@ def test_a_response_that_cannot_fit_is_an_error_or_skipped(tmp_path, cli, rm_dir
     if command == "score":
         assert len(out.read_text().splitlines()) == 1
     elif command == "explain":
-        assert sorted(p.name for p in out.iterdir()) == ["example-0001.html", "index.html"]
+        assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "example-0001.html", "index.html"]
     else:
         report = json.loads(out.read_text())
         assert report["dropped_over_length"] == 1 and report["num_prompts" if command == "bon" else "n"] == 1

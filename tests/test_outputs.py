@@ -23,7 +23,7 @@ def mode(path) -> int:
 
 
 def test_staged_outputs_follow_the_umask(tmp_path, umask):
-    with staged_directory(tmp_path / "dir") as staging:
+    with staged_directory(tmp_path / "dir", "test") as staging:
         (staging / "file.txt").write_text("x")
     with staged_file(tmp_path / "file.json") as tmp:
         tmp.write_text("{}")

@@ -10,6 +10,7 @@ import pytest
 
 from icrm import synthetic
 from icrm.errors import UserError
+from icrm.outputs import OUTPUT_MARKER
 from icrm.synthetic import (
     BAD_WORDS,
     GOOD_WORDS,
@@ -73,7 +74,7 @@ def test_decisive_word_mask_marks_good_and_bad_words():
 
 def test_noisy_files_and_task_json(written):
     out, info = written["noisy"]
-    assert sorted(p.name for p in out.iterdir()) == ["prompts.jsonl", "task.json", "test.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "prompts.jsonl", "task.json", "test.jsonl", "train.jsonl"]
     assert json.loads((out / "task.json").read_text()) == info
     assert (info["task"], info["seed"], info["n_train"], info["n_test"], info["flip"]) == ("noisy", 3, 300, 500, 0.25)
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
@@ -117,7 +118,7 @@ def test_prompt_does_not_decide_the_label(written):
 @pytest.mark.parametrize("task", ["length", "suffix"])
 def test_probe_files_and_clean_labels(written, task):
     out, info = written[task]
-    names = ["task.json", "test_mixed.jsonl", "test_reversed.jsonl", "train.jsonl"]
+    names = [OUTPUT_MARKER, "task.json", "test_mixed.jsonl", "test_reversed.jsonl", "train.jsonl"]
     assert sorted(p.name for p in out.iterdir()) == names
     assert info["n_flipped"] == 0 and info["files"] == {n: 200 for n in names if n.endswith(".jsonl")}
     for split in ("train", "mixed", "reversed"):
@@ -181,7 +182,7 @@ def step_is_right(a: int, op: str, b: int, c: int) -> bool:
 @pytest.mark.parametrize("task", ["arithmetic", "addition"])
 def test_step_task_pointwise_labels_match_the_checker(written, task):
     out, info = written[task]
-    assert sorted(p.name for p in out.iterdir()) == ["bon.jsonl", "task.json", "test.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "bon.jsonl", "task.json", "test.jsonl", "train.jsonl"]
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
     assert info["n_flipped"] == 20
     flipped = {r["id"] for r in train if r["label"] != arithmetic_is_correct(r["prompt"], r["response"])}
@@ -259,7 +260,7 @@ def test_seed_reproduces_bytes_and_other_seeds_differ(tmp_path, task):
 
     first, again, other = files(7, "a"), files(7, "b"), files(8, "c")
     assert first == again
-    assert all(first[name] != other[name] for name in first)
+    assert all(first[name] != other[name] for name in first if name != OUTPUT_MARKER)
 
 
 def test_splits_do_not_depend_on_other_sizes(tmp_path):
@@ -321,7 +322,7 @@ def test_rewrite_replaces_an_earlier_output_only_when_complete(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
     info = write_task("arithmetic", out, seed=2, n_train=10, n_test=5)
-    assert sorted(p.name for p in out.iterdir()) == ["bon.jsonl", "task.json", "test.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "bon.jsonl", "task.json", "test.jsonl", "train.jsonl"]
     assert info["task"] == "arithmetic" and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -329,7 +330,7 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not an icrm synthetic-data directory"):
+    with pytest.raises(ValueError, match="mine exists and is not an icrm data synth output"):
         write_task("noisy", out, n_train=10, n_test=5)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
@@ -362,7 +363,7 @@ def test_step_labels_checker():
 
 def test_steps_files_labels_and_held_out_prompts(steps_task):
     out, info = steps_task
-    names = ["bon.jsonl", "task.json", "test.jsonl", "test_processbench.jsonl", "train.jsonl"]
+    names = [OUTPUT_MARKER, "bon.jsonl", "task.json", "test.jsonl", "test_processbench.jsonl", "train.jsonl"]
     assert sorted(p.name for p in out.iterdir()) == names
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
     assert info["n_flipped"] == round(0.05 * sum(len(r["labels"]) for r in train))

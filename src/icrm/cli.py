@@ -191,6 +191,11 @@ StepSepOpt = typer.Option(
     "\n", "--step-separator", show_default="'\\n'",
     help="Joins the steps of stepwise rows (and splits responses into steps); in bash, $'\\n\\n' is a blank line.",
 )
+OverwriteOpt = typer.Option(
+    False, "--overwrite",
+    help="Replace an existing --output file, or a folder this command did not write (without it, only an empty "
+    "folder or this command's earlier output folder is replaced).",
+)
 
 
 def _scheduler(default: str):
@@ -240,6 +245,7 @@ def sft(
     ),
     step_separator: str = StepSepOpt,
     packing: Optional[bool] = PackingOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a causal LM (generator, policy) by SFT.
@@ -256,7 +262,8 @@ def sft(
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
     metrics = train_sft(
-        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator, packing
+        data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator, packing,
+        overwrite=overwrite,
     )
     _report({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
@@ -315,6 +322,7 @@ def train(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a reward model (BT or pointwise, + ICRM).
@@ -349,7 +357,7 @@ def train(
         ),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
-    metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid, resume)
+    metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid, resume, overwrite)
     summary = {"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]}
     if "eval_accuracy" in metrics:
         summary["eval_accuracy"] = round(metrics["eval_accuracy"], 4)
@@ -379,6 +387,7 @@ def eval_cmd(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Pairwise accuracy, or RewardBench 2 scores.
@@ -391,7 +400,7 @@ def eval_cmd(
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
-        step_threshold=step_threshold, step_separator=step_separator, packing=packing,
+        step_threshold=step_threshold, step_separator=step_separator, packing=packing, overwrite=overwrite,
     )
     if "steps" in metrics:
         summary = {k: _rounded(metrics["steps"][k]) for k in ("step_auroc", "first_error_f1", "localization")}
@@ -426,6 +435,7 @@ def score(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Add a reward to every response of a data file."""
@@ -435,6 +445,7 @@ def score(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
         per_token=per_token, generator=generator, per_step=per_step, step_separator=step_separator, packing=packing,
+        overwrite=overwrite,
     )
     shown, notes = _length_summary(counts)
     _report({"rows": counts["rows"], **shown, "output": str(output)}, notes)
@@ -459,6 +470,7 @@ def bon(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Best-of-N: accuracy@n, pass@n, random@n, majority@n.
@@ -471,7 +483,7 @@ def bon(
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
         skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        aggregate_steps=aggregate, step_separator=step_separator, packing=packing,
+        aggregate_steps=aggregate, step_separator=step_separator, packing=packing, overwrite=overwrite,
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
     for metric in ("random", "majority", "pass"):
@@ -491,12 +503,13 @@ def data_synth(
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Training rows [default: the task's]."),
     n_test: Optional[int] = typer.Option(None, "--n-test", help="Test rows and best-of-N prompts [default: the task's]."),
     flip: Optional[float] = typer.Option(None, "--flip", help="Share of training labels flipped."),
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Write an embedded synthetic task as ordinary data files."""
     from .synthetic import write_task
 
-    info = write_task(task, output, seed=seed, n_train=n_train, n_test=n_test, flip=flip)
+    info = write_task(task, output, seed=seed, n_train=n_train, n_test=n_test, flip=flip, overwrite=overwrite)
     _report({"task": info["task"], "files": info["files"], "output": str(output)})
 
 
@@ -507,6 +520,7 @@ def data_gsm8k_bon(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for bon_/pointwise_ train/test files."),
     seed: int = SeedOpt,
     test_fraction: float = typer.Option(0.5, "--test-fraction", help="Share of the questions in the test files."),
+    overwrite: bool = OverwriteOpt,
 ):
     """GSM8K graded solutions → best-of-N and pointwise files.
 
@@ -514,7 +528,7 @@ def data_gsm8k_bon(
     """
     from .converters import gsm8k_best_of_n
 
-    counts = gsm8k_best_of_n(data, output, seed, test_fraction)
+    counts = gsm8k_best_of_n(data, output, seed, test_fraction, overwrite)
     _report({"questions": counts, "output": str(output)})
 
 
@@ -523,11 +537,12 @@ def data_gsm8k_bon(
 def data_gsm8k_sft(
     data: str = typer.Option(..., "--data", "-d", help="GSM8K train.jsonl(.gz) with question/answer."),
     output: Path = typer.Option(..., "--output", "-o", help="Pointwise JSONL (label 1) for icrm sft."),
+    overwrite: bool = OverwriteOpt,
 ):
     """GSM8K question/answer rows → SFT data for a generator/backbone."""
     from .converters import gsm8k_sft
 
-    _report({"rows": gsm8k_sft(data, output), "output": str(output)})
+    _report({"rows": gsm8k_sft(data, output, overwrite), "output": str(output)})
 
 
 @data_app.command("split")
@@ -537,11 +552,12 @@ def data_split(
     output: Path = typer.Option(..., "--output", "-o", help="Directory for train.jsonl and test.jsonl."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of the prompts in test.jsonl."),
     seed: int = SeedOpt,
+    overwrite: bool = OverwriteOpt,
 ):
     """Split a data file by prompt (no prompt on both sides) with a fixed seed."""
     from .converters import split_by_prompt
 
-    counts = split_by_prompt(data, output, test_fraction, seed)
+    counts = split_by_prompt(data, output, test_fraction, seed, overwrite)
     _report({**counts, "output": str(output)})
 
 
@@ -550,6 +566,7 @@ def data_split(
 def demo(
     output: Path = typer.Option(Path("icrm-demo"), "--output", "-o", help="Report directory."),
     quick: bool = typer.Option(False, "--quick", help="Smaller run: no probes, no DPO loop, no process rewards (about a minute on 2 cores)."),
+    overwrite: bool = OverwriteOpt,
 ):
     """Embedded end-to-end run on CPU, no downloads.
 
@@ -559,7 +576,7 @@ def demo(
     """
     from .demo import run_demo
 
-    metrics = run_demo(output, quick)
+    metrics = run_demo(output, quick, overwrite)
     summary = {f"{m} {split}": round(acc, 3) for m, per in metrics["accuracy"].items() for split, acc in per.items()}
     summary["report"] = str(Path(output) / "report.md")
     _report(summary)
@@ -582,6 +599,7 @@ def explain(
     ),
     step_separator: str = StepSepOpt,
     skip_invalid: bool = SkipOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Per-token reward heatmap (HTML, optional PNG).
@@ -593,6 +611,7 @@ def explain(
     written = explain_to_files(
         model, output, prompt=prompt, response=response, data=data, limit=limit, generator=generator, png=png,
         max_length=max_length, per_step=per_step, step_separator=step_separator, skip_invalid=skip_invalid,
+        overwrite=overwrite,
     )
     _report({"written": ", ".join(str(p) for p in written)})
 
@@ -625,6 +644,7 @@ def sample(
     batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Sample N responses per prompt from a policy.
@@ -634,7 +654,7 @@ def sample(
     from .policy import SamplingConfig, sample_to_file
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
-    _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle), {
+    _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle, overwrite), {
         "truncated": f"samples cut at --max-new-tokens {max_new_tokens} before an end token",
         "empty_dropped": "empty samples left out of the candidates",
         "prompts_dropped": "prompts left with no candidate",
@@ -653,6 +673,7 @@ def dpo_pairs(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Best and worst candidate per prompt as DPO pairs.
@@ -663,7 +684,7 @@ def dpo_pairs(
 
     counts = build_dpo_pairs_file(
         model, data, output, min_gap=min_gap, exclude_prompts=exclude_prompts, batch_size=batch_size,
-        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, overwrite=overwrite,
     )
     _report({**counts, "output": str(output)}, {
         "pairs": "prompts that gave a chosen/rejected pair",
@@ -702,6 +723,7 @@ def dpo(
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a policy with DPO (TRL's DPOTrainer).
@@ -714,7 +736,7 @@ def dpo(
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = DPOSettings(beta, loss_type, max_length, lora_r, lora_alpha, gradient_checkpointing, skip_invalid,
                            trust_remote_code, allow_pickle)
-    metrics = train_dpo(policy, data, output, training, settings)
+    metrics = train_dpo(policy, data, output, training, settings, overwrite)
     summary = {"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]}
     if metrics["final_reward_accuracy"] is not None:
         summary["reward_accuracy"] = round(metrics["final_reward_accuracy"], 4)
@@ -740,6 +762,7 @@ def compare_policies_cmd(
     batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate / scoring call."),
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Compare policies: mean reward, win/tie/lose.
@@ -751,7 +774,7 @@ def compare_policies_cmd(
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     report = compare_policies(
         list(policies) + list(more or []), prompts, judge, sampling, task=task, output=output, batch_size=batch_size,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, overwrite=overwrite,
     )
     if JSON_LOGS["value"] or output is None:
         print(json.dumps(report, default=str))
@@ -834,6 +857,7 @@ def grpo(
     bf16: bool = Bf16Opt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
+    overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
     """Train a policy with GRPO (TRL's GRPOTrainer).
@@ -848,7 +872,7 @@ def grpo(
         num_generations, max_completion_length, beta, loss_type, epsilon, scale_rewards, temperature, top_p, top_k,
         lora_r, lora_alpha, gradient_checkpointing, exclude_prompts, trust_remote_code, allow_pickle,
     )
-    metrics = train_grpo(policy, reward_model, prompts, output, training, settings)
+    metrics = train_grpo(policy, reward_model, prompts, output, training, settings, overwrite)
     summary = {"output": str(output), "steps": metrics["steps"], "prompts": metrics["prompts"]}
     if metrics["final_reward"] is not None:
         summary.update(first_reward=round(metrics["first_reward"], 4), final_reward=round(metrics["final_reward"], 4))

@@ -7,21 +7,24 @@ import re
 from pathlib import Path
 
 from .data import DataError, read_rows
-from .outputs import staged_directory, write_jsonl
+from .outputs import check_output, staged_directory, write_jsonl
 from .scoring import extract_answer
 
 GSM8K_SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 
-def gsm8k_best_of_n(source: str | Path, output: str | Path, seed: int = 0, test_fraction: float = 0.5) -> dict:
+def gsm8k_best_of_n(
+    source: str | Path, output: str | Path, seed: int = 0, test_fraction: float = 0.5, overwrite: bool = False
+) -> dict:
     """GSM8K example model solutions → best-of-N and pointwise files, split by question.
 
     Each question has four graded solutions (GPT-3 6B/175B, fine-tuned and
     verifier-selected). Questions are shuffled with ``seed`` and split, so no
     question is in both halves. Writes ``bon_{train,test}.jsonl`` (prompt,
     candidates, labels, answer) and ``pointwise_{train,test}.jsonl`` (one row
-    per solution) into ``output``.
+    per solution) into ``output`` (see :func:`icrm.outputs.check_output` for ``overwrite``).
     """
+    check_output(output, "data gsm8k-bon", overwrite)
     if not 0.0 < test_fraction < 1.0:
         raise DataError(str(source), f"test fraction must be in (0, 1), got {test_fraction}")
     rows = []
@@ -40,7 +43,7 @@ def gsm8k_best_of_n(source: str | Path, output: str | Path, seed: int = 0, test_
     random.Random(seed).shuffle(rows)
     cut = int(round(len(rows) * (1.0 - test_fraction)))
     halves = {"train": rows[:cut], "test": rows[cut:]}
-    with staged_directory(output) as staging:
+    with staged_directory(output, "data gsm8k-bon", overwrite) as staging:
         for name, part in halves.items():
             write_jsonl(staging / f"bon_{name}.jsonl", part)
             points = [
@@ -52,11 +55,12 @@ def gsm8k_best_of_n(source: str | Path, output: str | Path, seed: int = 0, test_
     return {name: len(part) for name, part in halves.items()}
 
 
-def gsm8k_sft(source: str | Path, output: str | Path) -> int:
+def gsm8k_sft(source: str | Path, output: str | Path, overwrite: bool = False) -> int:
     """GSM8K ``question``/``answer`` rows → pointwise rows (label 1) for ``icrm sft``.
 
     The ``<<…>>`` calculator annotations are removed; the final ``#### N`` is kept.
     """
+    check_output(output, None, overwrite)
     rows = []
     for row in read_rows(source):
         question, answer = row.data.get("question"), row.data.get("answer")
@@ -68,7 +72,7 @@ def gsm8k_sft(source: str | Path, output: str | Path) -> int:
 
 
 def split_by_prompt(
-    source: str | Path, output: str | Path, test_fraction: float = 0.2, seed: int = 0
+    source: str | Path, output: str | Path, test_fraction: float = 0.2, seed: int = 0, overwrite: bool = False
 ) -> dict[str, int]:
     """Split a data file into ``train.jsonl``/``test.jsonl`` with no prompt in both.
 
@@ -77,6 +81,7 @@ def split_by_prompt(
     """
     from .data import load_examples
 
+    check_output(output, "data split", overwrite)
     if not 0.0 < test_fraction < 1.0:
         raise DataError(str(source), f"test fraction must be in (0, 1), got {test_fraction}")
     rows = read_rows(source)
@@ -92,7 +97,7 @@ def split_by_prompt(
     test, train = [], []
     for key in keys:
         (test if len(test) < n_test else train).extend(groups[key])
-    with staged_directory(output) as staging:
+    with staged_directory(output, "data split", overwrite) as staging:
         write_jsonl(staging / "train.jsonl", train)
         write_jsonl(staging / "test.jsonl", test)
     return {"train": len(train), "test": len(test), "prompt_groups": len(keys)}

@@ -556,8 +556,12 @@ def _dpo_report(dpo: dict) -> list[str]:
     ]
 
 
-def run_demo(output: str | Path, quick: bool = False) -> dict:
-    """Run the whole demo into ``output`` (written atomically); returns metrics."""
+def run_demo(output: str | Path, quick: bool = False, overwrite: bool = False) -> dict:
+    """Run the whole demo into ``output`` (written atomically); returns metrics.
+
+    ``output`` may be an earlier demo's folder; anything else that exists needs
+    ``overwrite`` (:func:`icrm.outputs.check_output`).
+    """
     import torch
 
     settings = QUICK if quick else FULL
@@ -565,7 +569,7 @@ def run_demo(output: str | Path, quick: bool = False) -> dict:
     results: dict[str, dict[str, float]] = {}
     losses: dict[str, dict] = {}
     bon_results: dict[str, dict] = {}
-    with staged_directory(output) as root:
+    with staged_directory(output, "demo", overwrite) as root:
         _preference_task("noisy", root, settings, results, losses)
         if settings.probes:
             for probe in ("length", "suffix"):

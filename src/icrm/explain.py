@@ -635,6 +635,7 @@ def explain_to_files(
     per_step: bool = False,
     step_separator: str = DEFAULT_SEPARATOR,
     skip_invalid: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """``icrm explain``: one page for a prompt/response, or an index of pages for a data file.
 
@@ -643,18 +644,26 @@ def explain_to_files(
     rows show their step boundaries and labels; ``per_step`` splits other
     responses into steps at ``step_separator`` and marks those. Lengths follow
     ``icrm score`` (:func:`icrm.scoring.fit_examples`); the default limit is
-    the smallest of the models' defaults.
+    the smallest of the models' defaults. An existing page, or a folder that is
+    not an earlier ``explain`` output, is replaced only with ``overwrite``
+    (:func:`icrm.outputs.check_output`).
     """
     from .data import StepExample, load_examples
     from .errors import UserError
     from .generator import load_generator
     from .modeling import RewardModel
-    from .outputs import staged_directory, staged_file
+    from .outputs import check_output, staged_directory, staged_file
     from .scoring import fit_examples, resolve_max_length
     from .steps import split_steps
 
     if (data is None) == (prompt is None or response is None):
         raise UserError("give either --prompt and --response, or --data")
+    if data is not None:
+        check_output(output, "explain", overwrite)
+    else:
+        check_output(output, None, overwrite)
+        if png:
+            check_output(Path(output).with_suffix(".png"), None, overwrite)
     loaded = [(name, RewardModel.from_pretrained(name)) for name in models]
     tokenizer = loaded[0][1].tokenizer
     max_length = min(filter(None, (resolve_max_length(rm, max_length) for _, rm in loaded)), default=None)
@@ -685,7 +694,7 @@ def explain_to_files(
         tokenizer, load_examples(data, limit=limit, skip_invalid=skip_invalid, step_separator=step_separator),
         max_length, skip_invalid,
     ).examples
-    with staged_directory(output) as staging:
+    with staged_directory(output, "explain", overwrite) as staging:
         entries = []
         for i, ex in enumerate(examples, start=1):
             rows = rows_for(ex.prompt, _labelled_responses(ex, per_step, step_separator),

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import library_bars_off, staged_directory, write_json
+from .outputs import check_output, library_bars_off, staged_directory, write_json
 from .policy import (
     load_prompts,
     lora_config,
@@ -92,7 +92,7 @@ def check_reward_model(path: str, allow_pickle: bool) -> None:
 
 
 def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path, training: dict,
-               settings: GRPOSettings) -> dict:
+               settings: GRPOSettings, overwrite: bool = False) -> dict:
     """``icrm grpo``: GRPO with TRL's ``GRPOTrainer``; writes a plain causal-LM directory.
 
     ``training`` holds ``TrainingArguments`` fields (see
@@ -100,7 +100,9 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
     completions, so batch size x gradient accumulation must be a multiple of
     ``num_generations`` (TRL's rule). Prompts whose :func:`prompt_key` occurs
     in ``settings.exclude_prompts`` are left out, as in ``dpo-pairs``. With
-    LoRA the adapter is merged before saving.
+    LoRA the adapter is merged before saving. ``output`` may be an earlier
+    ``grpo`` output; anything else there needs ``overwrite``
+    (:func:`icrm.outputs.check_output`).
     """
     import datasets
     import yaml
@@ -108,6 +110,7 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
 
     from .modeling import load_causal_lm
 
+    check_output(output, "grpo", overwrite)
     settings.validate()
     group = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * _processes()
     if group % settings.num_generations:
@@ -125,7 +128,7 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
     dataset = datasets.Dataset.from_list([{"prompt": p.messages} for p in kept])
     peft_config = lora_config(settings.lora_r, settings.lora_alpha)
 
-    with staged_directory(output) as staging, library_bars_off():
+    with staged_directory(output, "grpo", overwrite) as staging, library_bars_off():
         try:
             args = GRPOConfig(
                 **training,

@@ -5,7 +5,9 @@ is plain lines instead (a carriage-return bar there is one endless line).
 
 Every command writes its results into a staging path next to the target and
 renames it into place only at the end, so a failed or interrupted run never
-leaves a half-written output behind.
+leaves a half-written output behind. Before any work, :func:`check_output`
+makes sure the target is icrm's to replace, so a run never deletes a
+user's files.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
+
+from .errors import UserError
 
 console = Console(stderr=True)
 QUIET = {"value": os.environ.get("ICRM_QUIET") == "1"}
@@ -146,15 +150,71 @@ def progress_factory(description: str, total: int) -> Callable[[int], None]:
     return step
 
 
+OUTPUT_MARKER = ".icrm-output.json"
+
+
+def output_kind(path: str | Path) -> str | None:
+    """The command that wrote output folder ``path`` (its :data:`OUTPUT_MARKER`), or None."""
+    try:
+        kind = json.loads((Path(path) / OUTPUT_MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+def mark_output(directory: str | Path, kind: str) -> None:
+    """Record in a finished output folder which command wrote it, so a rerun may replace it."""
+    (Path(directory) / OUTPUT_MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+
+
+def check_output(target: str | Path, kind: str | None = None, overwrite: bool = False) -> Path:
+    """Refuse (UserError) an output path that is not icrm's to replace; call it before any work.
+
+    ``kind`` names the command of a folder output; ``None`` means a single
+    file. Replaced without ``overwrite``: nothing, an empty folder, or a folder
+    that the same command wrote (:func:`mark_output`). An existing file or a
+    foreign folder needs ``overwrite``: icrm cannot tell a user's file from its
+    own. The working directory, a folder above it and the home folder are
+    refused even then (a stray ``--output .``). Returns the absolute path.
+    """
+    path = Path(target).absolute()
+    resolved = path.resolve()
+    for name, keep in (("the working directory", Path.cwd().resolve()), ("the home folder", Path.home().resolve())):
+        if resolved == keep or resolved in keep.parents:
+            where = "is" if resolved == keep else "holds"
+            raise UserError(f"--output {target} {where} {name} ({keep}); icrm never replaces it, choose a new path")
+    if not os.path.lexists(path):
+        return path
+    if kind is None and path.is_dir():
+        raise UserError(f"--output {target} is a folder; give a file path")
+    if overwrite:
+        return path
+    remedy = "pass --overwrite to replace it, or choose another --output"
+    if kind is None:
+        raise UserError(f"{target} exists; {remedy}")
+    if path.is_dir() and not path.is_symlink():
+        found = output_kind(path)
+        if found == kind or not any(path.iterdir()):
+            return path
+        if found is not None:
+            raise UserError(f"{target} is an icrm {found} output, not {kind}; {remedy}")
+    raise UserError(f"{target} exists and is not an icrm {kind} output; {remedy}")
+
+
 @contextlib.contextmanager
-def staged_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh directory that replaces ``target`` only if the block succeeds."""
-    target = Path(target).absolute()
+def staged_directory(target: str | Path, kind: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh directory that replaces ``target`` only if the block succeeds.
+
+    ``target`` must pass :func:`check_output` for ``kind``; the finished
+    folder is marked as ``kind``'s output.
+    """
+    target = check_output(target, kind, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     staging.chmod(_default_mode(directory=True))  # mkdtemp's 0700, else, would outlive the rename
     try:
         yield staging
+        mark_output(staging, kind)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -169,12 +229,12 @@ def _default_mode(directory: bool) -> int:
 
 
 def replace_path(source: Path, target: Path) -> None:
-    """Move ``source`` onto ``target``, replacing whatever was there."""
-    if target.exists():
+    """Move ``source`` onto ``target``, replacing what :func:`check_output` allowed (a link, not what it points to)."""
+    if os.path.lexists(target):
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         target.rename(old)
         source.rename(target)
-        if old.is_dir():
+        if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old)
         else:
             old.unlink()

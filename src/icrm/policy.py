@@ -35,7 +35,7 @@ import torch
 
 from .data import FORMAT_FIELDS, DataError, Message, PairExample, _as_messages, load_examples, read_rows
 from .errors import UserError
-from .outputs import library_bars_off, progress, staged_directory, write_json, write_jsonl
+from .outputs import check_output, library_bars_off, progress, staged_directory, write_json, write_jsonl
 
 ENGINES = ("hf", "vllm")
 TRUE_REWARD = "true-reward"
@@ -280,14 +280,16 @@ def sample_to_file(
     config: SamplingConfig,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """``icrm sample``: write best-of-N rows (``prompt``, ``candidates``, ``id``) atomically.
 
     Empty responses are left out of ``candidates`` and counted: the best-of-N
     format requires non-empty responses, and an empty answer carries no text
     to prefer or reject. A prompt left with no candidate is dropped and
-    counted.
+    counted. An existing ``output`` is replaced only with ``overwrite``.
     """
+    check_output(output, None, overwrite)
     config.validate()
     prompts = load_prompts(prompts_source)
     samples = generate_samples(policy, prompts, config, trust_remote_code, allow_pickle)
@@ -412,15 +414,18 @@ def build_dpo_pairs_file(
     skip_invalid: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """``icrm dpo-pairs``: score best-of-N candidates and write chosen/rejected pairs.
 
     Overlapping prompts are removed before scoring, so no reward-model time
     is spent on them. No pair at all is an error (a DPO run on an empty file
-    could only fail later, with a less helpful message).
+    could only fail later, with a less helpful message). An existing ``output``
+    is replaced only with ``overwrite``.
     """
     from .scoring import load_reward_model, score_responses
 
+    check_output(output, None, overwrite)
     if min_gap < 0:
         raise UserError(f"--min-gap must be >= 0, got {min_gap}")
     loaded = load_examples(data, expect=("bon",), skip_invalid=skip_invalid)
@@ -480,7 +485,9 @@ def dpo_rows(examples: list[PairExample]) -> list[dict]:
     ]
 
 
-def train_dpo(policy: str, data: str, output: str | Path, training: dict, settings: DPOSettings) -> dict:
+def train_dpo(
+    policy: str, data: str, output: str | Path, training: dict, settings: DPOSettings, overwrite: bool = False
+) -> dict:
     """``icrm dpo``: DPO with TRL's ``DPOTrainer``; writes a plain causal-LM directory.
 
     ``training`` holds ``TrainingArguments`` fields (see
@@ -490,7 +497,8 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
     (with LoRA, TRL uses the base model with the adapter switched off
     instead). LoRA is merged before saving, so the result loads with
     ``AutoModelForCausalLM.from_pretrained`` and can be sampled, judged or
-    trained again like the input.
+    trained again like the input. ``output`` may be an earlier ``dpo`` output;
+    anything else there needs ``overwrite`` (:func:`icrm.outputs.check_output`).
     """
     import datasets
     import yaml
@@ -498,6 +506,7 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
 
     from .modeling import load_causal_lm
 
+    check_output(output, "dpo", overwrite)
     if settings.beta <= 0:
         raise UserError(f"--beta must be > 0, got {settings.beta}")
     if settings.loss_type not in DPO_LOSS_TYPES:
@@ -510,7 +519,7 @@ def train_dpo(policy: str, data: str, output: str | Path, training: dict, settin
     peft_config = lora_config(settings.lora_r, settings.lora_alpha)
     ref_model = None if peft_config else copy.deepcopy(model).eval().requires_grad_(False)
 
-    with staged_directory(output) as staging, library_bars_off():
+    with staged_directory(output, "dpo", overwrite) as staging, library_bars_off():
         try:
             args = DPOConfig(
                 **{**training, "remove_unused_columns": True},
@@ -641,6 +650,7 @@ def compare_policies(
     batch_size: int = 16,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """``icrm compare-policies``: sample from each policy and judge every response.
 
@@ -651,8 +661,10 @@ def compare_policies(
     likes. Every policy gets the same prompts and seed. Empty responses are
     kept and judged (saying nothing is the policy's answer). Reports, per
     policy, mean/std reward, mean length in words, and win/tie/lose rates vs
-    the first policy.
+    the first policy. An existing ``output`` is replaced only with ``overwrite``.
     """
+    if output is not None:
+        check_output(output, None, overwrite)
     if not policies:
         raise UserError("--policies needs at least one policy directory")
     config.validate()

@@ -36,7 +36,7 @@ from .evaluation import (
     rewardbench2_metrics,
 )
 from .modeling import RewardModel
-from .outputs import progress, warn, write_json, write_jsonl
+from .outputs import check_output, progress, warn, write_json, write_jsonl
 from .steps import (
     AGGREGATES,
     DEFAULT_SEPARATOR,
@@ -213,6 +213,7 @@ def evaluate_pairs(
     ties: str = "half",
     step_threshold: float = 0.5,
     step_separator: str = DEFAULT_SEPARATOR,
+    overwrite: bool = False,
 ) -> dict:
     """``icrm eval``: pairwise accuracy (per subset, RewardBench sections), RewardBench 2 scores, or step metrics.
 
@@ -224,8 +225,13 @@ def evaluate_pairs(
     Stepwise rows (TRL stepwise supervision, ProcessBench) get
     :func:`evaluate_steps`. Other rows are tokenized as in training (see
     :func:`fit_examples`), so on the same pairwise file, given the training
-    ``--max-length``, this is the ``eval_accuracy`` a training run reports.
+    ``--max-length``, this is the ``eval_accuracy`` a training run reports. An existing ``output`` (or plot
+    beside it) is replaced only with ``overwrite``.
     """
+    if output is not None:
+        check_output(output, None, overwrite)  # first: a folder has no name to put the plots beside
+        for plot in ("_margins.png", "_steps.png"):
+            check_output(Path(output).with_name(Path(output).stem + plot), None, overwrite)
     if ties not in TIES:
         raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
     loaded = load_examples(data, split=split, skip_invalid=skip_invalid, limit=limit, step_separator=step_separator)
@@ -240,7 +246,7 @@ def evaluate_pairs(
     if loaded.format == "stepwise":
         extra = {"skipped_rows": loaded.skipped, **fitted.counts(), "model": model, "data": data}
         return evaluate_steps(rm, fitted.examples, output, threshold=step_threshold, batch_size=batch_size,
-                              max_length=fitted.max_length, extra=extra)
+                              max_length=fitted.max_length, extra=extra, overwrite=overwrite)
     scores = score_sequences(rm, fitted.sequences, batch_size)
     subsets = [ex.subset for ex in fitted.examples]
     named_subsets = subsets if any(s is not None for s in subsets) else None
@@ -282,6 +288,7 @@ def evaluate_steps(
     batch_size: int = 16,
     max_length: int | None = None,
     extra: dict | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Step-level metrics (:func:`icrm.steps.step_metrics`, under ``"steps"``) and the outcome's.
 
@@ -289,8 +296,12 @@ def evaluate_steps(
     ``outcome.auroc`` separates right from wrong chains, ``outcome.accuracy``
     counts ``σ(R) > 0.5`` as "right". ``max_length`` cuts prompts from the
     left (:func:`score_steps`). With ``output``, also writes
-    ``<stem>_steps.png``: σ(r) around the first wrong step and along right chains.
+    ``<stem>_steps.png``: σ(r) around the first wrong step and along right chains;
+    existing files are replaced only with ``overwrite``.
     """
+    if output is not None:
+        check_output(output, None, overwrite)
+        check_output(Path(output).with_name(Path(output).stem + "_steps.png"), None, overwrite)
     if not 0.0 < threshold < 1.0:
         raise UserError(f"--step-threshold must be in (0, 1), got {threshold}")
     if not examples:
@@ -367,6 +378,7 @@ def score_file(
     generator: str | None = None,
     per_step: bool = False,
     step_separator: str = DEFAULT_SEPARATOR,
+    overwrite: bool = False,
 ) -> dict:
     """Write ``data`` back with a reward per response; returns the row count and the length counts.
 
@@ -382,8 +394,10 @@ def score_file(
     With ``per_step`` every response also gets its step rewards (the steps of
     stepwise rows, other responses split at ``step_separator``): ``step_rewards``
     (pointwise, stepwise; a list per candidate for best-of-N) or
-    ``chosen_step_rewards``/``rejected_step_rewards``.
+    ``chosen_step_rewards``/``rejected_step_rewards``. An existing ``output``
+    is replaced only with ``overwrite``.
     """
+    check_output(output, None, overwrite)
     loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator,
                            require_labels=False)
     rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
@@ -515,6 +529,7 @@ def best_of_n(
     aggregate_steps: str = "last",
     step_separator: str = DEFAULT_SEPARATOR,
     packing: bool | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Best-of-N verification: accuracy@n, pass@n, random@n (+ majority@n with answers).
 
@@ -523,7 +538,12 @@ def best_of_n(
     by their step rewards aggregated with ``aggregate_steps`` (steps: the
     candidate split at ``step_separator``): ``last`` is the outcome reward,
     ``min`` the weakest step (PRM papers' usual choice), ``mean`` the mean σ(r).
+    ``output`` (report.json, with its curve beside it as PNG) replaces existing
+    files only with ``overwrite``.
     """
+    if output is not None:
+        check_output(output, None, overwrite)
+        check_output(Path(output).with_suffix(".png"), None, overwrite)
     if aggregate_steps not in AGGREGATES:
         raise UserError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate_steps!r}")
     loaded = load_examples(data, expect=("bon",), skip_invalid=skip_invalid)

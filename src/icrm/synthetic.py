@@ -42,14 +42,13 @@ import json
 import operator
 import random
 import re
-import shutil
-import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from icrm.errors import UserError
+from icrm.outputs import check_output, staged_directory
 
 __all__ = [
     "BAD_WORDS",
@@ -676,41 +675,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _check_replaceable(output: Path) -> None:
-    """Refuse to replace anything but an empty directory or an earlier task's output."""
-    if output.exists() and not (output.is_dir() and (not any(output.iterdir()) or (output / "task.json").is_file())):
-        raise UserError(f"{output} exists and is not an icrm synthetic-data directory; choose another --output")
-
-
-def _write_atomically(output: Path, data: SyntheticData) -> None:
-    """Write every file into a temporary directory next to ``output``, then rename it into place.
-
-    A failure leaves no partial directory behind, and an earlier output is
-    replaced only once the new one is complete.
-    """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
-        for name, rows in data.files.items():
-            _write_jsonl(tmp / name, rows)
-        (tmp / "task.json").write_text(json.dumps(data.info, indent=2) + "\n", encoding="utf-8")
-        if output.exists():
-            old = tmp.with_name(tmp.name + ".old")
-            output.rename(old)
-            try:
-                tmp.rename(output)
-            except BaseException:
-                old.rename(output)
-                raise
-            shutil.rmtree(old)
-        else:
-            tmp.rename(output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_task(
     task: str,
     output: Path | str,
@@ -719,20 +683,25 @@ def write_task(
     n_train: int | None = None,
     n_test: int | None = None,
     flip: float | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Generate ``task`` and write its JSONL files and task.json into ``output``.
+    """Generate ``task`` and write its JSONL files and task.json into ``output``, atomically.
 
     Options left as None take the task's defaults (see the ``generate_*``
     functions). Returns the task.json content: task, seed, sizes, flip
     rate, n_flipped, flipped_ids and the row count of each file. Raises
     UserError (a ValueError) for an unknown task, bad sizes or an
-    ``output`` that is not safe to replace, before anything is written.
+    ``output`` that is not safe to replace (:func:`icrm.outputs.check_output`;
+    an earlier ``data synth`` folder is), before anything is written.
     """
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     options = {k: v for k, v in (("n_train", n_train), ("n_test", n_test), ("flip", flip)) if v is not None}
     output = Path(output)
-    _check_replaceable(output)
+    check_output(output, "data synth", overwrite)
     data = TASKS[task](seed=seed, **options)
-    _write_atomically(output, data)
+    with staged_directory(output, "data synth", overwrite) as staging:
+        for name, rows in data.files.items():
+            _write_jsonl(staging / name, rows)
+        (staging / "task.json").write_text(json.dumps(data.info, indent=2) + "\n", encoding="utf-8")
     return data.info

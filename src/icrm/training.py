@@ -67,8 +67,10 @@ from .modeling import (
 )
 from .outputs import (
     QUIET,
+    check_output,
     console,
     note,
+    mark_output,
     progress,
     progress_factory,
     replace_path,
@@ -956,6 +958,7 @@ def train_reward_model(
     eval_data: str | None = None,
     skip_invalid: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """``icrm train``: :class:`ICRMTrainer` on data files, with a command's file handling.
 
@@ -964,7 +967,10 @@ def train_reward_model(
     the end; an interrupted or crashed run leaves it there for
     ``resume=True`` to continue from its last checkpoint (``--save-steps``).
     ``spec`` names the model, its LoRA adapters and its loading permissions.
+    ``output`` may be an earlier ``train`` output; anything else there needs
+    ``overwrite`` (:func:`icrm.outputs.check_output`).
     """
+    check_output(output, "train", overwrite)
     step_separator = config.step_separator
     train_loaded = load_examples(data, expect=TRAINABLE_FORMATS, skip_invalid=skip_invalid, step_separator=step_separator)
     eval_loaded = None
@@ -975,7 +981,7 @@ def train_reward_model(
     config.trust_remote_code, config.allow_pickle = spec.trust_remote_code, spec.allow_pickle
     config.resolve_sampling(train_loaded.format)
     resolved = {"data": data, "eval_data": eval_data, "model": asdict(spec), **config.settings()}
-    with run_directory(output, resume, resolved, config) as work:
+    with run_directory(output, "train", resume, resolved, config) as work:
         config.output_dir = str(work / "trainer")
         trainer = ICRMTrainer(
             spec.name, config, train_dataset=train_loaded, eval_dataset=eval_loaded, peft_config=spec.peft_config()
@@ -1005,8 +1011,8 @@ def train_reward_model(
 
 
 @contextlib.contextmanager
-def run_directory(output: str, resume: bool, resolved: dict, args: TrainingArguments):
-    """The working directory of a run, renamed onto ``output`` when it succeeds.
+def run_directory(output: str, kind: str, resume: bool, resolved: dict, args: TrainingArguments):
+    """The working directory of a run, marked as ``kind``'s output and renamed onto ``output`` when it succeeds.
 
     Only the main process touches the file system; the others wait for it.
     """
@@ -1038,6 +1044,7 @@ def run_directory(output: str, resume: bool, resolved: dict, args: TrainingArgum
     if state.is_main_process:
         shutil.rmtree(work / "trainer", ignore_errors=True)
         record.unlink(missing_ok=True)
+        mark_output(work, kind)
         replace_path(work, target)
 
 
@@ -1247,6 +1254,7 @@ def train_sft(
     responses: str = "chosen",
     step_separator: str = DEFAULT_SEPARATOR,
     packing: bool | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """``icrm sft``: train a causal LM on the chosen, rejected or all responses.
 
@@ -1254,8 +1262,10 @@ def train_sft(
     ``--generator`` (train it on ``both``), a backbone for ``--model`` and a
     policy for sampling and DPO (train it on ``chosen``). ``packing``: each
     batch as one padding-free sequence (TRL's ``padding_free`` collator);
-    ``None``: where the model's attention packs at no extra cost.
+    ``None``: where the model's attention packs at no extra cost. ``output``
+    may be an earlier ``sft`` output; anything else there needs ``overwrite``.
     """
+    check_output(output, "sft", overwrite)
     loaded = load_examples(
         data, expect=("pairwise", "pointwise", "stepwise"), skip_invalid=skip_invalid, step_separator=step_separator
     )
@@ -1281,7 +1291,7 @@ def train_sft(
     resolved = {"data": data, "responses": responses, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
                 "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps,
                 "packing": packing}
-    with run_directory(output, resume, resolved, args) as work:
+    with run_directory(output, "sft", resume, resolved, args) as work:
         args.output_dir = str(work / "trainer")
         collator = PackedSFTCollator(tokenizer.pad_token_id) if packing else SFTCollator(tokenizer.pad_token_id)
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
