@@ -133,7 +133,7 @@ def test_score_keeps_the_input_columns_and_needs_no_label(tmp_path, cli, rm_dir,
 
     pairs = [{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}]
     data = write_jsonl(tmp_path / "hh.jsonl", pairs)  # an implicit prompt: the conversations stay whole
-    assert cli("score", "--model", rm_dir, "--data", data, "--output", out).exit_code == 0
+    assert cli("score", "--model", rm_dir, "--data", data, "--output", out, "--overwrite").exit_code == 0
     scored = json.loads(out.read_text())
     assert (scored["chosen"], scored["rejected"]) == (pairs[0]["chosen"], pairs[0]["rejected"])
     assert scored["chosen_reward"] == pytest.approx(tiny_rm.score(["hi"], ["hello"])[0], abs=1e-5)

@@ -65,9 +65,10 @@ def test_pipeline_writes_checkpoint_metrics_and_plots(pipeline):
 def test_eval_command_writes_accuracy(pipeline, cli):
     root, data, _ = pipeline
     out = root / "eval" / "metrics.json"
-    result = cli("eval", "--model", root / "rm", "--data", data, "--output", out)
-    assert result.exit_code == 2 and "response tokens do not fit in --max-length 192" in result.stderr  # as trained
-    result = cli("eval", "--model", root / "rm", "--data", data, "--output", out, "--skip-invalid")
+    as_trained = ("--max-length", "192")
+    result = cli("eval", "--model", root / "rm", "--data", data, "--output", out, *as_trained)
+    assert result.exit_code == 2 and "response tokens do not fit in --max-length 192" in result.stderr
+    result = cli("eval", "--model", root / "rm", "--data", data, "--output", out, *as_trained, "--skip-invalid")
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
     assert metrics["n"] + metrics["dropped_over_length"] == 40 and metrics["dropped_over_length"] > 0

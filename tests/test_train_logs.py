@@ -101,7 +101,19 @@ def test_config_defaults_warn_about_nothing_and_train_without_bf16(tmp_path, bas
     assert old_name.activation_checkpointing is False
 
 
-def test_training_draws_one_kind_of_bar_and_plain_lines_off_a_terminal(tmp_path, base, monkeypatch):  # noqa: F811
+@pytest.fixture
+def default_logging():
+    """transformers' logging as a user has it (the CLI tests in this process turn it down to errors)."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()
+    yield
+    transformers.logging.set_verbosity(verbosity)
+
+
+def test_training_draws_one_kind_of_bar_and_plain_lines_off_a_terminal(tmp_path, base, monkeypatch,  # noqa: F811
+                                                                       default_logging):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     log = io.StringIO()
