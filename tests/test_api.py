@@ -111,21 +111,23 @@ def test_trl_formats_train_and_export_a_transformers_reward_model(tmp_path, base
 
 
 def test_readme_python_api_runs_as_written(tmp_path):
-    """The README's Python API blocks, after a small version of the quick start's data and generator."""
+    """The README's Python API blocks, each alone, after a small version of the quick start's data and generator
+    (test_readme.py runs them after the real one and checks what they print)."""
     from icrm.data import example_texts, load_examples
     from icrm.modeling import build_causal_lm, train_tokenizer
     from icrm.synthetic import write_task
 
     section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
-    code = "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL))
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     write_task("noisy", tmp_path / "runs" / "noisy", seed=0, n_train=24, n_test=4)
     tok = train_tokenizer(example_texts(load_examples(tmp_path / "runs" / "noisy" / "train.jsonl").examples), 1024)
     build_causal_lm("tiny", tok).save_pretrained(tmp_path / "runs" / "gen")
     tok.save_pretrained(tmp_path / "runs" / "gen")
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-cache"), "ICRM_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for code in blocks:  # each on its own, in a fresh interpreter
+        done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
     for name in ("rm-api", "rm-lora"):
         saved = json.loads((tmp_path / "runs" / name / "icrm_config.json").read_text())
         assert saved["method"] == "icrm" and saved["model"]["name"] == "runs/gen"

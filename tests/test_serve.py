@@ -232,6 +232,49 @@ def test_bad_requests_get_a_json_4xx_naming_the_problem_and_the_server_goes_on(t
     assert after.status_code == 200 and len(after.json()["rewards"]) == 1
 
 
+class Body:
+    """A request body sent in ``size``-byte chunks, counting how many the server pulled."""
+
+    def __init__(self, chunks: int, size: int = 100):
+        self.chunks, self.size, self.sent = chunks, size, 0
+
+    async def __aiter__(self):
+        for _ in range(self.chunks):
+            self.sent += 1
+            yield b" " * self.size
+
+
+def test_a_body_over_max_body_size_is_refused_with_413_before_it_is_read(tiny_rm):
+    app = create_app(tiny_rm, ServeConfig(max_body_size=1000))
+    good = {"query": [rendered(tiny_rm.tokenizer, PROMPTS[0], RESPONSES[0])]}
+    declared, chunked = Body(500), Body(500)  # 50 kB each
+
+    async def body(client):
+        return [await client.post("/get_reward", content=declared, headers={"content-length": "50000"}),
+                await client.post("/score", content=chunked),  # no Content-Length: chunked transfer
+                await client.post("/get_reward", json=good),
+                (await client.get("/metrics")).json()]
+
+    by_length, by_stream, after, metrics = talk(app, body)
+    assert by_length.status_code == 413 and declared.sent == 0  # refused on its Content-Length, unread
+    assert by_length.json() == {"error": "request body: 50000 bytes, more than this server's limit of 1000 bytes (--max-body-size)"}
+    assert by_stream.status_code == 413 and chunked.sent <= 11  # read up to the limit, then refused
+    assert by_stream.json() == {"error": "request body: more than this server's limit of 1000 bytes (--max-body-size)"}
+    assert after.status_code == 200 and metrics["errors"] == {"413": 2}
+
+
+def test_a_body_of_exactly_max_body_size_is_served(tiny_rm):
+    raw = json.dumps({"query": [rendered(tiny_rm.tokenizer, PROMPTS[0], RESPONSES[0])]}).encode()
+
+    async def body(client):
+        return await client.post("/get_reward", content=raw), (await client.get("/health")).json()
+
+    answer, health = talk(create_app(tiny_rm, ServeConfig(max_body_size=len(raw))), body)
+    assert answer.status_code == 200 and health["max_body_size"] == len(raw)
+    health = talk(create_app(tiny_rm, ServeConfig()), lambda client: client.get("/health")).json()
+    assert health["max_body_size"] == 8 * 2**20
+
+
 def test_wrong_method_and_path_are_json_errors(tiny_rm):
     async def body(client):
         return await client.get("/get_reward"), await client.post("/nowhere", json={})
@@ -312,6 +355,10 @@ def test_icrm_serve_subprocess_batches_concurrent_clients_and_stops_cleanly(tiny
         assert bad.status_code == 422 and bad.json() == {"error": "responses: missing field"}
         assert after.status_code == 200 and after.json()["rewards"][0] == pytest.approx(rewards[0], abs=1e-5)
         assert metrics["batch_size"]["max"] > 1 and metrics["batches"] < 9  # requests were batched together
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as raw:  # 50 MB announced, none sent
+            raw.sendall(b"POST /get_reward HTTP/1.1\r\nHost: icrm\r\nContent-Length: 50000000\r\n\r\n")
+            assert raw.recv(4096).startswith(b"HTTP/1.1 413 ")  # answered without waiting for the body
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
         assert process.returncode == 0, err[-2000:]
@@ -342,6 +389,8 @@ def test_serve_refuses_a_busy_port_and_bad_options(tiny_rm, tmp_path, cli, monke
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
     result = cli("serve", "--model", checkpoint, "--max-batch-size", "0")
     assert result.exit_code == 2 and "--max-batch-size must be at least 1" in result.stderr
+    result = cli("serve", "--model", checkpoint, "--max-body-size", "0")
+    assert result.exit_code == 2 and "--max-body-size must be at least 1 byte" in result.stderr
     result = cli("serve", "--model", checkpoint, "--max-length", "5000")
     assert result.exit_code == 2 and "exceeds the model's position limit of 2048 tokens" in result.stderr
     result = cli("serve", "--model", checkpoint, "--normalize")

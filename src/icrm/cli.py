@@ -804,6 +804,9 @@ def serve_cmd(
         None, "--max-length", help="Token limit per text (default: the model's position limit, else 2048)."
     ),
     max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
+    max_body_size: Optional[int] = typer.Option(
+        None, "--max-body-size", help="Largest request body in bytes (default: 8 MiB); larger ones get 413 unread."
+    ),
     normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
     packing: Optional[bool] = PackingOpt,
     trust_remote_code: bool = TrustOpt,
@@ -820,7 +823,7 @@ def serve_cmd(
         _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
         sys.stdout.flush()
 
-    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize, packing)
+    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize, packing, max_body_size)
     serve(model, host, port, settings, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, on_ready=ready)
     _report({"stopped": model})
 

@@ -35,9 +35,10 @@ Tokenizing runs in a second single thread: fast tokenizers must not be called
 from two threads at once, and a large request should not stall the loop.
 
 Bad input gets a 4xx answer ``{"error": "..."}`` naming the field and item:
-400 for a body that is not JSON, 413 for too many texts or an over-long
-one, 422 for a missing field or a wrong type. Nothing a client sends makes
-the server answer with a traceback or stop serving.
+400 for a body that is not JSON, 413 for a body over ``max_body_size`` bytes
+(refused before it is read whole), too many texts or an over-long one, 422
+for a missing field or a wrong type. Nothing a client sends makes the server
+answer with a traceback or stop serving.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from .policy import _without_open_turn
 from .scoring import resolve_max_length
 
 DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len), for a model without position limit
+DEFAULT_MAX_BODY_SIZE = 8 * 2**20  # bytes: room for thousands of long conversations per request
 LATENCY_WINDOW = 10_000  # requests kept for the latency percentiles
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class ServeConfig:
     max_items: int = 1024
     normalize: bool = False
     packing: bool | None = None  # padding-free batches (icrm.packing); None: where they cost nothing extra
+    max_body_size: int | None = None  # bytes per request body; None: DEFAULT_MAX_BODY_SIZE
 
     def validate(self) -> None:
         """Fail before the model is loaded, with the option's name in the message."""
@@ -91,6 +94,8 @@ class ServeConfig:
             raise UserError(f"--max-length must be at least 8, got {self.max_length}")
         if self.max_items < 1:
             raise UserError(f"--max-items must be at least 1, got {self.max_items}")
+        if self.max_body_size is not None and self.max_body_size < 1:
+            raise UserError(f"--max-body-size must be at least 1 byte, got {self.max_body_size}")
 
 
 class RequestError(Exception):
@@ -258,8 +263,28 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-async def _json_object(request) -> dict:
-    raw = await request.body()
+async def _read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before any of the body
+    is read; a body without one (chunked) is read as it streams in and refused
+    once it passes the limit, so no request makes the server hold more than
+    ``limit`` bytes plus one chunk, whatever the client sends.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body: {declared} bytes, more than this server's limit of {limit} bytes (--max-body-size)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body: more than this server's limit of {limit} bytes (--max-body-size)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json_object(request, max_body_size: int) -> dict:
+    raw = await _read_body(request, max_body_size)
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -372,7 +397,8 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
 
     ``max_length=None`` allows the model's position limit, as ``icrm score``
     does (:func:`icrm.scoring.resolve_max_length`), or 2048 tokens for a model
-    without one; ``max_batch_size=None`` is :func:`default_batch_size`.
+    without one; ``max_batch_size=None`` is :func:`default_batch_size`;
+    ``max_body_size=None`` is ``DEFAULT_MAX_BODY_SIZE``.
     """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -387,6 +413,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
     tokenizer = rm.tokenizer
     metrics = Metrics()
     max_batch_size = config.max_batch_size or default_batch_size(rm)
+    max_body_size = config.max_body_size or DEFAULT_MAX_BODY_SIZE
     batcher = DynamicBatcher(rm, max_batch_size, config.max_wait_ms, metrics)
     tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix="icrm-tokenize")
 
@@ -405,7 +432,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
         async def run(request):
             started = time.perf_counter()
             try:
-                payload, items = await handler(await _json_object(request))
+                payload, items = await handler(await _json_object(request, max_body_size))
             except RequestError as err:
                 metrics.errors[err.status] += 1
                 return JSONResponse({"error": err.message}, status_code=err.status)
@@ -456,6 +483,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
             "max_wait_ms": config.max_wait_ms,
             "max_length": max_length,
             "max_items": config.max_items,
+            "max_body_size": max_body_size,
             "normalize": config.normalize,
         })
 
