@@ -20,7 +20,7 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
     done = subprocess.run([icrm, "--quiet", "demo", "--quick", "--output", str(out)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in ("report.md", "metrics.json", "accuracy.png", "bon.png", "losses.png"):
+    for name in ("report.md", "metrics.json", "accuracy.png", "shortcut.png", "losses.png"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     methods, splits = {"BT", "GRM", "ICRM"}, {"noisy/test", "noisy/train"}
@@ -29,14 +29,28 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
         for split in splits:
             value = metrics["accuracy"][method][split]
             assert isinstance(value, float) and 0.0 <= value <= 1.0
-    assert set(metrics["bon"]) == {"BT", "ICRM"}
-    for bon in metrics["bon"].values():
-        assert set(bon["accuracy"]) == set(bon["majority"]) == {"1", "2", "4", "8"}
-        assert bon["accuracy"]["8"] > bon["random"]["8"] + 0.2  # the verifiers learn the addition task
+    shortcut = metrics["shortcut"]
+    assert (shortcut["task"], shortcut["lambda"], shortcut["n_test"]) == ("length", 0.3, 500)  # BENCHMARKS.md §1a's
+    assert set(shortcut["accuracy"]) == {"BT", "ICRM"}
+    assert metrics["bon"] == {} and not (out / "bon.png").exists()  # best-of-N is full mode's
     assert set(metrics["losses"]["noisy"]["BT"]) == {"bt", "icrm", "sft"} and not metrics["losses"]["noisy"]["BT"]["sft"]
     report = (out / "report.md").read_text()
-    assert "noisy/test" in report and "![accuracy](accuracy.png)" in report
-    assert "| majority vote |" in report and "beats a random pick at every n > 1" in report
+    # The report leads with the measured BT-vs-ICRM comparison: its first section, before any table.
+    lead = report.split("\n## ")[1]
+    assert lead.startswith("BT against ICRM in this run") and report.index(lead) < report.index("|")
+    bt, icrm = shortcut["accuracy"]["BT"], shortcut["accuracy"]["ICRM"]
+    for split in ("length/test_mixed", "length/test_reversed"):
+        gap = 100 * (icrm[split] - bt[split])
+        assert f"`{split}` BT {bt[split]:.3f}, ICRM {icrm[split]:.3f} ({gap:+.1f} points)" in lead
+    verdict = "ICRM follows it less" if icrm["length/test_mixed"] > bt["length/test_mixed"] and \
+        icrm["length/test_reversed"] > bt["length/test_reversed"] else "does not show ICRM's lead"
+    assert verdict in lead
+    noisy_bt, noisy_icrm = metrics["accuracy"]["BT"]["noisy/test"], metrics["accuracy"]["ICRM"]["noisy/test"]
+    assert f"`noisy/test` BT {noisy_bt:.3f}, ICRM {noisy_icrm:.3f}" in lead and "**Noisy labels: " in lead
+    share = metrics["attribution"]["decisive_share"]
+    assert f"{share['BT']:.0%} (BT), {share['ICRM']:.0%} (ICRM) of Σ|Δr|" in report
+    assert "noisy/test" in report and "![accuracy](accuracy.png)" in report and "![shortcut](shortcut.png)" in report
+    assert "scored against those training labels, flips included" in report
     assert "without `--quick` adds" in report and "## Process rewards" not in report and "process" not in metrics
     assert not list(tmp_path.glob(".demo.partial-*"))
 

@@ -237,7 +237,7 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
         explained[-1][0].step_labels = shown.labels
     title = "BT, ICRM (outcome labels) and a PRM (step labels) on a held-out chain"
     (root / "steps-explain.html").write_text(render_html(title, shown.prompt, explained))
-    render_png(explained, root / "steps-explain.png")
+    render_png(explained, root / "steps-explain.png", row_scales=True)  # outcome RMs' |Δr| are far below the PRM's
     return {"chain": chain, "step_rewards": rewards, "test": metrics, "n_test": len(test),
             "n_train": settings.steps_train}
 
@@ -644,6 +644,19 @@ def _process_report(process: dict) -> list[str]:
     for method, values in process["test"].items():
         cells = " | ".join("n/a" if values[k] is None else f"{values[k]:.3f}" for k in STEP_METRICS)
         lines.append(f"| {method} | {STEP_METHODS[method][1]} | {cells} |")
+    lines.append("")
+    for method, values in process["test"].items():
+        auroc = values["step_auroc"]
+        if auroc is None or auroc >= 0.5:
+            continue
+        why = (
+            "Learning from outcome labels only, nothing trains its scores of unfinished chains; over 5 seeds "
+            "BENCHMARKS.md §7 finds outcome-label BCE at chance (step AUROC 0.505 ± 0.019), so a value a little "
+            "under 0.5 means no step-level signal, not a reversed one."
+            if STEP_METHODS[method][1] == "outcome labels" else "One seed; BENCHMARKS.md §7 has five."
+        )
+        lines.append(f"* {method}'s step AUROC, {auroc:.3f}, is below chance (0.5, the dotted line in the plot): it "
+                     f"ranks a wrong prefix above a right one slightly more often than the reverse. {why}")
     return lines + [
         "",
         "![steps](steps.png)",
@@ -688,14 +701,16 @@ def _dpo_report(dpo: dict) -> list[str]:
             f"4 samples per training prompt from the noisy SFT policy; best vs worst by each reward model gave "
             f"{dpo['pairs']['BT']} (BT) and {dpo['pairs']['ICRM']} (ICRM) DPO pairs; DPO 2 epochs, lr 1e-4, β 0.1. "
             f"Judged by the true reward on {dpo['prompts']} held-out prompts × {dpo['samples_per_prompt']} samples "
-            "(win/tie/lose: sample j of a prompt vs the SFT policy's sample j)."
+            "(win/tie/lose: sample j of a prompt vs the SFT policy's sample j; the SFT policy is the baseline). "
+            "The tiny policies' samples are mostly byte soup (word pieces and stray bytes, a 2-layer model trained "
+            "from scratch); the true reward counts the good and bad words in them all the same."
         ),
         "",
         "| policy | mean true reward | win / tie / lose vs SFT | mean words |",
         "|---|---|---|---|",
     ]
-    for name, p in dpo["policies"].items():
-        rates = " / ".join(f"{p[k]:.2f}" for k in ("win_rate", "tie_rate", "lose_rate"))
+    for i, (name, p) in enumerate(dpo["policies"].items()):
+        rates = "baseline" if i == 0 else " / ".join(f"{p[k]:.2f}" for k in ("win_rate", "tie_rate", "lose_rate"))
         lines.append(f"| {name} | {p['mean_reward']:.3f} ± {p['std_reward']:.2f} | {rates} | {p['mean_words']:.1f} |")
     return lines + [
         "",
