@@ -486,13 +486,14 @@ def _report(metrics: dict, elapsed: float) -> str:
         "",
         "Per-token reward changes Δr of BT (top) and ICRM (bottom) on a held-out response "
         "(interactive version: [explain.html](explain.html)). The words that set the true reward are "
-        + ", ".join(f"`{w}`" for w in GOOD_WORDS + BAD_WORDS) + "; the rest is filler. At this scale neither model "
-        f"puts its reward changes on them: over the first {attribution['pairs']} held-out pairs they are "
-        f"{attribution['decisive_token_share']:.0%} of the response tokens and get "
-        + ", ".join(f"{share:.0%} ({name})" for name, share in shares.items())
-        + " of Σ|Δr|, so the largest |Δr| the page lists are mostly filler words. BENCHMARKS.md §2 measures this "
-        "over 5 seeds: ICRM (λ = 0.3) moves a few points of Σ|Δr| towards the decisive words, on every seed, but "
-        "every model stays near chance.",
+        + ", ".join(f"`{w}`" for w in GOOD_WORDS + BAD_WORDS) + "; the rest is filler. Over the first "
+        f"{attribution['pairs']} held-out pairs they are {attribution['decisive_token_share']:.0%} of the response "
+        "tokens and get " + ", ".join(f"{share:.0%} ({name})" for name, share in shares.items()) + " of Σ|Δr|"
+        + (": at this scale neither model puts its reward changes on them, so the largest |Δr| the page lists are "
+           "mostly filler words."
+           if max(shares.values()) < 2 * attribution["decisive_token_share"] else ".")
+        + " BENCHMARKS.md §2 measures this over 5 seeds: ICRM (λ = 0.3) moves a few points of Σ|Δr| towards the "
+        "decisive words, on every seed, but every model stays near chance.",
         "",
         "![explain](explain.png)",
         "",
