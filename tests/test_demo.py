@@ -20,7 +20,7 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
     done = subprocess.run([icrm, "--quiet", "demo", "--quick", "--output", str(out)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in ("report.md", "metrics.json", "accuracy.png", "bon.png", "losses.png"):
+    for name in ("report.md", "metrics.json", "accuracy.png", "shortcut.png", "losses.png"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     methods, splits = {"BT", "GRM", "ICRM"}, {"noisy/test", "noisy/train"}
@@ -29,14 +29,28 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
         for split in splits:
             value = metrics["accuracy"][method][split]
             assert isinstance(value, float) and 0.0 <= value <= 1.0
-    assert set(metrics["bon"]) == {"BT", "ICRM"}
-    for bon in metrics["bon"].values():
-        assert set(bon["accuracy"]) == set(bon["majority"]) == {"1", "2", "4", "8"}
-        assert bon["accuracy"]["8"] > bon["random"]["8"] + 0.2  # the verifiers learn the addition task
+    shortcut = metrics["shortcut"]
+    assert (shortcut["task"], shortcut["lambda"], shortcut["n_test"]) == ("length", 0.3, 500)  # BENCHMARKS.md §1a's
+    assert set(shortcut["accuracy"]) == {"BT", "ICRM"}
+    assert metrics["bon"] == {} and not (out / "bon.png").exists()  # best-of-N is full mode's
     assert set(metrics["losses"]["noisy"]["BT"]) == {"bt", "icrm", "sft"} and not metrics["losses"]["noisy"]["BT"]["sft"]
     report = (out / "report.md").read_text()
-    assert "noisy/test" in report and "![accuracy](accuracy.png)" in report
-    assert "| majority vote |" in report and "beats a random pick at every n > 1" in report
+    # The report leads with the measured BT-vs-ICRM comparison: its first section, before any table.
+    lead = report.split("\n## ")[1]
+    assert lead.startswith("BT against ICRM in this run") and report.index(lead) < report.index("|")
+    bt, icrm = shortcut["accuracy"]["BT"], shortcut["accuracy"]["ICRM"]
+    for split in ("length/test_mixed", "length/test_reversed"):
+        gap = 100 * (icrm[split] - bt[split])
+        assert f"`{split}` BT {bt[split]:.3f}, ICRM {icrm[split]:.3f} ({gap:+.1f} points)" in lead
+    verdict = "ICRM follows it less" if icrm["length/test_mixed"] > bt["length/test_mixed"] and \
+        icrm["length/test_reversed"] > bt["length/test_reversed"] else "does not show ICRM's lead"
+    assert verdict in lead
+    noisy_bt, noisy_icrm = metrics["accuracy"]["BT"]["noisy/test"], metrics["accuracy"]["ICRM"]["noisy/test"]
+    assert f"`noisy/test` BT {noisy_bt:.3f}, ICRM {noisy_icrm:.3f}" in lead and "**Noisy labels: " in lead
+    share = metrics["attribution"]["decisive_share"]
+    assert f"{share['BT']:.0%} (BT), {share['ICRM']:.0%} (ICRM) of Σ|Δr|" in report
+    assert "noisy/test" in report and "![accuracy](accuracy.png)" in report and "![shortcut](shortcut.png)" in report
+    assert "scored against those training labels, flips included" in report
     assert "without `--quick` adds" in report and "## Process rewards" not in report and "process" not in metrics
     assert not list(tmp_path.glob(".demo.partial-*"))
 
@@ -103,6 +117,11 @@ def test_demo_process_section_and_plot(tmp_path):
     assert "* ICRM: σ(r) spans 0.50–0.88 on this chain; the first step below 0.5 is no step, but the true first wrong step is 2." in text  # σ(0) = 0.5 is not below
     assert "* PRM: σ(r) spans 0.05–0.88 on this chain; the first step below 0.5 is step 2, the true first wrong step." in text
     assert "| BT | outcome labels | 0.500 | n/a | 0.250 |" in text
+    assert "below chance" not in text  # 0.5 is not below
+    process["test"]["BT"]["step_auroc"] = 0.46
+    text = "\n".join(_process_report(process))
+    assert "* BT's step AUROC, 0.460, is below chance (0.5, the dotted line in the plot)" in text
+    assert "nothing trains its scores of unfinished chains" in text and "PRM's step AUROC" not in text
     assert "| PRM | step labels | 0.900 | 0.800 | 0.850 |" in text
     assert "![steps](steps.png)" in text and "![steps-explain](steps-explain.png)" in text
 
@@ -131,3 +150,51 @@ def test_demo_process_stage_trains_three_models_and_shows_one_chain(tmp_path):
     page = (tmp_path / "steps-explain.html").read_text()
     assert all(method in page for method in ("BT", "ICRM", "PRM")) and "✓" in page and "✗" in page  # step labels
     assert (tmp_path / "steps-explain.png").stat().st_size > 0
+
+
+def _lead_metrics(length: dict, noisy: tuple[float, float], bon: dict | None = None) -> dict:
+    return {
+        "mode": "quick", "settings": {"n_test": 200},
+        "shortcut": {"task": "length", "lambda": 0.3, "n_train": 300, "n_test": 500,
+                     "accuracy": {m: {f"length/{s}": v for s, v in splits.items()} for m, splits in length.items()}},
+        "accuracy": {"BT": {"noisy/test": noisy[0]}, "ICRM": {"noisy/test": noisy[1]}},
+        "bon": bon or {},
+    }
+
+
+def test_demo_lead_says_where_bt_and_icrm_differ_and_where_they_tie():
+    """The report's first section, from a run's numbers (no training): a lead, a tie, and a lead that did not show."""
+    from icrm.demo import _lead
+
+    ahead = {"BT": {"test_mixed": 0.5, "test_reversed": 0.018}, "ICRM": {"test_mixed": 0.53, "test_reversed": 0.078}}
+    text = "\n".join(_lead(_lead_metrics(ahead, (0.74, 0.725))))
+    assert text.startswith("## BT against ICRM in this run")
+    assert "**Length shortcut: ICRM follows it less than BT in this run**: `length/test_mixed` BT 0.500, ICRM 0.530 " \
+           "(+3.0 points); `length/test_reversed` BT 0.018, ICRM 0.078 (+6.0 points)" in text
+    # 2 standard errors of a 200-pair accuracy near 0.73: 2·√(0.7325·0.2675/200) = 6.3 points
+    assert "**Noisy labels: they tie** (`noisy/test` BT 0.740, ICRM 0.725, -1.5 points; two standard errors of a " \
+           "200-pair accuracy are 6.3 points)" in text
+    assert "Best-of-N verifiers (without `--quick`): they tie" in text
+
+    behind = {"BT": {"test_mixed": 0.55, "test_reversed": 0.05}, "ICRM": {"test_mixed": 0.54, "test_reversed": 0.09}}
+    text = "\n".join(_lead(_lead_metrics(behind, (0.70, 0.80))))
+    assert "this run does not show ICRM's lead over BT" in text and "**Noisy labels: ICRM leads**" in text
+
+
+def test_demo_bon_report_says_why_the_verifiers_tie():
+    from icrm.demo import _bon_report, _lead
+
+    def result(accuracy: list[float]) -> dict:
+        ns = ["1", "2", "4", "8"]
+        return {"n": [1, 2, 4, 8], "num_prompts": 100, "accuracy": dict(zip(ns, accuracy)),
+                "random": dict.fromkeys(ns, 0.4), "pass": dict.fromkeys(ns, 0.98), "majority": dict.fromkeys(ns, 0.42)}
+
+    bon = {"BT": result([0.4, 0.62, 0.83, 0.95]), "ICRM": result([0.4, 0.62, 0.83, 0.95])}
+    agreement = {"same_order": 100, "problems": 100, "distinct_candidates": 3.18, "mean_abs_score_gap": 0.8}
+    text = "\n".join(_bon_report(bon, agreement))
+    assert "* The two verifiers differ by at most 0.000 at any n" in text
+    assert "(their scores differ by 0.80 on average), but they put the right and the wrong candidates in the same " \
+           "order in 100 of 100 problems" in text and "8 candidates hold 3.2 distinct ones on average" in text
+    ahead = {"BT": {"test_mixed": 0.5, "test_reversed": 0.0}, "ICRM": {"test_mixed": 0.6, "test_reversed": 0.1}}
+    lead = "\n".join(_lead({**_lead_metrics(ahead, (0.7, 0.7), bon), "mode": "full"}))
+    assert "* **Best-of-8 verifiers: they tie** (BT 0.950, ICRM 0.950)" in lead

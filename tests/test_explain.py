@@ -328,3 +328,24 @@ def test_png_lines_break_between_words():
         lines[line] = lines.get(line, "") + text
     assert list(lines.values()) == ["The capital", "of France is", "Paris.↵", "It is", "averylongwor", "dthatdoesnot", "fit"]
     assert {i for _, _, _, i in placed} == set(range(len(tokens)))  # every token drawn
+
+
+def test_png_row_scales_colour_a_quiet_model_on_its_own_scale(tmp_path):
+    """A PRM's |Δr| ~10 beside outcome RMs' ~0.1: on one page scale the quiet rows look blank."""
+    import matplotlib.image as mpimg
+
+    def row(model: str, size: float) -> list[Explained]:
+        delta = [size, -size, size / 2, -size, size, -size / 2]
+        r = np.cumsum(delta).tolist()
+        return [Explained(model, "chain", ["one", " two", " three", " four", " five", "<|end|>"], r, delta, 0.0, r[-1])]
+
+    rows = [row("PRM", 10.0), row("BT", 0.1)]
+
+    def strong(path) -> int:  # pixels in a strongly coloured box (red or blue); the figures share one dpi
+        rgb = mpimg.imread(path)[..., :3]
+        return int((np.abs(rgb[..., 0] - rgb[..., 2]) > 0.4).sum())
+
+    shared, own = render_png(rows, tmp_path / "shared.png"), render_png(rows, tmp_path / "own.png", row_scales=True)
+    only_prm = render_png(rows[:1], tmp_path / "prm.png", row_scales=True)
+    assert strong(shared) < 1.3 * strong(only_prm)  # BT's row adds next to no colour on the shared scale
+    assert strong(own) > 1.6 * strong(shared)  # on its own scale it is as coloured as the PRM's

@@ -277,8 +277,12 @@ def test_compare_policies_under_true_reward_and_a_reward_model(loop, cli, tmp_pa
     base, dpo = report["policies"]
     assert base["policy"] == str(loop / "sft") and dpo["policy"] == str(loop / "dpo")
     assert (base["win_rate"], base["tie_rate"], base["lose_rate"]) == (0.0, 1.0, 0.0)
+    assert base["is_baseline"] and not dpo["is_baseline"]  # why the first "ties itself" 100 %
     assert dpo["win_rate"] + dpo["tie_rate"] + dpo["lose_rate"] == pytest.approx(1.0)
     assert dpo["samples"] == 12 and dpo["mean_words"] > 0
+    printed = " ".join(result.output.split())  # the console wraps long lines
+    assert "words" in printed and "the baseline: win/tie/lose are against it" in printed, printed
+    assert printed.count("win/tie/lose vs the baseline ") == 1, printed
 
     judged = cli("--log-format", "json", "compare-policies", "--policies", loop / "sft", "--policies", loop / "dpo",
                  "--prompts", prompts, "--judge", loop / "rm", "--n", "1", *SAMPLING)

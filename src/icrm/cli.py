@@ -779,10 +779,12 @@ def compare_policies_cmd(
     if JSON_LOGS["value"] or output is None:
         print(json.dumps(report, default=str))
     else:
-        for entry in report["policies"]:
+        for i, entry in enumerate(report["policies"]):
+            versus = ("the baseline: win/tie/lose are against it" if i == 0 else
+                      f"win/tie/lose vs the baseline {entry['win_rate']:.3f}/{entry['tie_rate']:.3f}/{entry['lose_rate']:.3f}")
             console.print(
                 f"[bold]{entry['policy']}[/bold]: reward {entry['mean_reward']:.4f}, words {entry['mean_words']:.1f}, "
-                f"win/tie/lose {entry['win_rate']:.3f}/{entry['tie_rate']:.3f}/{entry['lose_rate']:.3f}"
+                + versus
             )
         console.print(f"[bold]output[/bold]: {output}")
 

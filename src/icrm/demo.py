@@ -60,6 +60,7 @@ class DemoSettings:
     dpo: bool = True  # the policy stage (sample -> dpo-pairs -> dpo -> compare)
     dpo_eval_prompts: int = 200
     process: bool = True  # the process-reward stage (BT, ICRM and a PRM on the steps task)
+    verification: bool = True  # pointwise verifiers and best-of-N on step-checked addition
     steps_train: int = 1000  # benchmarks/process.py's settings: 400 chains were not enough for every seed's PRM
     steps_test: int = 300
     steps_epochs: float = 10.0
@@ -67,10 +68,17 @@ class DemoSettings:
 
 
 FULL = DemoSettings()
-QUICK = replace(FULL, n_test=200, probes=False, addition_train=400, addition_bon=100, dpo=False, process=False)
+QUICK = replace(FULL, n_test=200, probes=False, addition_train=400, addition_bon=100, dpo=False, process=False,
+                verification=False)
 
 # Reward-model methods the demo compares: name -> (preset, λ override)
 METHODS = {"BT": ("bt", None), "GRM": ("grm", None), "ICRM": ("icrm", None)}
+# The length shortcut as benchmarks/reproduction.py measures it (BENCHMARKS.md §1a, scratch setup): the task's
+# 300 training pairs, 500 held-out pairs per split whatever the mode, BT against ICRM at λ = 0.3, the row whose
+# lead over BT held on every seed there (the preset's λ = 0.1 gives about half of it).
+SHORTCUT_TASK, SHORTCUT_LAMBDA, SHORTCUT_TEST = "length", 0.3, 500
+SHORTCUT_METHODS = {"BT": ("bt", None), "ICRM": ("icrm", SHORTCUT_LAMBDA)}
+SHORTCUT_SPLITS = ("test_mixed", "test_reversed")
 LOSS_TERMS = ("bt", "icrm", "sft")  # plotted one panel each (losses.png)
 
 
@@ -105,19 +113,21 @@ def _reward_model(
     return train_reward_model(str(data), str(output), config, ModelSpec(str(generator)))
 
 
-def _preference_task(task: str, root: Path, settings: DemoSettings, results: dict, losses: dict) -> None:
-    """Generate a task, SFT a generator on it, train and evaluate each method."""
+def _preference_task(
+    task: str, root: Path, settings: DemoSettings, results: dict, losses: dict, methods: dict = METHODS,
+    n_test: int | None = None,
+) -> None:
+    """Generate a task, SFT a generator on it, train and evaluate each of ``methods``."""
     data = root / "data" / task
     flip = 0.25 if task == "noisy" else 0.0
-    write_task(task, data, seed=settings.seed, n_train=settings.n_train, n_test=settings.n_test, flip=flip)
+    write_task(task, data, seed=settings.seed, n_train=settings.n_train, n_test=n_test or settings.n_test, flip=flip)
     generator = root / "models" / f"{task}-sft"
     note(f"[bold]{task}[/bold]: SFT generator (chosen and rejected responses)")
     _sft(data / "train.jsonl", generator, settings, "both")
     splits = sorted(p.stem for p in data.glob("*.jsonl") if p.stem not in ("prompts",))
-    for method in METHODS:
+    for method, (preset, lam) in methods.items():
         note(f"[bold]{task}[/bold]: training {method}")
         model_dir = root / "models" / f"{task}-{method.lower()}"
-        preset, lam = METHODS[method]
         metrics = _reward_model(data / "train.jsonl", model_dir, generator, preset, settings, lam)
         history = [e for e in metrics["log_history"] if "loss" in e]  # training entries
         losses.setdefault(task, {})[method] = {t: [(e["step"], e[t]) for e in history if t in e] for t in LOSS_TERMS}
@@ -126,10 +136,11 @@ def _preference_task(task: str, root: Path, settings: DemoSettings, results: dic
             results.setdefault(method, {})[f"{task}/{split}"] = evaluated["accuracy"]
 
 
-def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: str = "addition") -> None:
+def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: str = "addition") -> dict:
     """Pointwise verifiers (BCE vs BCE + consistency) on a step-checked task, and best-of-N with them.
 
     The demo's task is ``addition``; benchmarks/demo_bon.py also runs ``arithmetic`` through here.
+    Returns how alike the two verifiers rank the candidates (:func:`_verifier_agreement`).
     """
     data = root / "data" / task
     write_task(task, data, seed=settings.seed, n_train=settings.addition_train, n_test=settings.addition_bon)
@@ -142,6 +153,37 @@ def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: s
         _reward_model(data / "train.jsonl", model_dir, generator, {"BT": "bt", "ICRM": "icrm-nosft"}[method], settings)
         result = best_of_n(str(model_dir), str(data / "bon.jsonl"), None, ns=[1, 2, 4, BON_CANDIDATES])
         bon_results[method] = {**result, "model": str(model_dir.relative_to(root)), "data": f"data/{task}/bon.jsonl"}
+    return _verifier_agreement({m: root / r["model"] for m, r in bon_results.items()}, data / "bon.jsonl")
+
+
+def _verifier_agreement(models: dict[str, Path], data: Path) -> dict:
+    """How alike two verifiers rank each problem's candidates.
+
+    Best-of-n only asks whether the top-scored of n candidates is right, so two
+    verifiers whose scores differ get the same accuracy at every n when, in
+    every problem, they order the right and the wrong candidates alike; and
+    sampled candidates repeat, which leaves few orders to disagree on.
+    """
+    from .modeling import RewardModel
+
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    prompts = [row["prompt"] for row in rows for _ in row["candidates"]]
+    candidates = [c for row in rows for c in row["candidates"]]
+    scores = {name: RewardModel.from_pretrained(str(path)).score(prompts, candidates, 64) for name, path in models.items()}
+    orders = {}
+    for name, flat in scores.items():
+        start, orders[name] = 0, []
+        for row in rows:
+            own = flat[start : start + len(row["candidates"])]
+            start += len(row["candidates"])
+            orders[name].append([row["labels"][j] for j in sorted(range(len(own)), key=lambda j: -own[j])])
+    first, second = scores.values()
+    return {
+        "same_order": sum(a == b for a, b in zip(*orders.values())),
+        "problems": len(rows),
+        "distinct_candidates": sum(len(set(row["candidates"])) for row in rows) / len(rows),
+        "mean_abs_score_gap": sum(abs(a - b) for a, b in zip(first, second)) / len(first),
+    }
 
 
 # Process-reward models the demo compares on the steps task: name -> (preset, what it learns from)
@@ -195,7 +237,7 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
         explained[-1][0].step_labels = shown.labels
     title = "BT, ICRM (outcome labels) and a PRM (step labels) on a held-out chain"
     (root / "steps-explain.html").write_text(render_html(title, shown.prompt, explained))
-    render_png(explained, root / "steps-explain.png")
+    render_png(explained, root / "steps-explain.png", row_scales=True)  # outcome RMs' |Δr| are far below the PRM's
     return {"chain": chain, "step_rewards": rewards, "test": metrics, "n_test": len(test),
             "n_train": settings.steps_train}
 
@@ -314,21 +356,90 @@ def _plot_dpo(dpo: dict, path: Path) -> None:
     _save_png(figure, path)
 
 
-def _explain_page(root: Path) -> None:
-    """BT and ICRM per-token rewards on the same held-out pair, side by side."""
-    from .explain import explain_responses, render_html, render_png
+def _explain_page(root: Path, n_pairs: int = 50) -> dict:
+    """BT and ICRM per-token rewards on the same held-out pair, side by side.
+
+    Returns where the reward changes fall on the first ``n_pairs`` held-out
+    pairs: each model's share of Σ|Δr| on decisive-word tokens, next to those
+    tokens' share of all tokens (what a reward moving equally everywhere
+    gets). The page lists each response's largest |Δr|, and the report must
+    say whether those are the decisive words or filler.
+    """
+    from .explain import decisive_share, explain_responses, render_html, render_png
     from .modeling import RewardModel, load_causal_lm
 
-    first = json.loads((root / "data" / "noisy" / "test.jsonl").read_text().splitlines()[0])
+    rows_in = [json.loads(line) for line in (root / "data" / "noisy" / "test.jsonl").read_text().splitlines()]
+    first = rows_in[0]
     generator, _ = load_causal_lm(str(root / "models" / "noisy-sft"))
     pair = [("chosen", first["chosen"]), ("rejected", first["rejected"])]
-    rows = [
-        explain_responses(RewardModel.from_pretrained(str(root / "models" / f"noisy-{m}")), first["prompt"], pair,
-                          m.upper(), generator)
-        for m in ("bt", "icrm")
-    ]
+    models = {m: RewardModel.from_pretrained(str(root / "models" / f"noisy-{m.lower()}")) for m in ("BT", "ICRM")}
+    rows = [explain_responses(rm, first["prompt"], pair, name, generator) for name, rm in models.items()]
     (root / "explain.html").write_text(render_html("BT vs ICRM on a held-out pair", first["prompt"], rows))
     render_png(rows, root / "explain.png")
+    decisive_words = set(GOOD_WORDS + BAD_WORDS)
+    shares, token_share = {}, None
+    for name, rm in models.items():
+        deltas, flags = [], []
+        for row in rows_in[:n_pairs]:
+            responses = [("chosen", row["chosen"]), ("rejected", row["rejected"])]
+            for ex in explain_responses(rm, row["prompt"], responses, name):
+                deltas += ex.delta[1:-1]  # the first token's Δr starts from the prompt; the last is the end token
+                flags += [t.strip().lower() in decisive_words for t in ex.tokens[1:-1]]
+        shares[name] = decisive_share(deltas, flags)
+        token_share = sum(flags) / len(flags)
+    return {"pairs": min(n_pairs, len(rows_in)), "decisive_share": shares, "decisive_token_share": token_share}
+
+
+def _tie(a: float, b: float, n: int) -> bool:
+    """Whether accuracies ``a`` and ``b`` on ``n`` items are within two standard errors of one such accuracy."""
+    p = (a + b) / 2
+    return abs(a - b) <= 2 * (p * (1 - p) / n) ** 0.5
+
+
+def _lead(metrics: dict) -> list[str]:
+    """The report's first section: where BT and ICRM differ in this run and where they tie, from its numbers."""
+    shortcut, mode = metrics["shortcut"], metrics["mode"]
+    bt, icrm = (shortcut["accuracy"][m] for m in ("BT", "ICRM"))
+    task = shortcut["task"]
+    gaps = {split: icrm[f"{task}/{split}"] - bt[f"{task}/{split}"] for split in SHORTCUT_SPLITS}
+    shown = "; ".join(f"`{task}/{split}` BT {bt[f'{task}/{split}']:.3f}, ICRM {icrm[f'{task}/{split}']:.3f} "
+                      f"({100 * gap:+.1f} points)" for split, gap in gaps.items())
+    if all(gap > 0 for gap in gaps.values()):
+        verdict = "**Length shortcut: ICRM follows it less than BT in this run**"
+    else:
+        verdict = "**Length shortcut: this run does not show ICRM's lead over BT** (one seed)"
+    lines = [
+        "## BT against ICRM in this run",
+        "",
+        f"* {verdict}: {shown}. In every training pair of the `{task}` task the chosen response is also "
+        f"{LENGTH_GAP[0]}–{LENGTH_GAP[1]} words longer, while the labels follow only the decisive words. Held-out "
+        "pairs put the longer response on a random side (`test_mixed`: ranking by length alone gives about 0.5) or "
+        "on the rejected side (`test_reversed`: ranking by length alone gives about 0). ICRM here uses λ = "
+        f"{shortcut['lambda']}, with {shortcut['n_train']} training and {shortcut['n_test']} held-out pairs per "
+        "split, as BENCHMARKS.md §1a measures it; there, over 5 seeds, ICRM leads BT by +5.7 [+2.9, +8.5] "
+        "points on `test_mixed` and +12.7 [+7.2, +18.2] on `test_reversed`, on every seed."
+        + (" Both still mostly follow the shortcut (below 0.5 on `test_reversed`)."
+           if max(bt[f"{task}/test_reversed"], icrm[f"{task}/test_reversed"]) < 0.5 else ""),
+    ]
+    noisy = metrics["accuracy"]
+    a, b, n = noisy["BT"]["noisy/test"], noisy["ICRM"]["noisy/test"], metrics["settings"]["n_test"]
+    same = "they tie" if _tie(a, b, n) else ("ICRM leads" if b > a else "BT leads")
+    lines.append(
+        f"* **Noisy labels: {same}** (`noisy/test` BT {a:.3f}, ICRM {b:.3f}, {100 * (b - a):+.1f} points; "
+        f"two standard errors of a {n}-pair accuracy are {200 * (((a + b) / 2) * (1 - (a + b) / 2) / n) ** 0.5:.1f} "
+        "points). ICRM uses the paper's λ = 0.1 here. Over 5 seeds BENCHMARKS.md §1a finds no difference "
+        "(−0.2 [−1.5, +1.1] points)."
+    )
+    bon = metrics["bon"]
+    if set(bon) == {"BT", "ICRM"}:
+        top = str(bon["BT"]["n"][-1])
+        a, b = bon["BT"]["accuracy"][top], bon["ICRM"]["accuracy"][top]
+        same = "they tie" if _tie(a, b, bon["BT"]["num_prompts"]) else ("ICRM leads" if b > a else "BT leads")
+        lines.append(f"* **Best-of-{top} verifiers: {same}** (BT {a:.3f}, ICRM {b:.3f}); see below why.")
+    elif mode == "quick":
+        lines.append("* Best-of-N verifiers (without `--quick`): they tie (BENCHMARKS.md §9, within 0.01 on "
+                     "every seed).")
+    return lines + [""]
 
 
 def _report(metrics: dict, elapsed: float) -> str:
@@ -339,30 +450,51 @@ def _report(metrics: dict, elapsed: float) -> str:
         "",
         f"Mode: {metrics['mode']}; seed {metrics['settings']['seed']}; {elapsed / 60:.1f} min on this machine "
         f"with {metrics['threads']} torch thread(s)."
-        + (" `icrm demo` without `--quick` adds the spurious-feature probes, a DPO policy loop and process rewards "
-           "(BT, ICRM and a PRM scoring every step of a reasoning chain)." if metrics["mode"] == "quick" else ""),
+        + (" `icrm demo` without `--quick` adds the suffix probe, best-of-N verifiers, a DPO policy loop and "
+           "process rewards (BT, ICRM and a PRM scoring every step of a reasoning chain)."
+           if metrics["mode"] == "quick" else ""),
         "",
+        *_lead(metrics),
         "Reward models (tiny Llama, trained from the SFT generator, which learnt the chosen and rejected responses "
         "and also gives the consistency weights).",
-        "`noisy/test` is the main generalization test: clean held-out pairs, while 25% of training labels are flipped.",
+        "",
+        "## Length shortcut",
+        "",
+        *_accuracy_table(metrics["shortcut"]["accuracy"]),
+        "",
+        f"ICRM: λ = {metrics['shortcut']['lambda']}. `length/train` is scored against the training labels.",
+        "",
+        "![shortcut](shortcut.png)",
         "",
         "## Pairwise accuracy",
         "",
-        "| method | " + " | ".join(splits) + " |",
-        "|---|" + "---|" * len(splits),
+        "`noisy/test` is the main generalization test: clean held-out pairs, while 25% of training labels are "
+        "flipped. `noisy/train` is scored against those training labels, flips included: a model that ranks every "
+        "pair by the true reward scores 0.75 there, and more means it learnt some flipped labels. The dotted line "
+        "in the plot is chance (0.5), what ranking by a coin gets.",
+        "",
+        *_accuracy_table(results),
     ]
-    for method, per in results.items():
-        lines.append(f"| {method} | " + " | ".join(f"{per.get(s, float('nan')):.3f}" for s in splits) + " |")
     lines += ["", "![accuracy](accuracy.png)", ""]
-    if any(split.startswith(("length/", "suffix/")) for split in splits):
+    if any(split.startswith("suffix/") for split in splits):
         lines += _probe_report(results)
-    lines += _bon_report(metrics["bon"])
+    if metrics["bon"]:
+        lines += _bon_report(metrics["bon"], metrics.get("bon_agreement"))
+    attribution = metrics["attribution"]
+    shares = attribution["decisive_share"]
     lines += [
         "## Which tokens carry the reward",
         "",
         "Per-token reward changes Δr of BT (top) and ICRM (bottom) on a held-out response "
-        "(interactive version: [explain.html](explain.html)). The decisive words are "
-        + ", ".join(f"`{w}`" for w in GOOD_WORDS + BAD_WORDS) + "; the rest is filler.",
+        "(interactive version: [explain.html](explain.html)). The words that set the true reward are "
+        + ", ".join(f"`{w}`" for w in GOOD_WORDS + BAD_WORDS) + "; the rest is filler. Over the first "
+        f"{attribution['pairs']} held-out pairs they are {attribution['decisive_token_share']:.0%} of the response "
+        "tokens and get " + ", ".join(f"{share:.0%} ({name})" for name, share in shares.items()) + " of Σ|Δr|"
+        + (": at this scale neither model puts its reward changes on them, so the largest |Δr| the page lists are "
+           "mostly filler words."
+           if max(shares.values()) < 2 * attribution["decisive_token_share"] else ".")
+        + " BENCHMARKS.md §2 measures this over 5 seeds: ICRM (λ = 0.3) moves a few points of Σ|Δr| towards the "
+        "decisive words, on every seed, but every model stays near chance.",
         "",
         "![explain](explain.png)",
         "",
@@ -380,19 +512,29 @@ def _report(metrics: dict, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def _accuracy_table(results: dict) -> list[str]:
+    """Markdown table of pairwise accuracy, one row per method, one column per split."""
+    splits = sorted({s for per in results.values() for s in per})
+    lines = ["| method | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for method, per in results.items():
+        lines.append(f"| {method} | " + " | ".join(f"{per.get(s, float('nan')):.3f}" for s in splits) + " |")
+    return lines
+
+
 def _probe_report(results: dict) -> list[str]:
     """What the spurious-feature probes measure, and what this run's numbers on them say."""
     lines = [
-        "## Spurious-feature probes",
+        "## Suffix probe",
         "",
-        f"In the `length` training pairs the chosen response is also {LENGTH_GAP[0]}–{LENGTH_GAP[1]} words longer; "
-        f"in the `suffix` ones it also ends with “{' '.join(SUFFIX)}”. Labels still follow only the decisive words. "
-        "`test_mixed` puts the feature on a random side (following it alone gives about 0.5); `test_reversed` puts "
-        "it on the rejected side, so a model that ranks by the feature scores near 0 there and one that reads "
-        "the decisive words keeps its `noisy/test` accuracy.",
+        f"In the `suffix` training pairs the chosen response also ends with “{' '.join(SUFFIX)}” (the length "
+        "probe above, with a longer chosen response, is built the same way). Labels still follow only the decisive "
+        "words. `test_mixed` puts the suffix on a random side (following it alone gives about 0.5); "
+        "`test_reversed` puts it on the rejected side, so a model that ranks by the suffix scores near 0 there and "
+        "one that reads the decisive words keeps its `noisy/test` accuracy. ICRM is at λ = 0.1 here; BENCHMARKS.md "
+        "§1a finds every method takes this shortcut, at any λ.",
         "",
     ]
-    for probe in ("length", "suffix"):
+    for probe in ("suffix",):
         reversed_split = f"{probe}/test_reversed"
         scores = {method: per[reversed_split] for method, per in results.items() if reversed_split in per}
         if not scores:
@@ -409,7 +551,7 @@ def _probe_report(results: dict) -> list[str]:
     return lines + [""]
 
 
-def _bon_report(bon: dict) -> list[str]:
+def _bon_report(bon: dict, agreement: dict | None = None) -> list[str]:
     """The best-of-N table and what the plot shows, from this run's numbers."""
     first = next(iter(bon.values()))
     ns = [str(n) for n in first["n"]]
@@ -448,7 +590,17 @@ def _bon_report(bon: dict) -> list[str]:
         )
     gap = max(abs(a - b) for a, b in zip(*(list(r["accuracy"].values()) for r in bon.values()))) if len(bon) == 2 else None
     if gap is not None:
-        lines.append(f"* The two verifiers differ by at most {gap:.3f} at any n (one seed; BENCHMARKS.md §9 has three).")
+        lines.append(f"* The two verifiers differ by at most {gap:.3f} at any n (one seed; BENCHMARKS.md §9 has three, "
+                     "within 0.01 of each other on every seed: near the ceiling, this task shows that verification "
+                     "works, not which loss is better).")
+    if agreement:
+        lines.append(
+            f"* Why they tie: they are different models (their scores differ by {agreement['mean_abs_score_gap']:.2f} "
+            f"on average), but they put the right and the wrong candidates in the same order in "
+            f"{agreement['same_order']} of {agreement['problems']} problems. Sampled solutions repeat (a problem's "
+            f"{ns[-1]} candidates hold {agreement['distinct_candidates']:.1f} distinct ones on average), which leaves "
+            "few orders to disagree on, and best-of-n only asks whether the top-scored candidate is right."
+        )
     return lines + ["", "![best-of-N](bon.png)", ""]
 
 
@@ -494,6 +646,19 @@ def _process_report(process: dict) -> list[str]:
     for method, values in process["test"].items():
         cells = " | ".join("n/a" if values[k] is None else f"{values[k]:.3f}" for k in STEP_METRICS)
         lines.append(f"| {method} | {STEP_METHODS[method][1]} | {cells} |")
+    lines.append("")
+    for method, values in process["test"].items():
+        auroc = values["step_auroc"]
+        if auroc is None or auroc >= 0.5:
+            continue
+        why = (
+            "Learning from outcome labels only, nothing trains its scores of unfinished chains; over 5 seeds "
+            "BENCHMARKS.md §7 finds outcome-label BCE at chance (step AUROC 0.505 ± 0.019), so a value a little "
+            "under 0.5 means no step-level signal, not a reversed one."
+            if STEP_METHODS[method][1] == "outcome labels" else "One seed; BENCHMARKS.md §7 has five."
+        )
+        lines.append(f"* {method}'s step AUROC, {auroc:.3f}, is below chance (0.5, the dotted line in the plot): it "
+                     f"ranks a wrong prefix above a right one slightly more often than the reverse. {why}")
     return lines + [
         "",
         "![steps](steps.png)",
@@ -538,14 +703,16 @@ def _dpo_report(dpo: dict) -> list[str]:
             f"4 samples per training prompt from the noisy SFT policy; best vs worst by each reward model gave "
             f"{dpo['pairs']['BT']} (BT) and {dpo['pairs']['ICRM']} (ICRM) DPO pairs; DPO 2 epochs, lr 1e-4, β 0.1. "
             f"Judged by the true reward on {dpo['prompts']} held-out prompts × {dpo['samples_per_prompt']} samples "
-            "(win/tie/lose: sample j of a prompt vs the SFT policy's sample j)."
+            "(win/tie/lose: sample j of a prompt vs the SFT policy's sample j; the SFT policy is the baseline). "
+            "The tiny policies' samples are mostly byte soup (word pieces and stray bytes, a 2-layer model trained "
+            "from scratch); the true reward counts the good and bad words in them all the same."
         ),
         "",
         "| policy | mean true reward | win / tie / lose vs SFT | mean words |",
         "|---|---|---|---|",
     ]
-    for name, p in dpo["policies"].items():
-        rates = " / ".join(f"{p[k]:.2f}" for k in ("win_rate", "tie_rate", "lose_rate"))
+    for i, (name, p) in enumerate(dpo["policies"].items()):
+        rates = "baseline" if i == 0 else " / ".join(f"{p[k]:.2f}" for k in ("win_rate", "tie_rate", "lose_rate"))
         lines.append(f"| {name} | {p['mean_reward']:.3f} ± {p['std_reward']:.2f} | {rates} | {p['mean_words']:.1f} |")
     return lines + [
         "",
@@ -569,21 +736,26 @@ def run_demo(output: str | Path, quick: bool = False, overwrite: bool = False) -
     results: dict[str, dict[str, float]] = {}
     losses: dict[str, dict] = {}
     bon_results: dict[str, dict] = {}
+    shortcut: dict[str, dict[str, float]] = {}
     with staged_directory(output, "demo", overwrite) as root:
+        _preference_task(SHORTCUT_TASK, root, settings, shortcut, losses, SHORTCUT_METHODS, SHORTCUT_TEST)
         _preference_task("noisy", root, settings, results, losses)
         if settings.probes:
-            for probe in ("length", "suffix"):
-                _preference_task(probe, root, settings, results, losses)
+            _preference_task("suffix", root, settings, results, losses)
         dpo = _dpo_stage(root, settings) if settings.dpo else None
-        _verification(root, settings, bon_results)
+        agreement = _verification(root, settings, bon_results) if settings.verification else None
         process = _process_stage(root, settings) if settings.process else None
-        _explain_page(root)
+        attribution = _explain_page(root)
         metrics = {
             "mode": "quick" if quick else "full",
             "settings": settings.__dict__,
             "threads": torch.get_num_threads(),
+            "shortcut": {"task": SHORTCUT_TASK, "lambda": SHORTCUT_LAMBDA, "n_train": settings.n_train,
+                         "n_test": SHORTCUT_TEST, "accuracy": shortcut},
             "accuracy": results,
             "bon": bon_results,
+            "bon_agreement": agreement,
+            "attribution": attribution,
             "losses": losses,
         }
         if dpo is not None:
@@ -592,8 +764,11 @@ def run_demo(output: str | Path, quick: bool = False, overwrite: bool = False) -
         if process is not None:
             metrics["process"] = process
             _plot_process(process, root / "steps.png")
+        plot_accuracy_bars(shortcut, root / "shortcut.png",
+                           f"Length shortcut: BT vs ICRM (λ = {SHORTCUT_LAMBDA}), {SHORTCUT_TEST} held-out pairs")
         plot_accuracy_bars(results, root / "accuracy.png", "Pairwise accuracy per split")
-        plot_bon_comparison(bon_results, root / "bon.png", "Best-of-N on step-checked addition (held-out problems)")
+        if bon_results:
+            plot_bon_comparison(bon_results, root / "bon.png", "Best-of-N on step-checked addition (held-out problems)")
         plot_loss_terms(losses["noisy"], root / "losses.png", "Training losses on the noisy task")
         elapsed = time.time() - start
         metrics["elapsed_s"] = elapsed

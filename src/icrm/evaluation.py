@@ -721,7 +721,7 @@ def plot_accuracy_bars(
         values = [table[method].get(split, np.nan) for split in splits]
         bars = ax.bar(positions + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")  # chance level for pairwise accuracy
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":", label="chance (0.5)")
     ax.set_xticks(positions, [split.replace("/", "\n") for split in splits])  # "task/split" on two lines
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)

@@ -479,8 +479,16 @@ def _layout(tokens: Seq[str], width: int, whole: Seq[bool] = ()) -> list[tuple[i
     return placed
 
 
-def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max_tokens: int = 800) -> Path:
-    """The same heatmap as a PNG (token boxes coloured by ``Δr``), written atomically."""
+def render_png(
+    rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max_tokens: int = 800, row_scales: bool = False
+) -> Path:
+    """The same heatmap as a PNG (token boxes coloured by ``Δr``), written atomically.
+
+    One colour scale for the page keeps rows comparable; ``row_scales`` gives
+    each row (model) its own, for models whose ``|Δr|`` differ by orders of
+    magnitude, where the smaller ones would otherwise look blank. Each row
+    then names its scale and the colour bar reads ``Δr`` over it.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LinearSegmentedColormap, Normalize
@@ -491,7 +499,7 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     rows = [list(row) for row in rows if row]
     if not rows:
         raise ValueError("nothing to render")
-    scale = page_scale(rows)
+    scales = [page_scale([row]) for row in rows] if row_scales else [page_scale(rows)] * len(rows)
     ncols = max(len(row) for row in rows)
     items = [[_display_items(ex, max_tokens) for ex in row] for row in rows]
     layouts = [[_layout([t for t, _, _ in shown], width, [k is not None for _, _, k in shown]) for shown in row]
@@ -501,7 +509,7 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     char_w, line_h = 0.085, 0.2  # inches per character cell / per line
     fig_w = max(6.0, ncols * (width * char_w + 0.4) + 0.6)
     total_lines = sum(n + head for n in lines) + len(lines) - 1  # a blank line between rows
-    bottom, top = 0.7, 0.1  # inches: the colour bar and its title below the rows, a margin above
+    bottom, top = (0.85 if row_scales else 0.7), 0.1  # inches: the colour bar and its title below the rows, a margin above
     fig_h = total_lines * line_h + bottom + top
     fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     FigureCanvasAgg(fig)
@@ -516,8 +524,9 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing glyphs in the monospace font
         y0 = 0
-        for row, row_layout, row_items, n in zip(rows, layouts, items, lines):
-            ax.text(0, y0 + 0.8, row[0].model, fontsize=fontsize + 3, fontweight="bold", va="center", parse_math=False)
+        for row, row_layout, row_items, n, scale in zip(rows, layouts, items, lines, scales):
+            title = row[0].model + (f"  (colour scale ±{scale:.3g})" if row_scales else "")
+            ax.text(0, y0 + 0.8, title, fontsize=fontsize + 3, fontweight="bold", va="center", parse_math=False)
             for c, (ex, lay, shown) in enumerate(zip(row, row_layout, row_items)):
                 x0 = c * col_w
                 note = f"{ex.label}: R = {ex.outcome:+.3f}"
@@ -554,10 +563,12 @@ def render_png(rows: Seq[Seq[Explained]], path: str | Path, width: int = 56, max
             "icrm_div", [[v / 255 for v in NEGATIVE_RGB], [1, 1, 1], [v / 255 for v in POSITIVE_RGB]]
         )
         bar = fig.add_axes((0.3, 0.18 / fig_h, 0.4, 0.12 / fig_h))
-        fig.colorbar(ScalarMappable(Normalize(-scale, scale), cmap), cax=bar, orientation="horizontal")
+        bar_scale = 1.0 if row_scales else scales[0]
+        fig.colorbar(ScalarMappable(Normalize(-bar_scale, bar_scale), cmap), cax=bar, orientation="horizontal")
         bar.xaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True))  # labels that never touch
         steps_note = "; [k: σ(r)] = step k's score, ✓/✗ its label" if any(ex.step_ends for row in rows for ex in row) else ""
-        bar.set_title("Δr = r_t − r_{t−1}" + steps_note, fontsize=8)
+        shown = "Δr ÷ the colour scale beside its model's name (each model has its own)\n" if row_scales else ""
+        bar.set_title(shown + "Δr = r_t − r_{t−1}" + steps_note, fontsize=8)
         bar.tick_params(labelsize=7)
     return _save_png(fig, path, tight=False)
 

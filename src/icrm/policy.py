@@ -695,7 +695,7 @@ def compare_policies(
         rewards = [[judge_fn(p, r) for p, r in zip(flat_prompts, _flatten(s))] for s in sampled]
 
     results = []
-    for path, samples, scores in zip(policies, sampled, rewards):
+    for i, (path, samples, scores) in enumerate(zip(policies, sampled, rewards)):
         mean, std = _mean_std(scores)
         words = [len(text.split()) for text in _flatten(samples)]
         entry = {
@@ -705,6 +705,7 @@ def compare_policies(
             "mean_words": sum(words) / len(words),
             "samples": len(scores),
             "truncated": samples.truncated,
+            "is_baseline": i == 0,  # win/tie/lose are against it, so its own read 0/1/0
             **outcome_rates(scores, rewards[0]),
         }
         results.append(entry)
