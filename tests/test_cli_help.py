@@ -54,3 +54,18 @@ def test_step_separator_default_is_shown_escaped(path):
     result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"}, terminal_width=80)
     text = " ".join(result.output.split())
     assert "[default: ('\\n')]" in text and "[default: ]" not in text  # not a raw newline, which shows as a blank
+
+
+@pytest.mark.parametrize("path", list(ALL), ids=" ".join)
+def test_every_option_is_used_by_its_command(path):
+    """An option the command body never reads does nothing (``icrm dpo`` once took --resume and ignored it)."""
+    import ast
+    import inspect
+    import textwrap
+
+    function = ALL[path].callback
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    body = tree.body[0].body
+    read = {node.id for statement in body for node in ast.walk(statement) if isinstance(node, ast.Name)}
+    unused = [name for name in inspect.signature(function).parameters if name not in read and name != "config"]
+    assert unused == []

@@ -156,3 +156,13 @@ def test_score_writes_back_parquet_columns_json_has_no_type_for(tmp_path, cli, r
     assert result.exit_code == 0, result.output
     row = json.loads(out.read_text())
     assert (row["n"], row["when"]) == (3, "2024-01-02T03:04:05") and "chosen_reward" in row
+
+
+def test_explain_reads_unlabelled_pointwise_rows(tmp_path, cli, rm_dir):
+    """Explaining needs no label, as scoring needs none."""
+    data = write_jsonl(tmp_path / "point.jsonl", [{"prompt": "hello", "response": "the lazy dog"}])
+    out = tmp_path / "explain"
+    result = cli("explain", "--model", rm_dir, "--data", data, "--output", out)
+    assert result.exit_code == 0, result.output
+    page = (out / "example-0001.html").read_text()
+    assert "lazy" in page and "response" in page

@@ -716,8 +716,6 @@ def dpo(
     max_length: int = MaxLenOpt,
     gradient_checkpointing: bool = GradCkptOpt,
     logging_steps: int = _logging_steps(10),
-    save_steps: int = SaveStepsOpt,
-    resume: bool = ResumeOpt,
     seed: int = SeedOpt,
     bf16: bool = Bf16Opt,
     skip_invalid: bool = SkipOpt,

@@ -702,7 +702,8 @@ def explain_to_files(
             written.append(render_png(rows, Path(output).with_suffix(".png")))
         return written
     examples = fit_examples(
-        tokenizer, load_examples(data, limit=limit, skip_invalid=skip_invalid, step_separator=step_separator),
+        tokenizer, load_examples(data, limit=limit, skip_invalid=skip_invalid, step_separator=step_separator,
+                                 require_labels=False),  # explaining reads no label
         max_length, skip_invalid,
     ).examples
     with staged_directory(output, "explain", overwrite) as staging:
