@@ -58,7 +58,9 @@ def markdown_files() -> list[Path]:
 
 def test_github_anchor_matches_the_anchors_github_makes():
     # Anchors the README and BENCHMARKS.md already link to, as GitHub renders them.
-    assert github_anchor("Process rewards: step labels, step scores, PRMs") == "process-rewards-step-labels-step-scores-prms"
+    assert github_anchor("Process rewards: step labels, step scores, PRMs") == (
+        "process-rewards-step-labels-step-scores-prms"
+    )
     assert github_anchor("3. Training speed and memory vs TRL's RewardTrainer") == (
         "3-training-speed-and-memory-vs-trls-rewardtrainer"
     )
@@ -140,3 +142,38 @@ def test_design_lists_every_kind_of_output_folder():
     contract = section("Command-line contract")
     missing = sorted(kind for kind in kinds if f"`{kind}`" not in contract)
     assert not missing, f"docs/design.md#atomic-outputs-and-overwriting does not list {missing}"
+
+
+# `module.name` in the design, for icrm's modules; file names such as `losses.png` are not code.
+CODE_NAME = re.compile(r"`(?:icrm\.)?([a-z]+)\.([A-Za-z_]\w*)(?:\(\))?`")
+CLASS_MEMBER = re.compile(r"`(RewardModel|ICRMTrainer|ICRMConfig)\.(\w+)(?:\(\))?`")
+FILE_EXTENSIONS = {"json", "jsonl", "yaml", "png", "npy", "safetensors", "md", "py", "txt", "html"}
+REPO_PATH = re.compile(r"`((?:src/icrm|tests|benchmarks|examples)/[\w./-]+)`")
+
+
+def test_names_and_paths_the_design_cites_exist():
+    """``data.encode``, ``RewardModel.save_pretrained``, ``src/icrm/losses.py``…: a move or a rename fails here."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import icrm
+
+    text = DESIGN.read_text(encoding="utf-8")
+    modules = {info.name for info in pkgutil.iter_modules(icrm.__path__)}
+    missing = []
+    checked = 0
+    for module, name in CODE_NAME.findall(text):
+        if module not in modules or name in FILE_EXTENSIONS:
+            continue
+        checked += 1
+        if not hasattr(importlib.import_module(f"icrm.{module}"), name):
+            missing.append(f"{module}.{name}")
+    for cls_name, member in CLASS_MEMBER.findall(text):
+        cls = getattr(icrm, cls_name)
+        checked += 1
+        if not (hasattr(cls, member) or re.search(rf"\bself\.{member}\b|\"{member}\"", inspect.getsource(cls))):
+            missing.append(f"{cls_name}.{member}")
+    missing += [path for path in REPO_PATH.findall(text) if not (REPO / path).exists()]
+    assert checked >= 20  # the patterns still find the design's references
+    assert not missing, f"docs/design.md names what the code does not have: {missing}"
