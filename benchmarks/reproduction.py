@@ -26,7 +26,7 @@ reference's ``taorm_sft`` stage) or ``chosen`` (icrm before issue 12).
 
 Raw per-seed accuracies go to benchmarks/results/<out>.json (written after
 every model, and reused: a re-run with the same --out resumes), the table to
-benchmarks/results/<out>.md. Settings are fixed to the demo's (DESIGN.md §6)
+benchmarks/results/<out>.md. Settings are fixed to the demo's (docs/design.md#embedded-tasks)
 before any method was compared; they are not tuned per method.
 """
 
@@ -68,7 +68,7 @@ HERE = Path(__file__).resolve().parent
 # Task design, fixed before comparing methods: the demo's full settings, except the generator's SFT length.
 # With the demo's 3 SFT epochs (57 steps) the tiny generator has not learnt the filler process: it gives a
 # filler word p ≈ 0.03, barely above a decisive word (≈ 0.01), so w_t carries no information and the task
-# does not realise its premise (DESIGN.md §6: "filler ... high generator probability"). 20 epochs give
+# does not realise its premise (docs/design.md#embedded-tasks: "filler ... high generator probability"). 20 epochs give
 # filler ≈ 0.6 vs decisive ≈ 0.01 on held-out text without memorising the training responses (40 epochs
 # do). It was chosen from that generator check alone (after the 3-epoch grid, before any 20-epoch RM was
 # trained); --sft-epochs 3 gives the demo's setting. The check is recorded per task and seed

@@ -1,6 +1,6 @@
 """Prototype variants of the consistency regularizer (benchmark-only; the paper's form stays the default).
 
-``two-sided`` — why. The paper's per-pair term (DESIGN.md §1, as the
+``two-sided`` — why. The paper's per-pair term (docs/design.md#consistency-regularizer, as the
 reference code computes it)
 
     ℓ_t = -½ [ log d_t · sg(d_{t+1}) + sg(d_t) · log d_{t+1} ]

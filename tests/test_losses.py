@@ -1,4 +1,4 @@
-"""Loss functions of icrm.losses against values computed by hand (DESIGN.md §1).
+"""Loss functions of icrm.losses against values computed by hand (docs/design.md#the-objective).
 
 Every expected number below is computed independently with plain Python
 ``math`` on small literal values, never by calling the function under test.

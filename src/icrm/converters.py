@@ -1,4 +1,4 @@
-"""Turn public datasets into icrm's formats (DESIGN.md §2)."""
+"""Turn public datasets into icrm's formats (docs/design.md#data-formats)."""
 
 from __future__ import annotations
 

@@ -286,7 +286,7 @@ def _is_completion_list(value: Any) -> bool:
 
 
 def detect_format(row: Row, source: str, require_labels: bool = True) -> str:
-    """Which of the DESIGN.md §2 formats a row is in (TRL's ``completion`` counts as ``response``).
+    """Which format (docs/design.md#format-detection) a row is in (TRL's ``completion`` counts as ``response``).
 
     ``chosen``/``rejected`` given as lists of responses (RewardBench 2 rows)
     are best-of-N rows: the chosen responses are its correct candidates.

@@ -2,8 +2,8 @@
 
 Nothing here knows about models, tokenizers or trainers: every function takes
 rewards, masks and weights and returns tensors, so each one can be checked
-against a value computed by hand (tests/test_losses.py). DESIGN.md §1 is the
-specification; the names below follow its notation.
+against a value computed by hand (tests/test_losses.py). docs/design.md#the-objective
+is the specification; the names below follow its notation.
 
 Shapes: ``B`` rows, ``L`` positions. ``rewards[b, t]`` is the reward of the
 prefix ending at token ``t``; ``response_mask[b, t]`` is 1 on response tokens;

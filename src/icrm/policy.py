@@ -4,7 +4,7 @@ The loop this module supports, one command per step:
 
 1. ``sample`` -- draw N responses per prompt from a policy (a causal LM with
    a chat template, e.g. the output of ``icrm sft``) and write them as
-   best-of-N rows (``prompt``, ``candidates``; DESIGN.md §2).
+   best-of-N rows (``prompt``, ``candidates``; docs/design.md#best-of-n-rows).
 2. ``dpo-pairs`` -- score the candidates with a reward model and keep the
    best and the worst of each prompt as chosen/rejected, in TRL's
    conversational ``prompt``/``chosen``/``rejected`` format.

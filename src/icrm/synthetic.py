@@ -1,6 +1,6 @@
-"""Embedded tasks whose right answer is known (DESIGN.md §6).
+"""Embedded tasks whose right answer is known (docs/design.md#embedded-tasks).
 
-Each task writes ordinary JSONL files in the DESIGN.md §2 formats, so the
+Each task writes ordinary JSONL files in icrm's formats (docs/design.md#data-formats), so the
 demo and tests can train reward models on them with the same commands a user
 runs on real data, and judge rankings, best-of-N picks and DPO policies by
 the truth instead of by another model:
