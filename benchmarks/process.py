@@ -304,14 +304,14 @@ def report(info: dict, rows: list[Row]) -> str:
 
 def plot_efficiency(info: dict, path: Path) -> None:
     """Step AUROC and first-error F1 vs the share of rows with step labels (PRM), beside outcome-label rows."""
-    from icrm.evaluation import _new_figure, _save_png
+    from icrm.plots import new_figure, save_png
 
     results = info["results"]
     seeds = sorted(results, key=int)
     prm = [(10, "PRM, step labels on 10 % of rows"), (30, "PRM, step labels on 30 % of rows"), (100, "PRM (step labels)")]
     lines = [("ICRM λ=0.1 (outcome labels)", "tab:blue", "-"), ("ICRM λ=0.3 (outcome labels)", "tab:cyan", "-"),
              ("BCE (outcome labels)", "tab:gray", "--"), ("generator log-prob (no RM training)", "tab:orange", ":")]
-    figure = _new_figure(width=10.0, height=4.0)
+    figure = new_figure(width=10.0, height=4.0)
     for i, metric in enumerate(("step_auroc", "first_error_f1"), start=1):
         ax = figure.add_subplot(1, 2, i)
         xs = [x for x, name in prm if values(results, name, metric, seeds)]
@@ -340,7 +340,7 @@ def plot_efficiency(info: dict, path: Path) -> None:
                      fontsize=10)
         if i == 1:
             ax.legend(fontsize=7, loc="lower right")  # below the outcome-label bands
-    _save_png(figure, path)
+    save_png(figure, path)
 
 
 def _mean_ci(xs: list[float]) -> tuple[float, float]:

@@ -6,9 +6,9 @@ import random
 import re
 from pathlib import Path
 
+from .answers import extract_answer
 from .data import DataError, read_rows
 from .outputs import check_output, staged_directory, write_jsonl
-from .scoring import extract_answer
 
 GSM8K_SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 

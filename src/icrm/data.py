@@ -332,7 +332,20 @@ def parse_hh_dialogue(text: str) -> list[Message] | None:
     return messages
 
 
-def _as_messages(value: Any, source: str, line: int, name: str) -> list[Message]:
+def messages_of(prompt: str | list[Message]) -> list[Message]:
+    """A prompt as chat messages: a string is one user turn (what the API's ``prompt`` arguments accept)."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def without_open_turn(messages: list[Message]) -> list[Message]:
+    """The messages without a trailing empty assistant turn (an implicit prompt's "Assistant:" slot)."""
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"].strip():
+        return messages[:-1]
+    return messages
+
+
+def as_messages(value: Any, source: str, line: int, name: str) -> list[Message]:
+    """A data row's prompt field as validated messages (a string may hold an HH dialogue)."""
     if isinstance(value, str):
         return parse_hh_dialogue(value) or [{"role": "user", "content": value}]
     if isinstance(value, list) and all(
@@ -342,10 +355,10 @@ def _as_messages(value: Any, source: str, line: int, name: str) -> list[Message]
     raise DataError(source, "expected a string or a list of {role, content} messages", line, name)
 
 
-def _response_text(value: Any, source: str, line: int, name: str) -> str:
+def response_text(value: Any, source: str, line: int, name: str) -> str:
     """The assistant text of a response given as a string or a message list."""
     if isinstance(value, list):
-        messages = _as_messages(value, source, line, name)
+        messages = as_messages(value, source, line, name)
         if len(messages) != 1 or messages[0]["role"] != "assistant":
             raise DataError(source, "a message-list response must be one assistant message", line, name)
         value = messages[0]["content"]
@@ -368,8 +381,8 @@ def _split_implicit_prompt(row: Row, source: str) -> tuple[list[Message], str, s
     chosen, rejected = row.data["chosen"], row.data["rejected"]
     if isinstance(chosen, str) and isinstance(rejected, str) and parse_hh_dialogue(chosen) is None:
         return _split_shared_text(chosen, rejected, source, row.line)
-    conv_c = _as_messages(chosen, source, row.line, "chosen")
-    conv_r = _as_messages(rejected, source, row.line, "rejected")
+    conv_c = as_messages(chosen, source, row.line, "chosen")
+    conv_r = as_messages(rejected, source, row.line, "rejected")
     shared = 0
     while shared < min(len(conv_c), len(conv_r)) and conv_c[shared] == conv_r[shared]:
         shared += 1
@@ -399,7 +412,7 @@ def _split_shared_text(chosen: str, rejected: str, source: str, line: int) -> tu
         shared = shared[: boundary.start() if boundary else 0]
     if not shared.strip():
         raise DataError(source, "no prompt column, and chosen and rejected share no leading text", line, "prompt")
-    answers = [_response_text(text[len(shared):].strip(), source, line, name)
+    answers = [response_text(text[len(shared):].strip(), source, line, name)
                for text, name in ((chosen, "chosen"), (rejected, "rejected"))]
     return [{"role": "user", "content": shared.strip()}], answers[0], answers[1]
 
@@ -428,12 +441,12 @@ def _label(value: Any, source: str, line: int, name: str) -> int:
 
 def to_pair(row: Row, source: str) -> PairExample:
     if "prompt" in row.data and row.data["prompt"] is not None:
-        prompt = _as_messages(row.data["prompt"], source, row.line, "prompt")
+        prompt = as_messages(row.data["prompt"], source, row.line, "prompt")
         chosen, rejected = row.data["chosen"], row.data["rejected"]
         if isinstance(chosen, str) and isinstance(rejected, str) and prompt and prompt[-1]["role"] == "assistant":
             prompt = prompt[:-1]  # HH prompt strings end with an empty "Assistant:" turn
-        chosen = _response_text(chosen, source, row.line, "chosen")
-        rejected = _response_text(rejected, source, row.line, "rejected")
+        chosen = response_text(chosen, source, row.line, "chosen")
+        rejected = response_text(rejected, source, row.line, "rejected")
     else:
         prompt, chosen, rejected = _split_implicit_prompt(row, source)
     if chosen == rejected:
@@ -450,11 +463,11 @@ def to_pair(row: Row, source: str) -> PairExample:
 
 
 def to_point(row: Row, source: str) -> PointExample:
-    prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    prompt = as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
     column = "response" if "response" in row.data else "completion"  # TRL's unpaired preference
     return PointExample(
         prompt=prompt,
-        response=_response_text(row.data[column], source, row.line, column),
+        response=response_text(row.data[column], source, row.line, column),
         label=_label(row.data["label"], source, row.line, "label") if "label" in row.data else None,
         id=_optional_str(row, "id"),
         line=row.line,
@@ -465,7 +478,7 @@ def _completion_list(row: Row, source: str, name: str) -> list[str]:
     value = row.data.get(name)
     if not isinstance(value, list) or not value:
         raise DataError(source, "expected a non-empty list of responses", row.line, name)
-    return [_response_text(v, source, row.line, name) for v in value]
+    return [response_text(v, source, row.line, name) for v in value]
 
 
 def _check_count(row: Row, source: str, name: str, expected: int) -> None:
@@ -486,14 +499,14 @@ def _rewardbench2_candidates(row: Row, source: str) -> tuple[list[str], list[int
 
 
 def to_bon(row: Row, source: str) -> BonExample:
-    prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    prompt = as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
     if "candidates" not in row.data:
         texts, labels = _rewardbench2_candidates(row, source)
         return BonExample(prompt, texts, labels, None, _optional_str(row, "id"), row.line, _optional_str(row, "subset"))
     candidates = row.data["candidates"]
     if not isinstance(candidates, list) or not candidates:
         raise DataError(source, "expected a non-empty list of responses", row.line, "candidates")
-    texts = [_response_text(c, source, row.line, "candidates") for c in candidates]
+    texts = [response_text(c, source, row.line, "candidates") for c in candidates]
     labels = row.data.get("labels")
     if labels is not None:
         if not isinstance(labels, list):
@@ -520,7 +533,7 @@ def _step_texts(row: Row, source: str, name: str) -> list[str]:
 
 def to_step(row: Row, source: str) -> StepExample:
     """TRL stepwise supervision: ``prompt``, ``completions`` (steps), ``labels`` (a bool per step)."""
-    prompt = _as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
+    prompt = as_messages(row.data.get("prompt", ""), source, row.line, "prompt")
     steps = _step_texts(row, source, "completions")
     labels = row.data["labels"]
     if not isinstance(labels, list) or len(labels) != len(steps):
@@ -533,7 +546,7 @@ def to_step(row: Row, source: str) -> StepExample:
 
 def to_processbench(row: Row, source: str) -> StepExample:
     """ProcessBench: ``problem``, ``steps``, ``label`` = index of the first wrong step or −1."""
-    prompt = _as_messages(row.data["problem"], source, row.line, "problem")
+    prompt = as_messages(row.data["problem"], source, row.line, "problem")
     steps = _step_texts(row, source, "steps")
     first = row.data["label"]
     if isinstance(first, bool) or not isinstance(first, int) or not -1 <= first < len(steps):

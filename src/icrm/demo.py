@@ -244,10 +244,10 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
 
 def _plot_process(process: dict, path: Path) -> None:
     """Left: σ(r) at each step of the shown chain, one line per model. Right: step metrics on every test chain."""
-    from .evaluation import _new_figure, _save_png
+    from .plots import new_figure, save_png
 
     chain, labels = process["chain"], process["chain"]["labels"]
-    figure = _new_figure(width=11.0, height=4.0)
+    figure = new_figure(width=11.0, height=4.0)
     ax = figure.add_subplot(1, 2, 1)
     steps = list(range(1, len(labels) + 1))
     first = first_error(labels) + 1
@@ -277,7 +277,7 @@ def _plot_process(process: dict, path: Path) -> None:
     ax.set_title(f"All {process['n_test']} held-out chains", fontsize=10)
     figure.legend(handles, names, loc="lower center", ncol=len(names), frameon=False, fontsize=9)
     figure.tight_layout(rect=(0, 0.07, 1, 1))
-    _save_png(figure, path, tight=False)
+    save_png(figure, path, tight=False)
 
 
 def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
@@ -340,20 +340,20 @@ def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
 
 def _plot_dpo(dpo: dict, path: Path) -> None:
     """Bar chart of the mean true reward per policy, with ±1 standard error of the mean."""
-    from .evaluation import _new_figure, _save_png
+    from .plots import new_figure, save_png
 
     names = list(dpo["policies"])
     n = dpo["prompts"] * dpo["samples_per_prompt"]
     means = [dpo["policies"][name]["mean_reward"] for name in names]
     errors = [dpo["policies"][name]["std_reward"] / n**0.5 for name in names]
-    figure = _new_figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     bars = ax.bar(names, means, yerr=errors, capsize=4, color=["grey", "C0", "C2"])
     ax.bar_label(bars, fmt="%.3f", label_type="center", color="white")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("mean true reward (#good − #bad words) ± s.e.")
     ax.set_title(f"Policies on {dpo['prompts']} held-out noisy prompts × {dpo['samples_per_prompt']} samples")
-    _save_png(figure, path)
+    save_png(figure, path)
 
 
 def _explain_page(root: Path, n_pairs: int = 50) -> dict:

@@ -4,9 +4,7 @@ Everything here is a pure function of numbers that were scored elsewhere
 (``icrm eval`` / ``icrm bon`` run the model and pass the rewards in), so the
 metrics can be checked against hand-computed values without any model.
 
-The plotting helpers write PNG files with matplotlib's Agg canvas (no GUI, no
-global pyplot state) via a temporary file and a rename, so an interrupted run
-never leaves a half-written image behind.
+The plots go through :mod:`icrm.plots` (Agg canvas, all-or-nothing files).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -24,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .plots import new_figure, save_png
 
 __all__ = [
     "LENGTH_BUCKETS",
@@ -610,34 +609,12 @@ def bon_metrics(
 # --------------------------------------------------------------------------- #
 
 
-def _new_figure(width: float = 6.4, height: float = 4.2):
-    # Figure + Agg canvas directly: no pyplot, so no GUI backend and no global state.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save_png(figure, path: str | os.PathLike, tight: bool = True) -> Path:
-    """Save to a temporary file next to ``path`` and rename it into place."""
-    from .outputs import staged_file
-
-    if tight:
-        figure.tight_layout()
-    with staged_file(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # missing glyphs (emoji, CJK) in the fonts
-        figure.savefig(tmp, format="png")
-    return Path(path)
-
-
 def plot_margin_histogram(
     chosen: Sequence[float], rejected: Sequence[float], path: str | os.PathLike, title: str | None = None
 ) -> Path:
     """Histogram of reward margins (chosen - rejected); mass right of 0 is accuracy."""
     margins = _as_finite_array(chosen, "chosen") - _as_finite_array(rejected, "rejected")
-    figure = _new_figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     ax.hist(margins, bins=min(50, max(10, margins.size // 10)), color="tab:blue", alpha=0.8)
     ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
@@ -645,7 +622,7 @@ def plot_margin_histogram(
     ax.set_xlabel("reward margin (chosen - rejected)")
     ax.set_ylabel("pairs")
     ax.set_title(title or f"Reward margins (n={margins.size}, accuracy={accuracy:.3f})")
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
 _BON_STYLES = {
@@ -671,14 +648,14 @@ def _bon_axes(figure, ns: list[int], title: str):
 def plot_bon_curve(bon_result: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
     """Best-of-N accuracy vs n (log2 axis), between the random floor and the oracle ceiling."""
     ns = [int(n) for n in bon_result["n"]]
-    figure = _new_figure()
+    figure = new_figure()
     ax = _bon_axes(figure, ns, title or f"Best-of-N ({bon_result.get('num_prompts', '?')} prompts)")
     for metric, (label, color, style) in _BON_STYLES.items():
         if metric in bon_result:
             values = [bon_result[metric][str(n)] for n in ns]
             ax.plot(ns, values, marker="o", label=label, color=color, linestyle=style)
     ax.legend()
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
 _VERIFIER_STYLES = (("tab:blue", "o", "-"), ("tab:purple", "s", "--"), ("tab:red", "^", "-."), ("tab:brown", "D", ":"))
@@ -694,7 +671,7 @@ def plot_bon_comparison(
     """
     first = next(iter(results.values()))
     ns = [int(n) for n in first["n"]]
-    figure = _new_figure(width=7.6)
+    figure = new_figure(width=7.6)
     ax = _bon_axes(figure, ns, title or f"Best-of-N ({first.get('num_prompts', '?')} prompts)")
     for (name, result), (color, marker, style) in zip(results.items(), itertools.cycle(_VERIFIER_STYLES)):
         values = [result["accuracy"][str(n)] for n in ns]
@@ -704,7 +681,7 @@ def plot_bon_comparison(
             label, color, style = _BON_STYLES[metric]
             ax.plot(ns, [first[metric][str(n)] for n in ns], color=color, linestyle=style, marker=".", label=label)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
 def plot_accuracy_bars(
@@ -713,7 +690,7 @@ def plot_accuracy_bars(
     """Grouped bars: one group per split, one bar per method (``table[method][split]``)."""
     methods = list(table)
     splits = list(dict.fromkeys(split for row in table.values() for split in row))
-    figure = _new_figure(width=max(6.4, 1.3 * len(splits) + 2))
+    figure = new_figure(width=max(6.4, 1.3 * len(splits) + 2))
     ax = figure.add_subplot()
     width = 0.8 / max(1, len(methods))
     positions = np.arange(len(splits))
@@ -727,7 +704,7 @@ def plot_accuracy_bars(
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title)
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
 LOSS_TERMS = {
@@ -751,7 +728,7 @@ def plot_loss_terms(
     """
     present = {term for run in runs.values() for term, history in run.items() if history}
     terms = [t for t in LOSS_TERMS if t in present] + sorted(present - set(LOSS_TERMS))
-    figure = _new_figure(width=max(6.4, 3.4 * len(terms)), height=3.8)
+    figure = new_figure(width=max(6.4, 3.4 * len(terms)), height=3.8)
     colours = {name: f"C{i}" for i, name in enumerate(runs)}
     for i, term in enumerate(terms or ["loss"], start=1):
         ax = figure.add_subplot(1, max(1, len(terms)), i)
@@ -770,7 +747,7 @@ def plot_loss_terms(
         handles = [Line2D([], [], color=colours[name]) for name in named]
         figure.legend(handles, named, loc="lower center", ncol=len(named), frameon=False)
     figure.tight_layout(rect=(0, 0.08 if named else 0, 1, 1))
-    return _save_png(figure, path, tight=False)
+    return save_png(figure, path, tight=False)
 
 
 def plot_loss_curves(

@@ -37,8 +37,8 @@ from typing import Sequence as Seq
 import numpy as np
 import torch
 
-from .data import Message, Sequence, cut_left, encode, encode_steps, token_texts
-from .evaluation import _save_png
+from .data import Message, cut_left, encode, encode_steps, messages_of, token_texts
+from .plots import save_png
 from .steps import DEFAULT_SEPARATOR, join_steps, sigmoid
 
 __all__ = [
@@ -99,9 +99,6 @@ class Explained:
 # --------------------------------------------------------------- computing it
 
 
-def _messages(prompt: str | list[Message]) -> list[Message]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
 
 @torch.no_grad()
 def explain_responses(
@@ -125,7 +122,7 @@ def explain_responses(
     error.
     """
     tokenizer = rm.tokenizer
-    messages = _messages(prompt)
+    messages = messages_of(prompt)
     device = next(rm.parameters()).device
     was_training = rm.training
     rm.eval()
@@ -570,7 +567,7 @@ def render_png(
         shown = "Δr ÷ the colour scale beside its model's name (each model has its own)\n" if row_scales else ""
         bar.set_title(shown + "Δr = r_t − r_{t−1}" + steps_note, fontsize=8)
         bar.tick_params(labelsize=7)
-    return _save_png(fig, path, tight=False)
+    return save_png(fig, path, tight=False)
 
 
 # ------------------------------------------------------- attribution metrics
@@ -662,9 +659,9 @@ def explain_to_files(
     from .data import StepExample, load_examples
     from .errors import UserError
     from .generator import load_generator
+    from .lengths import fit_examples, resolve_max_length
     from .modeling import RewardModel
     from .outputs import check_output, staged_directory, staged_file
-    from .scoring import fit_examples, resolve_max_length
     from .steps import split_steps
 
     if (data is None) == (prompt is None or response is None):
@@ -691,7 +688,7 @@ def explain_to_files(
         return rows
 
     if data is None:
-        seq = encode(tokenizer, _messages(prompt), response)
+        seq = encode(tokenizer, messages_of(prompt), response)
         if max_length is not None and seq.length - seq.start > max_length:
             raise UserError(f"--response: {seq.length - seq.start} tokens do not fit in --max-length {max_length}")
         rows = rows_for(prompt, [("response", split_steps(response, step_separator) if per_step else response)])

@@ -190,12 +190,12 @@ def plot_rewards(entries: list[dict], path: Path) -> Path:
     """Mean reward of each step's completions, with a band of one within-batch std."""
     from matplotlib.ticker import MaxNLocator
 
-    from .evaluation import _new_figure, _save_png
+    from .plots import new_figure, save_png
 
     steps = [e["step"] for e in entries]
     mean = [e["reward"] for e in entries]
     std = [e.get("reward_std", 0.0) for e in entries]
-    figure = _new_figure()
+    figure = new_figure()
     ax = figure.add_subplot()
     ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, color="tab:blue", label="mean reward")
     ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
@@ -206,4 +206,4 @@ def plot_rewards(entries: list[dict], path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title("GRPO: reward of the sampled completions")
-    return _save_png(figure, path)
+    return save_png(figure, path)

@@ -37,6 +37,7 @@ from .data import (
     encode,
     encode_steps,
     last_token_index,
+    messages_of,
     token_texts,
 )
 from .errors import UserError
@@ -462,7 +463,7 @@ class RewardModel(nn.Module):
         """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        messages = [_messages(p) for p in prompts]
+        messages = [messages_of(p) for p in prompts]
         seqs = [encode(self.tokenizer, m, r) for m, r in zip(messages, responses)]
         rows = [rewards[seq.start :] for seq, rewards in zip(seqs, self.sequence_rewards(seqs, batch_size))]
         if not return_tokens:
@@ -498,7 +499,7 @@ class RewardModel(nn.Module):
         """
         if len(prompts) != len(steps):
             raise ValueError(f"{len(prompts)} prompts but {len(steps)} chains of steps")
-        seqs = [encode_steps(self.tokenizer, _messages(p), s, separator) for p, s in zip(prompts, steps)]
+        seqs = [encode_steps(self.tokenizer, messages_of(p), s, separator) for p, s in zip(prompts, steps)]
         if max_length is not None:
             seqs = [cut_left(seq, max_length, f"chain {i}") for i, seq in enumerate(seqs)]
         rewards = self.sequence_rewards(seqs, batch_size)
@@ -586,9 +587,6 @@ def _linear(weight: torch.Tensor) -> nn.Linear:
     layer.weight.data.copy_(weight)
     return layer
 
-
-def _messages(prompt: str | list[Message]) -> list[Message]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def is_peft(module: nn.Module) -> bool:

@@ -33,7 +33,16 @@ from typing import Callable
 
 import torch
 
-from .data import FORMAT_FIELDS, DataError, Message, PairExample, _as_messages, load_examples, read_rows
+from .data import (
+    FORMAT_FIELDS,
+    DataError,
+    Message,
+    PairExample,
+    as_messages,
+    load_examples,
+    read_rows,
+    without_open_turn,
+)
 from .errors import UserError
 from .outputs import check_output, library_bars_off, progress, staged_directory, write_json, write_jsonl
 
@@ -71,24 +80,18 @@ def load_prompts(source: str | Path) -> list[Prompt]:
     rows = read_rows(source)
     if any(f in rows[0].data for fields in FORMAT_FIELDS.values() for f in fields):
         examples = load_examples(source).examples
-        return [Prompt(_without_open_turn(ex.prompt), ex.id, ex.line) for ex in examples]
+        return [Prompt(without_open_turn(ex.prompt), ex.id, ex.line) for ex in examples]
     prompts = []
     for row in rows:
         if row.data.get("prompt") is None:
             present = ", ".join(sorted(row.data)) or "none"
             raise DataError(name, f"missing column (row has {present})", row.line, "prompt")
-        messages = _without_open_turn(_as_messages(row.data["prompt"], name, row.line, "prompt"))
+        messages = without_open_turn(as_messages(row.data["prompt"], name, row.line, "prompt"))
         if not messages or not any(m["content"].strip() for m in messages):
             raise DataError(name, "empty prompt", row.line, "prompt")
         row_id = row.data.get("id")
         prompts.append(Prompt(messages, None if row_id is None else str(row_id), row.line))
     return prompts
-
-
-def _without_open_turn(messages: list[Message]) -> list[Message]:
-    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"].strip():
-        return messages[:-1]
-    return messages
 
 
 def prompt_value(messages: list[Message]) -> str | list[Message]:
@@ -573,9 +576,9 @@ def lora_config(r: int, alpha: int):
 
 def train_and_save(trainer, tokenizer, directory: Path, merge_lora: bool):
     """Run a TRL trainer under icrm's progress bar; save the policy (LoRA merged) and tokenizer to ``directory``."""
-    from .training import _use_rich_progress
+    from .training import use_rich_progress
 
-    _use_rich_progress(trainer)
+    use_rich_progress(trainer)
     result = trainer.train()
     trained = trainer.model.merge_and_unload() if merge_lora else trainer.model
     trained.save_pretrained(directory)

@@ -7,23 +7,18 @@ with :meth:`RewardModel.score`, and writes the outputs atomically.
 
 from __future__ import annotations
 
-import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from .answers import canonical_answer, extract_answer
 from .data import (
     BonExample,
     DataError,
-    LoadedData,
     PairExample,
-    PointExample,
     Sequence,
     StepExample,
     encode,
     load_examples,
     responses_of,
-    tokenize_examples,
 )
 from .errors import UserError
 from .evaluation import (
@@ -35,8 +30,9 @@ from .evaluation import (
     plot_margin_histogram,
     rewardbench2_metrics,
 )
+from .lengths import Fitted, fit_examples, resolve_max_length
 from .modeling import RewardModel
-from .outputs import check_output, progress, warn, write_json, write_jsonl
+from .outputs import check_output, progress, write_json, write_jsonl
 from .steps import (
     AGGREGATES,
     DEFAULT_SEPARATOR,
@@ -57,98 +53,6 @@ def load_reward_model(
     rm = RewardModel.from_pretrained(path, trust_remote_code, allow_pickle)
     rm.eval()
     return rm.use_padding_free(packing)
-
-
-# ------------------------------------------------------------------ length limits
-
-
-def position_limit(config) -> int | None:
-    """The longest sequence a model's position embeddings cover, where its config says."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def resolve_max_length(rm: RewardModel, max_length: int | None) -> int | None:
-    """``--max-length`` of score, eval, bon, explain and serve; by default the model's position limit.
-
-    The training ``--max-length`` bounds what a training step costs, not what
-    the model can read, so scoring does not inherit it: a checkpoint trained
-    on 1024 tokens still scores a 1565-token solution. Beyond the position
-    limit a model reads garbage, so asking for more is an error. ``None``: the
-    model records no position limit (a plain transformers classifier without
-    one), and the caller decides (scoring: no limit; ``icrm serve``: its own).
-    """
-    limit = position_limit(rm.config)
-    if max_length is None:
-        return limit
-    if max_length < 8:
-        raise UserError(f"--max-length must be at least 8, got {max_length}")
-    if limit is not None and max_length > limit:
-        raise UserError(f"--max-length {max_length} exceeds the model's position limit of {limit} tokens")
-    return max_length
-
-
-@dataclass
-class Fitted:
-    """The examples whose responses fit the length limit, and their sequences in ``flatten_responses`` order."""
-
-    examples: list
-    kept: list[int]  # their indices in the loaded data
-    sequences: list[Sequence]
-    max_length: int | None
-    truncated: int = 0
-    dropped: int = 0
-
-    def counts(self) -> dict:
-        return {"max_length": self.max_length, "truncated": self.truncated, "dropped_over_length": self.dropped}
-
-
-def _response_fields(example) -> list[tuple[str, str]]:
-    """``(field, label)`` of each response, for error messages (the field names of the data format)."""
-    if isinstance(example, PairExample):
-        return [("chosen", ""), ("rejected", "")]
-    if isinstance(example, PointExample):
-        return [("response", "")]
-    if isinstance(example, StepExample):
-        return [("completions", "")]  # TRL's stepwise column
-    return [("candidates", f"candidate {i}: ") for i in range(1, len(example.candidates) + 1)]
-
-
-def _too_long(tokenizer, example, max_length: int) -> tuple[str, str]:
-    """``(field, message)`` for an example whose response alone is longer than ``max_length``."""
-    for (name, label), response in zip(_response_fields(example), responses_of(example)):
-        seq = encode(tokenizer, example.prompt, response)
-        if seq.length - seq.start > max_length:
-            return name, f"{label}{seq.length - seq.start} response tokens do not fit in --max-length {max_length}"
-    raise AssertionError("tokenize_examples dropped an example whose responses fit")
-
-
-def fit_examples(tokenizer, loaded: LoadedData, max_length: int | None, skip_invalid: bool = False) -> Fitted:
-    """Tokenize every response the way ``icrm train`` does (:func:`icrm.data.tokenize_examples`).
-
-    A sequence over ``max_length`` loses prompt tokens from the left
-    (counted as ``truncated``); a response that alone is longer cannot be
-    scored without losing its last token, where the reward is read: that is
-    an error naming the file, line and field, or with ``skip_invalid`` the
-    row is skipped, counted (``dropped_over_length``) and reported.
-    """
-    examples = loaded.examples
-    with progress("tokenizing", len(examples)) as advance:
-        items, kept, stats = tokenize_examples(examples, tokenizer, max_length or sys.maxsize, "left", advance)
-    over = sorted(set(range(len(examples))) - set(kept))
-    if over:
-        first = examples[over[0]]
-        name, message = _too_long(tokenizer, first, max_length)
-        if not skip_invalid:
-            hint = " (raise --max-length, or skip such rows with --skip-invalid)"
-            raise DataError(loaded.source, message + hint, first.line, name)
-        warn(f"skipped {len(over)} row(s) of {loaded.source} with a response longer than --max-length {max_length} "
-             f"tokens; the first: {DataError(loaded.source, message, first.line, name)}")
-    sequences = [seq for item in items for seq in item]
-    return Fitted([examples[i] for i in kept], kept, sequences, max_length, stats.truncated, len(over))
 
 
 # ------------------------------------------------------------------ scoring
@@ -471,34 +375,6 @@ def _score_columns(ex, scores: list[float]) -> dict:
     return {"reward": scores[0]}
 
 
-_ANSWER_PATTERNS = (
-    re.compile(r"####\s*(-?[\d,]*\.?\d+)"),
-    re.compile(r"Answer:\s*(-?[\d,]*\.?\d+)"),
-    re.compile(r"(?:^|\n)A:\s*\$?(-?[\d,]*\.?\d+)"),
-    re.compile(r"\\boxed\{([^}]*)\}"),
-)
-_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer of a solution: ``#### 42``, ``Answer: 42``, ``\\boxed{42}``, else the last number."""
-    for pattern in _ANSWER_PATTERNS:
-        found = pattern.findall(text)
-        if found:
-            return _canonical(found[-1])
-    numbers = _NUMBER.findall(text)
-    return _canonical(numbers[-1]) if numbers else None
-
-
-def _canonical(answer: str) -> str:
-    answer = answer.strip().replace(",", "").rstrip(".")
-    try:
-        value = float(answer)
-    except ValueError:
-        return answer
-    return str(int(value)) if value.is_integer() else str(value)
-
-
 def parse_ns(text: str | None, max_candidates: int) -> list[int]:
     """``"1,2,4"`` → [1, 2, 4]; default: powers of two up to the candidate count."""
     if not text:
@@ -553,7 +429,7 @@ def best_of_n(
         if ex.labels is not None:
             labels.append(ex.labels)
         elif ex.answer is not None:
-            labels.append([int(extract_answer(c) == _canonical(ex.answer)) for c in ex.candidates])
+            labels.append([int(extract_answer(c) == canonical_answer(ex.answer)) for c in ex.candidates])
         else:
             raise UserError(f"{data}:{ex.line}: labels: best-of-N needs `labels` or an `answer` per row")
     if not isinstance(ns, list):

@@ -60,11 +60,10 @@ from typing import Any
 
 import torch
 
-from .data import DataError, Message, Sequence, _as_messages, _response_text, encode, token_texts
+from .data import DataError, Message, Sequence, as_messages, encode, response_text, token_texts, without_open_turn
 from .errors import UserError
+from .lengths import resolve_max_length
 from .modeling import RewardModel
-from .policy import _without_open_turn
-from .scoring import resolve_max_length
 
 DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len), for a model without position limit
 DEFAULT_MAX_BODY_SIZE = 8 * 2**20  # bytes: room for thousands of long conversations per request
@@ -349,7 +348,7 @@ def score_items(tokenizer, prompts: list, responses: list, separator: str, max_l
     items = []
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
         try:
-            messages = _without_open_turn(_as_messages(prompt, "body", None, f"prompts[{i}]"))
+            messages = without_open_turn(as_messages(prompt, "body", None, f"prompts[{i}]"))
             steps = None
             if isinstance(response, list) and response and all(isinstance(s, str) for s in response):
                 steps = response
@@ -357,7 +356,7 @@ def score_items(tokenizer, prompts: list, responses: list, separator: str, max_l
                 if empty is not None:
                     raise RequestError(422, f"responses[{i}][{empty}]: empty step")
                 response = separator.join(steps)
-            text = _response_text(response, "body", None, f"responses[{i}]")
+            text = response_text(response, "body", None, f"responses[{i}]")
             seq = encode(tokenizer, messages, text)
         except DataError as err:
             raise RequestError(422, str(err)) from err

@@ -280,10 +280,10 @@ def step_profile(step_scores: Sequence[Sequence[float]], step_labels: Sequence[S
 
 def plot_step_profile(step_scores, step_labels, path, title: str = "Step scores"):
     """Two panels of :func:`step_profile`: where σ(r) falls on chains with an error, and right chains."""
-    from .evaluation import _new_figure, _save_png
+    from .plots import new_figure, save_png
 
     profile = step_profile(step_scores, step_labels)
-    figure = _new_figure(width=9.0, height=3.6)
+    figure = new_figure(width=9.0, height=3.6)
     panels = (
         ("erroneous", "chains with an error", "step − first wrong step", "tab:red"),
         ("correct", "right chains", "step (0 = first)", "tab:green"),
@@ -304,4 +304,4 @@ def plot_step_profile(step_scores, step_labels, path, title: str = "Step scores"
         n = sum(1 for labels in step_labels if (first_error(labels) >= 0) == (kind == "erroneous"))
         ax.set_title(f"{title}: {name} (n={n})", fontsize=10)
         ax.grid(True, alpha=0.3)
-    return _save_png(figure, path)
+    return save_png(figure, path)

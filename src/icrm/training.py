@@ -47,7 +47,6 @@ from .data import (
     StepExample,
     TokenizeStats,
     example_texts,
-    flatten_responses,
     load_examples,
     tokenize_examples,
 )
@@ -69,8 +68,8 @@ from .outputs import (
     QUIET,
     check_output,
     console,
-    note,
     mark_output,
+    note,
     progress,
     progress_factory,
     replace_path,
@@ -398,7 +397,7 @@ class ICRMTrainer(Trainer):
         self._total_train_tokens = 0
         self.add_callback(LogLastStep())
         if any(isinstance(callback, ProgressCallback) for callback in self.callback_handler.callbacks):
-            _use_rich_progress(self)  # one kind of bar: icrm's (tokenizing, generator pass) and training's
+            use_rich_progress(self)  # one kind of bar: icrm's (tokenizing, generator pass) and training's
 
     @property
     def reward_model(self) -> RewardModel:
@@ -1108,7 +1107,7 @@ def _train(trainer: Trainer, work: Path, resume: bool):
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    _use_rich_progress(trainer)
+    use_rich_progress(trainer)
     interrupt = GracefulInterrupt()
     trainer.add_callback(interrupt)
     whole_run = WholeRunLoss()
@@ -1161,7 +1160,7 @@ class RichProgress(TrainerCallback):
         self._bar = None
 
 
-def _use_rich_progress(trainer: Trainer) -> None:
+def use_rich_progress(trainer: Trainer) -> None:
     """Replace transformers' tqdm bar and log printer with ours (nothing under --quiet)."""
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
