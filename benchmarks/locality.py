@@ -29,7 +29,7 @@ from transformers import TrainingArguments
 
 from icrm.modeling import RewardModel
 
-ROWS = [R.ROWS[0], R.ROWS[3], R.Row("ICRM λ=0.3 SFT [two-sided]", "icrm", 0.3, "sft", "two-sided")]
+ROWS = [R.ROWS[0], R.ROWS[3]]  # BT, ICRM λ=0.3 SFT
 
 
 def steps(rm_dir: Path, test: Path, n_rows: int = 100) -> dict[str, float]:

@@ -11,7 +11,6 @@ where the row beats BT.
 
     python benchmarks/reproduction.py --seeds 5                 # full grid
     python benchmarks/reproduction.py --quick                   # smoke test, ~1 min
-    python benchmarks/reproduction.py --seeds 5 --variants      # + regularizer variants
     python benchmarks/reproduction.py --seeds 5 --setup pretrained --out reproduction-pretrained
 
 Setups. ``scratch``: the tiny model starts from random weights; the generator
@@ -52,7 +51,6 @@ import torch
 import transformers
 from transformers import TrainingArguments
 
-from icrm import training
 from icrm.scoring import evaluate_pairs
 from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
 from icrm.training import (
@@ -99,7 +97,6 @@ class Row:
     method: str  # icrm.training preset
     lam: float | None = None  # λ override
     generator: str = "sft"  # sft | self | uniform
-    variant: str | None = None  # consistency variant (benchmarks/variants.py)
 
 
 ROWS = [
@@ -113,12 +110,6 @@ ROWS = [
     Row("ICRM-nosft λ=0.3 SFT", "icrm-nosft", 0.3),
 ]
 QUICK_ROWS = ROWS[:3]
-
-
-def variant_rows() -> list[Row]:
-    from variants import VARIANTS
-
-    return [Row(f"ICRM λ={lam} SFT [{v}]", "icrm", lam, "sft", v) for v in VARIANTS for lam in (0.3, 0.5)]
 
 
 # ---------------------------------------------------------------- training
@@ -165,15 +156,7 @@ def run_row(row: Row, data: Path, sft: Path, backbone: Path, work: Path, seed: i
         max_length=SETTINGS["max_length"],
         **_args(seed, SETTINGS["epochs"]),
     )
-    trainer_cls = training.ICRMTrainer
-    if row.variant:
-        from variants import VARIANTS
-
-        training.ICRMTrainer = VARIANTS[row.variant]
-    try:
-        train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(backbone)))
-    finally:
-        training.ICRMTrainer = trainer_cls
+    train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(backbone)))
     return {split: evaluate_pairs(str(out), str(data / f"{split}.jsonl"), None)["accuracy"] for split in splits}
 
 
@@ -322,8 +305,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--tasks", default="noisy,length,suffix")
     p.add_argument("--quick", action="store_true", help="1 seed, noisy, BT/GRM/ICRM λ=0.1, 200 test pairs")
-    p.add_argument("--variants", action="store_true", help="also run the regularizer variants in variants.py")
-    p.add_argument("--only-variants", action="store_true", help="run BT, GRM, ICRM λ=0.3 SFT and the variants")
     p.add_argument("--out", default="reproduction", help="name of the results files under benchmarks/results/")
     p.add_argument("--sft-epochs", type=float, default=SETTINGS["sft_epochs"], help="generator SFT epochs (demo: 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -334,13 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
-    sys.path.insert(0, str(HERE))
     os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
     rows = list(ROWS)
-    if a.only_variants:
-        rows = [ROWS[0], ROWS[1], ROWS[3]] + variant_rows()
-    elif a.variants:
-        rows += variant_rows()
     SETTINGS.update(sft_epochs=a.sft_epochs, setup=a.setup, generator_responses=a.generator_responses)
     if a.rows:
         wanted = a.rows.split(",")
@@ -378,7 +354,6 @@ def main(argv: list[str] | None = None) -> None:
     if not raw_path.exists():
         sys.exit("nothing to report")
     info = json.loads(raw_path.read_text())
-    all_rows = ROWS + (variant_rows() if (a.variants or a.only_variants) else [])
     m = info["machine"]
     header = (
         f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
@@ -398,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         if gen
         else ""
     )
-    text = header + "\n" + gen + "\n" + summary(results, all_rows) + "\n" + table(results, all_rows)
+    text = header + "\n" + gen + "\n" + summary(results, ROWS) + "\n" + table(results, ROWS)
     (results_dir / f"{a.out}.md").write_text(text)
     print(text)
 

@@ -183,6 +183,21 @@ def test_evaluate_accuracy_is_the_share_of_pairs_ranked_right(tmp_path, base):
     assert {"eval_loss", "eval_bt", "eval_icrm", "eval_sft"} <= set(metrics)
 
 
+def test_evaluate_reads_a_given_dataset_as_the_training_data(tmp_path, base):
+    """The dataset given to ``evaluate`` must have the training format, and its steps are joined by step_separator."""
+    chains = [{"prompt": q, "completions": [c, "So it is."], "labels": [True, True]} for q, c, _ in QA] + [
+        {"prompt": q, "completions": ["Let me see.", r], "labels": [True, False]} for q, _, r in QA]
+    data = Dataset.from_list(chains)
+    trainer = ICRMTrainer(str(base), config(tmp_path, step_separator=" ; "), train_dataset=data)
+    metrics = trainer.evaluate(data)
+    rewards = trainer.reward_model.score([r["prompt"] for r in chains], [" ; ".join(r["completions"]) for r in chains])
+    assert metrics["eval_min_reward"] == pytest.approx(min(rewards), abs=1e-5)
+    assert metrics["eval_max_reward"] == pytest.approx(max(rewards), abs=1e-5)
+    assert metrics["eval_mean_reward"] == pytest.approx(sum(rewards) / len(rewards), abs=1e-5)
+    with pytest.raises(DataError, match=r"^eval_dataset:1: .*needs stepwise data, got pairwise"):
+        trainer.evaluate(Dataset.from_list(FORMATS["standard"]))
+
+
 def test_generator_pass_runs_at_the_start_of_train(tmp_path, base):
     args = config(tmp_path, generator=str(base), cache_dir=str(tmp_path / "cache"))
     trainer = ICRMTrainer(str(base), args, train_dataset=Dataset.from_list(FORMATS["unpaired"]))

@@ -19,7 +19,9 @@ import threading
 
 import httpx
 import pytest
+from conftest import write_jsonl
 
+from icrm import RewardModel
 from icrm.serve import Metrics, ServeConfig, create_app, percentile, pick_batch
 
 PROMPTS = [
@@ -82,17 +84,39 @@ def test_score_endpoint_gives_rewards_and_dense_per_token_rewards(tiny_rm):
         assert rewards[-1] == pytest.approx(data["rewards"][RESPONSES.index(response)])
 
 
-def test_per_step_score_is_the_prefix_reward_at_each_steps_last_token(tiny_rm):
-    """A causal RM's reward at a step's last token depends on nothing after it: score the prefixes alone."""
+def test_per_step_score_is_the_prefix_reward_at_each_steps_last_token_and_the_last_is_the_reward(tiny_rm):
+    """A causal RM's reward at a step's last token depends on nothing after it: score the prefixes alone.
+    The last step's score is read where the outcome reward is, at ``<|end|>``."""
     steps = ["the quick brown fox", "jumps over", "the lazy dog"]
     answer = post(create_app(tiny_rm, ServeConfig()), "/score",
                   {"prompts": [PROMPTS[0]], "responses": [steps], "per_step": True})
     assert answer.status_code == 200, answer.text
     data = answer.json()
     prefixes = ["\n".join(steps[: k + 1]) for k in range(len(steps))]
-    alone = tiny_rm.token_rewards_batch([PROMPTS[0]] * 3, prefixes)
-    assert data["step_rewards"][0] == pytest.approx([float(r[-2]) for r in alone], abs=1e-5)  # [-1] is <|end|>
+    alone = tiny_rm.token_rewards_batch([PROMPTS[0]] * 2, prefixes[:2])
+    assert data["step_rewards"][0][:2] == pytest.approx([float(r[-2]) for r in alone], abs=1e-5)  # [-1] is <|end|>
     assert data["rewards"][0] == pytest.approx(tiny_rm.score([PROMPTS[0]], [prefixes[-1]])[0], abs=1e-5)
+    assert data["step_rewards"][0][-1] == pytest.approx(data["rewards"][0], abs=1e-5)
+
+
+def test_per_step_scores_equal_icrm_score_per_step(tiny_rm, tmp_path, cli):
+    tiny_rm.save_pretrained(tmp_path / "rm")
+    rows = [{"prompt": PROMPTS[0], "completions": ["the quick brown fox", "jumps over", "the lazy dog"],
+             "labels": [True, True, False]},
+            {"prompt": PROMPTS[2], "completions": ["hello", "world today"], "labels": [True, True]}]
+    scored = tmp_path / "scored.jsonl"
+    done = cli("score", "--model", tmp_path / "rm", "--data", write_jsonl(tmp_path / "steps.jsonl", rows),
+               "--output", scored, "--per-step", "--step-separator", " ; ")
+    assert done.exit_code == 0, done.output
+    offline = [json.loads(line) for line in scored.read_text().splitlines()]
+    answer = post(create_app(RewardModel.from_pretrained(str(tmp_path / "rm")), ServeConfig()), "/score",
+                  {"prompts": [r["prompt"] for r in rows], "responses": [r["completions"] for r in rows],
+                   "per_step": True, "step_separator": " ; "})
+    assert answer.status_code == 200, answer.text
+    served = answer.json()
+    for row, rewards, reward in zip(offline, served["step_rewards"], served["rewards"]):
+        assert rewards == pytest.approx(row["step_rewards"], abs=1e-5)
+        assert reward == pytest.approx(row["reward"], abs=1e-5)
 
 
 def test_normalize_applies_the_training_mean_and_std(tiny_rm, monkeypatch):

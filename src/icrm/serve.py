@@ -14,8 +14,9 @@ Endpoints (JSON in, JSON out):
   as strings or chat messages and responses as strings, one assistant message,
   or a list of steps (joined by ``step_separator``, default ``"\\n"``).
   ``"per_token": true`` adds the response tokens and the reward of every
-  prefix (dense rewards); ``"per_step": true`` adds each step's score, the
-  prefix reward at the last token of the step's text.
+  prefix (dense rewards); ``"per_step": true`` adds each step's score, read
+  where :meth:`RewardModel.step_rewards` and ``icrm score --per-step`` read it
+  (the last step's at the outcome position, so it equals the reward).
 * ``GET /health`` and ``GET /metrics`` (request, batch-size and latency counts).
 
 Dynamic batching: OpenRLHF sends one conversation per request, from many
@@ -60,7 +61,17 @@ from typing import Any
 
 import torch
 
-from .data import DataError, Message, Sequence, as_messages, encode, response_text, token_texts, without_open_turn
+from .data import (
+    DataError,
+    Message,
+    Sequence,
+    as_messages,
+    encode,
+    encode_steps,
+    response_text,
+    token_texts,
+    without_open_turn,
+)
 from .errors import UserError
 from .lengths import resolve_max_length
 from .modeling import RewardModel
@@ -333,16 +344,22 @@ def text_sequences(tokenizer, texts: list, max_length: int) -> list[Sequence]:
 
 @dataclass
 class ScoreItem:
-    """One ``/score`` pair, tokenized; ``steps`` when the response came as a list of steps."""
+    """One ``/score`` pair, tokenized (``seq.step_ends`` set under ``per_step``)."""
 
     prompt: list[Message]
     response: str
     seq: Sequence
-    steps: list[str] | None
 
 
-def score_items(tokenizer, prompts: list, responses: list, separator: str, max_length: int) -> list[ScoreItem]:
-    """Validate and tokenize ``/score`` pairs exactly as ``icrm score`` renders them."""
+def score_items(
+    tokenizer, prompts: list, responses: list, separator: str, max_length: int, per_step: bool = False
+) -> list[ScoreItem]:
+    """Validate and tokenize ``/score`` pairs exactly as ``icrm score`` renders them.
+
+    ``per_step``: every response must be a list of steps, whose sequences get
+    their ``step_ends`` from :func:`~icrm.data.encode_steps`, as ``icrm score
+    --per-step`` does.
+    """
     if len(prompts) != len(responses):
         raise RequestError(422, f"responses: {len(prompts)} prompts but {len(responses)} responses")
     items = []
@@ -356,30 +373,16 @@ def score_items(tokenizer, prompts: list, responses: list, separator: str, max_l
                 if empty is not None:
                     raise RequestError(422, f"responses[{i}][{empty}]: empty step")
                 response = separator.join(steps)
+            elif per_step:
+                raise RequestError(422, f"responses[{i}]: per_step needs the response as a list of step strings")
             text = response_text(response, "body", None, f"responses[{i}]")
-            seq = encode(tokenizer, messages, text)
+            seq = encode_steps(tokenizer, messages, steps, separator) if per_step else encode(tokenizer, messages, text)
         except DataError as err:
             raise RequestError(422, str(err)) from err
-        except ValueError as err:  # a chat template that renders the prompt differently with a response
+        except ValueError as err:  # a chat template that renders the prompt, or the response text, differently
             raise RequestError(422, f"prompts[{i}]: {err}") from err
-        items.append(ScoreItem(messages, text, _check_length(seq, f"responses[{i}]", max_length), steps))
+        items.append(ScoreItem(messages, text, _check_length(seq, f"responses[{i}]", max_length)))
     return items
-
-
-def step_positions(tokenizer, item: ScoreItem, separator: str) -> list[int]:
-    """Index into the response's prefix rewards of the last token of each step's text."""
-    full = tokenizer.apply_chat_template(item.prompt + [{"role": "assistant", "content": item.response}], tokenize=False)
-    prefix = tokenizer.apply_chat_template(item.prompt, add_generation_prompt=True, tokenize=False)
-    at = full.find(item.response, len(prefix))
-    if at < 0:
-        raise RequestError(422, "per_step: the chat template changes the response text, so its steps cannot be located")
-    offsets = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    positions = []
-    for step in item.steps:
-        at += len(step)
-        positions.append(next(t for t, (_, end) in enumerate(offsets) if end >= at) - item.seq.start)
-        at += len(separator)
-    return positions
 
 
 # --------------------------------------------------------------------- the app
@@ -457,11 +460,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
         separator = body.get("step_separator", "\n")
         if not isinstance(separator, str):
             raise RequestError(422, f"step_separator: expected a string, got {_json_type(separator)}")
-        items = await in_tokenizer_thread(score_items, tokenizer, prompts, responses, separator, max_length)
-        if per_step:
-            missing = next((i for i, item in enumerate(items) if item.steps is None), None)
-            if missing is not None:
-                raise RequestError(422, f"responses[{missing}]: per_step needs the response as a list of step strings")
+        items = await in_tokenizer_thread(score_items, tokenizer, prompts, responses, separator, max_length, per_step)
         token_rewards = [scale(r.tolist()) for r in await batcher.score([item.seq for item in items])]
         payload: dict[str, Any] = {"rewards": [r[-1] for r in token_rewards]}
         if per_token:
@@ -470,8 +469,7 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
             )
             payload["token_rewards"] = token_rewards
         if per_step:
-            positions = await in_tokenizer_thread(lambda: [step_positions(tokenizer, it, separator) for it in items])
-            payload["step_rewards"] = [[r[p] for p in pos] for r, pos in zip(token_rewards, positions)]
+            payload["step_rewards"] = [[r[end - it.seq.start] for end in it.seq.step_ends] for r, it in zip(token_rewards, items)]
         return payload, len(items)
 
     async def health(request):

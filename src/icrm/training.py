@@ -474,7 +474,8 @@ class ICRMTrainer(Trainer):
         """transformers' ``evaluate``; a dataset given here is validated and tokenized like the training data."""
         if eval_dataset is not None and not isinstance(eval_dataset, str):
             prepare = lambda data, label: self._tokenize(
-                _examples(data, label, self.data_format), self.reward_model.tokenizer, self.args, label
+                _examples(data, label, self.args.step_separator, self.data_format),
+                self.reward_model.tokenizer, self.args, label,
             )
             eval_dataset = _map_eval(eval_dataset, prepare)
         self._attach_generator_weights(_reward_datasets(self.eval_dataset, eval_dataset))
