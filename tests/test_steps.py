@@ -272,3 +272,11 @@ def test_step_profile():
     profile = step_profile([[2.0, -1.0], [0.0, 0.0]], [[1, 0], [1, 1]])
     assert profile["erroneous"] == {-1: (pytest.approx(sig(2.0)), 1), 0: (pytest.approx(sig(-1.0)), 1)}
     assert profile["correct"] == {0: (0.5, 1), 1: (0.5, 1)}
+
+
+def test_average_ranks_share_ties():
+    import numpy as np
+
+    from icrm.steps import average_ranks
+
+    assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]

@@ -39,7 +39,7 @@ import torch
 
 from .data import Message, cut_left, encode, encode_steps, messages_of, token_texts
 from .plots import save_png
-from .steps import DEFAULT_SEPARATOR, join_steps, sigmoid
+from .steps import DEFAULT_SEPARATOR, average_ranks, join_steps, sigmoid
 
 __all__ = [
     "Explained",
@@ -584,18 +584,6 @@ def decisive_share(delta: Seq[float], decisive: Seq[bool]) -> float:
     return float(mag[np.asarray(decisive, dtype=bool)].sum() / total)
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    # boundaries of runs of equal values
-    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
-    ends = np.r_[starts[1:], len(x)]
-    for lo, hi in zip(starts, ends):
-        ranks[order[lo:hi]] = (lo + hi - 1) / 2.0 + 1.0
-    return ranks
-
-
 def rank_correlation(delta: Seq[float], true_delta: Seq[float]) -> float:
     """Spearman correlation (ties get average ranks); NaN when undefined."""
     if len(delta) != len(true_delta):
@@ -603,7 +591,7 @@ def rank_correlation(delta: Seq[float], true_delta: Seq[float]) -> float:
     a, b = np.asarray(delta, dtype=np.float64), np.asarray(true_delta, dtype=np.float64)
     if len(a) < 2:
         return float("nan")
-    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra, rb = average_ranks(a), average_ranks(b)
     ra -= ra.mean()
     rb -= rb.mean()
     denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))

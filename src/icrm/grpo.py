@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .modeling import lora_config
 from .outputs import check_output, library_bars_off, staged_directory, write_json
 from .policy import (
     load_prompts,
-    lora_config,
     prompt_key,
     train_and_save,
     training_summary,

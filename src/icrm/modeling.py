@@ -619,12 +619,17 @@ def add_peft(rm: RewardModel, peft_config) -> RewardModel:
 
 
 def add_lora(rm: RewardModel, r: int, alpha: int, dropout: float = 0.0) -> RewardModel:
-    """LoRA on every linear layer of the backbone (``--lora-r``); see :func:`add_peft`."""
+    """LoRA on every linear layer of the backbone (``--lora-r``, at least 1); see :func:`add_peft`."""
+    if r <= 0:
+        raise UserError(f"--lora-r must be at least 1 to add LoRA, got {r}")
     return add_peft(rm, lora_config(r, alpha, dropout))
 
 
 def lora_config(r: int, alpha: int, dropout: float = 0.0):
-    """The LoRA setup of ``--lora-r/--lora-alpha``: every linear layer of the backbone."""
+    """The LoRA setup of ``--lora-r/--lora-alpha``: every linear layer of the backbone; None (full
+    fine-tuning) when ``r`` is 0, as reward models, DPO and GRPO policies all read it."""
+    if r <= 0:
+        return None
     from peft import LoraConfig
 
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear")

@@ -507,7 +507,7 @@ def train_dpo(
     import yaml
     from trl import DPOConfig, DPOTrainer
 
-    from .modeling import load_causal_lm
+    from .modeling import load_causal_lm, lora_config
 
     check_output(output, "dpo", overwrite)
     if settings.beta <= 0:
@@ -563,15 +563,6 @@ def train_dpo(
         _plot_dpo(history, staging / "losses.png")
         shutil.rmtree(staging / "trainer", ignore_errors=True)
     return metrics
-
-
-def lora_config(r: int, alpha: int):
-    """LoRA on every linear layer for TRL's ``peft_config``, or None (full fine-tuning) when ``r`` is 0."""
-    if r <= 0:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear")
 
 
 def train_and_save(trainer, tokenizer, directory: Path, merge_lora: bool):

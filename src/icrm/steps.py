@@ -160,13 +160,19 @@ def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(s.size)
-    sorted_s = s[order]
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    for lo, hi in zip(starts, np.r_[starts[1:], s.size]):
-        ranks[order[lo:hi]] = (lo + hi + 1) / 2.0  # average 1-based rank of a run of ties
+    ranks = average_ranks(s)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, a run of ties sharing its average rank (as Spearman and Mann–Whitney need)."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], len(x)]):
+        ranks[order[lo:hi]] = (lo + hi + 1) / 2.0
+    return ranks
 
 
 def predicted_first_error(scores: Sequence[float], threshold: float = 0.5) -> int:

@@ -947,7 +947,7 @@ class ModelSpec:
 
     def peft_config(self):
         """``--lora-r/--lora-alpha`` as a peft config, or None."""
-        return lora_config(self.lora_r, self.lora_alpha) if self.lora_r > 0 else None
+        return lora_config(self.lora_r, self.lora_alpha)
 
 
 def train_reward_model(
