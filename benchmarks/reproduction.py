@@ -144,7 +144,10 @@ def _args(seed: int, epochs: float) -> dict:
     return trainer_arguments(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=seed, logging_steps=50)
 
 
-def run_row(row: Row, data: Path, sft: Path, backbone: Path, work: Path, seed: int, splits: list[str]) -> dict[str, float]:
+def run_row(
+    row: Row, data: Path, sft: Path, work: Path, seed: int, splits: list[str], backbone: Path | None = None
+) -> dict[str, float]:
+    """Train ``row``'s reward model from ``backbone`` (the SFT generator when None) and evaluate it on ``splits``."""
     generator = str(sft) if row.generator == "sft" else row.generator
     out = work / "rm"
     config = ICRMConfig(
@@ -156,7 +159,7 @@ def run_row(row: Row, data: Path, sft: Path, backbone: Path, work: Path, seed: i
         max_length=SETTINGS["max_length"],
         **_args(seed, SETTINGS["epochs"]),
     )
-    train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(backbone)))
+    train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(backbone or sft)))
     return {split: evaluate_pairs(str(out), str(data / f"{split}.jsonl"), None)["accuracy"] for split in splits}
 
 
@@ -194,7 +197,7 @@ def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict,
                 print(f"[{task} seed {seed}] backbone+SFT {time.time() - t0:.0f}s, generator p: {check}", flush=True)
                 for row in todo:
                     t0 = time.time()
-                    acc = run_row(row, data, sft, backbone or sft, work, seed, splits)
+                    acc = run_row(row, data, sft, work, seed, splits, backbone)
                     results.setdefault(task, {}).setdefault(str(seed), {})[row.name] = acc
                     save()
                     accs = " ".join(f"{k}={v:.3f}" for k, v in acc.items())
