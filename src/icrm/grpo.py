@@ -31,7 +31,7 @@ from .outputs import check_output, library_bars_off, staged_directory, write_jso
 from .policy import (
     load_prompts,
     prompt_key,
-    train_and_save,
+    train_with_trl,
     training_summary,
 )
 
@@ -129,33 +129,22 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
     peft_config = lora_config(settings.lora_r, settings.lora_alpha)
 
     with staged_directory(output, "grpo", overwrite) as staging, library_bars_off():
-        try:
-            args = GRPOConfig(
-                **training,
-                output_dir=str(staging / "trainer"),
-                num_generations=settings.num_generations,
-                max_completion_length=settings.max_completion_length,
-                beta=settings.beta,
-                loss_type=settings.loss_type,
-                epsilon=settings.epsilon,
-                scale_rewards=settings.scale_rewards,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                top_k=settings.top_k,
-                activation_checkpointing=settings.gradient_checkpointing,
-                trust_remote_code=settings.trust_remote_code,
-            )
-        except ValueError as err:
-            raise UserError(f"invalid GRPO option: {err}") from err
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=reward_model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-        result = train_and_save(trainer, tokenizer, staging, merge_lora=peft_config is not None)
+        config = {
+            **training,
+            "num_generations": settings.num_generations,
+            "max_completion_length": settings.max_completion_length,
+            "beta": settings.beta,
+            "loss_type": settings.loss_type,
+            "epsilon": settings.epsilon,
+            "scale_rewards": settings.scale_rewards,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "top_k": settings.top_k,
+            "activation_checkpointing": settings.gradient_checkpointing,
+            "trust_remote_code": settings.trust_remote_code,
+        }
+        trainer, result = train_with_trl(GRPOTrainer, GRPOConfig, "GRPO", config, staging, model, tokenizer,
+                                         peft_config, reward_funcs=reward_model, train_dataset=dataset)
         history = trainer.state.log_history
         rewards = [entry for entry in history if "reward" in entry]
         config = {"policy": policy, "reward_model": reward_model, "prompts": prompts, **asdict(settings),

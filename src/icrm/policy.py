@@ -523,26 +523,10 @@ def train_dpo(
     ref_model = None if peft_config else copy.deepcopy(model).eval().requires_grad_(False)
 
     with staged_directory(output, "dpo", overwrite) as staging, library_bars_off():
-        try:
-            args = DPOConfig(
-                **{**training, "remove_unused_columns": True},
-                output_dir=str(staging / "trainer"),
-                beta=settings.beta,
-                loss_type=[settings.loss_type],
-                max_length=settings.max_length,
-                activation_checkpointing=settings.gradient_checkpointing,
-            )
-        except ValueError as err:
-            raise UserError(f"invalid DPO option: {err}") from err
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=ref_model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-        result = train_and_save(trainer, tokenizer, staging, merge_lora=peft_config is not None)
+        config = {**training, "remove_unused_columns": True, "beta": settings.beta, "loss_type": [settings.loss_type],
+                  "max_length": settings.max_length, "activation_checkpointing": settings.gradient_checkpointing}
+        trainer, result = train_with_trl(DPOTrainer, DPOConfig, "DPO", config, staging, model, tokenizer, peft_config,
+                                         ref_model=ref_model, train_dataset=dataset)
         history = trainer.state.log_history
         last = next((entry for entry in reversed(history) if "rewards/accuracies" in entry), {})
         config = {"policy": policy, "data": data, **asdict(settings), **training_summary(training)}
@@ -565,16 +549,28 @@ def train_dpo(
     return metrics
 
 
-def train_and_save(trainer, tokenizer, directory: Path, merge_lora: bool):
-    """Run a TRL trainer under icrm's progress bar; save the policy (LoRA merged) and tokenizer to ``directory``."""
+def train_with_trl(trainer_cls, config_cls, what: str, config: dict, staging: Path, model, tokenizer, peft_config,
+                   **trainer_args):
+    """Build a TRL ``config_cls`` and ``trainer_cls``, train under icrm's progress bar, save the policy.
+
+    DPO and GRPO share icrm's conventions this way: TRL's own option checks
+    become one-line errors, the trainer's checkpoints go to ``staging/trainer``,
+    and the policy (LoRA merged) and its tokenizer are saved to ``staging``.
+    Returns the trainer and ``train()``'s result.
+    """
     from .training import use_rich_progress
 
+    try:
+        args = config_cls(**config, output_dir=str(staging / "trainer"))
+    except ValueError as err:
+        raise UserError(f"invalid {what} option: {err}") from err
+    trainer = trainer_cls(model=model, args=args, processing_class=tokenizer, peft_config=peft_config, **trainer_args)
     use_rich_progress(trainer)
     result = trainer.train()
-    trained = trainer.model.merge_and_unload() if merge_lora else trainer.model
-    trained.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return result
+    trained = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+    trained.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    return trainer, result
 
 
 def training_summary(training: dict) -> dict:
