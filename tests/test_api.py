@@ -183,6 +183,18 @@ def test_evaluate_accuracy_is_the_share_of_pairs_ranked_right(tmp_path, base):
     assert {"eval_loss", "eval_bt", "eval_icrm", "eval_sft"} <= set(metrics)
 
 
+def test_evaluating_during_training_does_not_change_what_is_learnt(tmp_path, base):
+    """An eval dataloader draws its seed from torch's RNG; evaluate() gives the draw back, so dropout is unchanged."""
+    rows = Dataset.from_list(FORMATS["standard"])
+    weights = []
+    for name, evaluated in (("plain", {}), ("evaluated", {"eval_dataset": rows})):
+        options = {"eval_strategy": "steps", "eval_steps": 1} if evaluated else {}
+        trainer = ICRMTrainer(str(base), config(tmp_path / name, max_steps=3, **options), train_dataset=rows, **evaluated)
+        trainer.train()
+        weights.append({k: v.clone() for k, v in trainer.reward_model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_evaluate_reads_a_given_dataset_as_the_training_data(tmp_path, base):
     """The dataset given to ``evaluate`` must have the training format, and its steps are joined by step_separator."""
     chains = [{"prompt": q, "completions": [c, "So it is."], "labels": [True, True]} for q, c, _ in QA] + [

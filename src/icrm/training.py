@@ -471,7 +471,12 @@ class ICRMTrainer(Trainer):
         return output
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """transformers' ``evaluate``; a dataset given here is validated and tokenized like the training data."""
+        """transformers' ``evaluate``; a dataset given here is validated and tokenized like the training data.
+
+        It leaves torch's random state as it found it (a dataloader draws its
+        base seed from it), so evaluating during training does not change
+        what the training learns.
+        """
         if eval_dataset is not None and not isinstance(eval_dataset, str):
             prepare = lambda data, label: self._tokenize(
                 _examples(data, label, self.args.step_separator, self.data_format),
@@ -481,8 +486,10 @@ class ICRMTrainer(Trainer):
         self._attach_generator_weights(_reward_datasets(self.eval_dataset, eval_dataset))
         self._records["eval"].clear()
         outer, self._eval_prefix = self._eval_prefix, metric_key_prefix
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         try:
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            with torch.random.fork_rng(devices=devices):
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         finally:
             self._eval_prefix = outer
 
