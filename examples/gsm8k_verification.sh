@@ -12,7 +12,7 @@ SHARED=${ICRM_SHARED_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 COMMON=(--batch-size 16 --lr 1e-3 --max-length 320 --seed "$SEED")
 
 icrm --quiet data gsm8k-bon --data "$SHARED/gsm8k/example_model_solutions.jsonl.gz" --output "$OUT/data" --seed "$SEED"
-icrm --quiet data gsm8k-sft --data "$SHARED/gsm8k/train.jsonl.gz" --output "$OUT/sft.jsonl"
+icrm --quiet data gsm8k-sft --data "$SHARED/gsm8k/train.jsonl.gz" --output "$OUT/sft.jsonl" --overwrite
 icrm --quiet sft --data "$OUT/sft.jsonl" --model tiny --output "$OUT/sft" --epochs 1 "${COMMON[@]}"
 icrm --quiet sft --data "$OUT/data/pointwise_train.jsonl" --model "$OUT/sft" --responses all --output "$OUT/gen" \
      --epochs 1 "${COMMON[@]}"
@@ -20,7 +20,7 @@ for method in bt icrm-nosft; do
   icrm --quiet train --data "$OUT/data/pointwise_train.jsonl" --model "$OUT/sft" --generator "$OUT/gen" \
        --method "$method" --output "$OUT/verifier-$method" --epochs 2 "${COMMON[@]}"
   icrm --quiet bon --model "$OUT/verifier-$method" --data "$OUT/data/bon_test.jsonl" --n 1,2,4 \
-       --output "$OUT/bon-$method.json"
+       --output "$OUT/bon-$method.json" --overwrite
 done
 python - "$OUT" <<'PY'
 import json, sys

@@ -15,7 +15,7 @@ icrm --quiet sft --data "$OUT/data/train.jsonl" --model tiny --responses both --
 for method in bt icrm; do
   icrm --quiet train --data "$OUT/data/train.jsonl" --model "$OUT/sft" --generator "$OUT/sft" \
        --method "$method" --output "$OUT/rm-$method" "${COMMON[@]}"
-  icrm --quiet eval --model "$OUT/rm-$method" --data "$OUT/data/test.jsonl" --output "$OUT/eval-$method.json"
+  icrm --quiet eval --model "$OUT/rm-$method" --data "$OUT/data/test.jsonl" --output "$OUT/eval-$method.json" --overwrite
 done
 python - "$OUT" <<'PY'
 import json, sys
