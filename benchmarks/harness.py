@@ -22,6 +22,8 @@ from icrm.outputs import staged_file, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+# The throughput benchmarks' real conversations: Anthropic HH's harmless-base test split, read where it is shared.
+HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 # The demo's preference-task settings (reproduction.py, attribution.py, locality.py, dpo_loop.py) ...
 TASK_SETTINGS = {
