@@ -2,7 +2,9 @@
 
 The benchmarks import icrm's public API only, and icrm never imports them:
 the task settings are the demo's (:data:`icrm.demo.FULL`), read here, so a
-benchmark that claims "the demo's settings" cannot drift from them.
+benchmark that claims "the demo's settings" cannot drift from them. They are
+read when asked for: a measured process (train_throughput.py's TRL baseline)
+does not pay for importing the demo.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-from icrm.demo import FULL, LABEL_FLIP  # noqa: F401  (LABEL_FLIP: the task settings the benchmarks share)
 from icrm.outputs import staged_file, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -25,24 +26,36 @@ RESULTS = HERE / "results"
 # The throughput benchmarks' real conversations: Anthropic HH's harmless-base test split, read where it is shared.
 HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
-# The demo's preference-task settings (reproduction.py, attribution.py, locality.py, dpo_loop.py) ...
-TASK_SETTINGS = {
-    "n_train": FULL.n_train,
-    "n_test": FULL.n_test,
-    "epochs": FULL.epochs,
-    "sft_epochs": FULL.sft_epochs,
-    "batch_size": FULL.batch_size,
-    "lr": FULL.lr,
-    "max_length": FULL.max_length,
-}
-# ... and its process stage's (process.py): more chains and epochs, as a PRM needs to learn the step check.
-STEPS_SETTINGS = {
-    **TASK_SETTINGS,
-    "n_train": FULL.steps_train,
-    "n_test": FULL.steps_test,
-    "epochs": FULL.steps_epochs,
-    "sft_epochs": FULL.steps_epochs,
-}
+
+
+def task_settings() -> dict:
+    """The demo's preference-task settings (reproduction.py and the benchmarks built on it), a fresh dict."""
+    from icrm.demo import FULL
+
+    return {
+        "n_train": FULL.n_train,
+        "n_test": FULL.n_test,
+        "epochs": FULL.epochs,
+        "sft_epochs": FULL.sft_epochs,
+        "batch_size": FULL.batch_size,
+        "lr": FULL.lr,
+        "max_length": FULL.max_length,
+    }
+
+
+def steps_settings() -> dict:
+    """The demo's process-stage settings (process.py): more chains and epochs, as a PRM needs to learn the check."""
+    from icrm.demo import FULL
+
+    return {**task_settings(), "n_train": FULL.steps_train, "n_test": FULL.steps_test, "epochs": FULL.steps_epochs,
+            "sft_epochs": FULL.steps_epochs}
+
+
+def label_flip(task: str) -> float:
+    """The share of a task's training labels the demo flips (the noisy task's label noise; 0 elsewhere)."""
+    from icrm.demo import LABEL_FLIP
+
+    return LABEL_FLIP.get(task, 0.0)
 
 # ---------------------------------------------------------------- statistics
 

@@ -29,7 +29,7 @@ from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
 from icrm.training import ModelSpec, train_sft
 
 from . import reproduction as R
-from .harness import LABEL_FLIP, RESULTS, write_text
+from .harness import RESULTS, label_flip, write_text
 
 ROWS = [R.ROWS[0], R.ROWS[3]]  # BT, ICRM λ=0.3 SFT
 
@@ -68,7 +68,7 @@ def main() -> None:
             data, sft = work / "data", work / "sft"
             write_task(
                 "noisy", data, seed=seed, n_train=R.SETTINGS["n_train"], n_test=R.SETTINGS["n_test"],
-                flip=LABEL_FLIP["noisy"],
+                flip=label_flip("noisy"),
             )
             args = TrainingArguments(output_dir=str(sft), **R.training_args(seed, R.SETTINGS["sft_epochs"]))
             train_sft(

@@ -66,16 +66,16 @@ from icrm.training import (
 
 from .harness import (
     RESULTS,
-    STEPS_SETTINGS,
     ResultsFile,
     mean_ci,
     mean_std,
     measured,
     paired,
+    steps_settings,
     write_text,
 )
 
-SETTINGS = dict(STEPS_SETTINGS)  # the demo's process stage; --epochs and --quick change this copy
+SETTINGS = steps_settings()  # the demo's process stage; --epochs and --quick change it
 BON_NS = [1, 2, 4, 8]
 AGGREGATES = ("last", "min", "mean")
 

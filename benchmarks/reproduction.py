@@ -56,13 +56,13 @@ from icrm.training import (
 )
 
 from .harness import (
-    LABEL_FLIP,
     RESULTS,
-    TASK_SETTINGS,
     ResultsFile,
+    label_flip,
     mean_std,
     measured,
     paired,
+    task_settings,
     write_text,
 )
 
@@ -75,14 +75,14 @@ from .harness import (
 # trained); --sft-epochs 3 gives the demo's setting. The check is recorded per task and seed
 # ("generator_check" in the JSON).
 SETTINGS = {
-    **TASK_SETTINGS,
+    **task_settings(),
     "setup": "scratch",
     "generator_responses": "both",
     "pretrain_factor": 10,
     "pretrain_epochs": 3.0,
 }
 TASKS = {  # task -> (label-flip share in training, evaluation splits)
-    task: (LABEL_FLIP.get(task, 0.0), splits)
+    task: (label_flip(task), splits)
     for task, splits in {"noisy": ["test"], "length": ["test_mixed", "test_reversed"],
                          "suffix": ["test_mixed", "test_reversed"]}.items()
 }
