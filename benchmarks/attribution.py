@@ -36,7 +36,6 @@ re-run with the same --out trains only the missing (seed, row) models.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -59,7 +58,16 @@ from icrm.synthetic import BAD_WORDS, GOOD_WORDS, decisive_word_mask, write_task
 from icrm.training import ModelSpec, train_sft
 
 from . import reproduction as R
-from .harness import RESULTS, ResultsFile, mean_std, measured, paired, write_text
+from .harness import (
+    RESULTS,
+    ResultsFile,
+    mean_std,
+    measured,
+    paired,
+    seeded_parser,
+    start,
+    write_text,
+)
 
 TASK, FLIP = "noisy", R.TASKS["noisy"][0]
 ROWS = R.ROWS[:4]  # BT, GRM, ICRM λ=0.1 SFT (paper default), ICRM λ=0.3 SFT
@@ -259,19 +267,14 @@ def report(info: dict, rows: list[R.Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (first-seed .. first-seed+N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=3)
     p.add_argument("--n-eval", type=int, default=200, help="held-out pairs to explain (both responses)")
     p.add_argument("--quick", action="store_true", help="1 seed, BT and ICRM λ=0.1, 20 pairs")
     p.add_argument("--out", default="attribution", help="name of the results files")
     p.add_argument("--results-dir", default=str(RESULTS), help="where they go")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
-    rows, seeds = list(ROWS), list(range(a.first_seed, a.first_seed + a.seeds))
+    rows, seeds = list(ROWS), start(a)
     if a.quick:
         rows, seeds, a.n_eval = QUICK_ROWS, [a.first_seed], 20
 

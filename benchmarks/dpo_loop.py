@@ -25,15 +25,12 @@ are reused by a re-run with the same --out; the table to <out>.md.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 from transformers import TrainingArguments
 
 from icrm.outputs import write_jsonl
@@ -54,7 +51,16 @@ from icrm.synthetic import true_reward, write_task
 from icrm.training import ModelSpec, train_sft, trainer_arguments
 
 from . import reproduction as repro
-from .harness import RESULTS, ResultsFile, mean_std, measured, paired, write_text
+from .harness import (
+    RESULTS,
+    ResultsFile,
+    mean_std,
+    measured,
+    paired,
+    seeded_parser,
+    start,
+    write_text,
+)
 
 LOOP = {
     "n_candidates": 4,
@@ -284,21 +290,17 @@ def report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (first-seed .. first-seed+N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=3)
     p.add_argument("--tasks", default="noisy,length")
     p.add_argument("--out", default="dpo_loop")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
+    seeds = start(a)
     settings = {**repro.SETTINGS, **LOOP}
     store = ResultsFile(RESULTS / f"{a.out}.json", settings=settings)
     results = store.parts["results"]
 
-    for seed in range(a.first_seed, a.first_seed + a.seeds):
+    for seed in seeds:
         for task in a.tasks.split(","):
             if str(seed) in results.get(task, {}):
                 continue

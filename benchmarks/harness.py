@@ -9,6 +9,7 @@ does not pay for importing the demo.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -16,6 +17,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,6 +104,27 @@ def paired(xs: list[float], ys: list[float], scale: float = 100.0, digits: int =
         return "–"
     m, half = mean_ci(d)
     return f"{m:+.{digits}f} [{m - half:+.{digits}f}, {m + half:+.{digits}f}] {sum(x > 0 for x in d)}/{len(d)}"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def seeded_parser(doc: str, seeds: int) -> argparse.ArgumentParser:
+    """A per-seed benchmark's parser: its docstring's first line, ``--seeds``, ``--first-seed`` and ``--threads``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=seeds, help="number of seeds (first-seed .. first-seed+N-1)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    return parser
+
+
+def start(args: argparse.Namespace) -> list[int]:
+    """Set ``--threads`` and a fresh model cache (unless ICRM_CACHE names one), and return the seeds to run."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
+    return list(range(args.first_seed, args.first_seed + args.seeds))
 
 
 # ---------------------------------------------------------------- machine and results

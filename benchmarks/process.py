@@ -33,7 +33,6 @@ needs to learn the step check), before any outcome method was compared.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -71,6 +70,8 @@ from .harness import (
     mean_std,
     measured,
     paired,
+    seeded_parser,
+    start,
     steps_settings,
     write_text,
 )
@@ -340,20 +341,15 @@ def plot_efficiency(info: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=5)
     p.add_argument("--quick", action="store_true", help="1 seed, 200 training chains, 3 epochs, 3 rows")
     p.add_argument("--out", default="process", help="name of the results files")
     p.add_argument("--results-dir", default=str(RESULTS))
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--epochs", type=float, default=SETTINGS["epochs"], help="reward-model epochs (not the generator's)")
     p.add_argument("--rows", help=f"comma-separated subset of: {', '.join(r.key for r in ROWS)} (default: all)")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
-    rows, seeds = list(ROWS), list(range(a.first_seed, a.first_seed + a.seeds))
+    rows, seeds = list(ROWS), start(a)
     SETTINGS["epochs"] = a.epochs
     if a.rows:
         keys = a.rows.split(",")

@@ -31,7 +31,6 @@ before any method was compared; they are not tuned per method.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -62,6 +61,8 @@ from .harness import (
     mean_std,
     measured,
     paired,
+    seeded_parser,
+    start,
     task_settings,
     write_text,
 )
@@ -251,28 +252,24 @@ def table(results: dict, rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=5)
     p.add_argument("--tasks", default="noisy,length,suffix")
     p.add_argument("--quick", action="store_true", help="1 seed, noisy, BT/GRM/ICRM λ=0.1, 200 test pairs")
     p.add_argument("--out", default="reproduction", help="name of the results files under benchmarks/results/")
     p.add_argument("--sft-epochs", type=float, default=SETTINGS["sft_epochs"], help="generator SFT epochs (demo: 3)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--setup", choices=("scratch", "pretrained"), default="scratch", help="see the module docstring")
     p.add_argument("--generator-responses", choices=("both", "chosen"), default="both",
                    help="the generator's SFT data (reference: both)")
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
+    seeds = start(a)
     rows = list(ROWS)
     SETTINGS.update(sft_epochs=a.sft_epochs, setup=a.setup, generator_responses=a.generator_responses)
     if a.rows:
         wanted = a.rows.split(",")
         rows = [r for r in rows if r.name in wanted]
-    tasks, seeds = a.tasks.split(","), list(range(a.first_seed, a.first_seed + a.seeds))
+    tasks = a.tasks.split(",")
     if a.quick:
         rows, tasks, seeds = QUICK_ROWS, ["noisy"], [a.first_seed]
         SETTINGS["n_test"] = 200

@@ -115,6 +115,21 @@ def test_settings_are_the_demos(harness):
     assert harness.task_settings()["lr"] == FULL.lr
 
 
+def test_seeded_options_give_the_seeds_from_first_seed(harness, monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setenv("ICRM_CACHE", str(tmp_path))
+    threads = torch.get_num_threads()
+    parser = harness.seeded_parser("Title line.\n\nMore.", seeds=5)
+    assert parser.description == "Title line."
+    assert parser.parse_args([]).seeds == 5
+    try:
+        assert harness.start(parser.parse_args(["--seeds", "2", "--first-seed", "3", "--threads", "1"])) == [3, 4]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- the shared runner
 
 
