@@ -152,13 +152,24 @@ def test_run_row_without_a_backbone_starts_from_the_sft_model(tmp_path, reproduc
 
 
 def _imports(path: Path) -> list[tuple[str, list[str], int]]:
-    """``(module, names, line)`` of every absolute import in ``path``, inside functions too."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    """``(module, names, line)`` of every absolute import in ``path``, inside functions too.
+
+    A name read from an imported icrm module (``training._x`` after ``from icrm import training``)
+    counts as imported from it.
+    """
+    found, modules = [], {}
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.module, [alias.name for alias in node.names], node.lineno))
+            if node.module == "icrm":
+                modules.update({alias.asname or alias.name: f"icrm.{alias.name}" for alias in node.names})
         elif isinstance(node, ast.Import):
             found.extend((alias.name, [], node.lineno) for alias in node.names)
+            modules.update({alias.asname: alias.name for alias in node.names if alias.asname})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            found.append((modules[node.value.id], [node.attr], node.lineno))
     return found
 
 
@@ -189,6 +200,8 @@ def test_icrm_never_imports_benchmarks():
 def test_the_import_check_sees_private_and_benchmarks_imports(tmp_path):
     """The two checks above read what they should: a private import and a benchmarks import are found."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from icrm.demo import _hidden\n    import benchmarks.harness\n")
+    probe.write_text("def f():\n    from icrm.demo import _hidden\n    import benchmarks.harness\n"
+                     "    from icrm import training\n    training._stats = None\n")
     assert ("icrm.demo", ["_hidden"], 2) in _imports(probe)
     assert ("benchmarks.harness", [], 3) in _imports(probe)
+    assert ("icrm.training", ["_stats"], 5) in _imports(probe)
