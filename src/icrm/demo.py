@@ -80,7 +80,7 @@ SHORTCUT_TASK, SHORTCUT_LAMBDA, SHORTCUT_TEST = "length", 0.3, 500
 SHORTCUT_METHODS = {"BT": ("bt", None), "ICRM": ("icrm", SHORTCUT_LAMBDA)}
 SHORTCUT_SPLITS = ("test_mixed", "test_reversed")
 LOSS_TERMS = ("bt", "icrm", "sft")  # plotted one panel each (losses.png)
-LABEL_FLIP = {"noisy": 0.25}  # share of training labels flipped per task (none elsewhere); the benchmarks share it
+LABEL_FLIP = {"noisy": 0.25}  # share of training labels flipped per task (label noise; none elsewhere)
 
 
 def _train_args(settings: DemoSettings, epochs: float) -> dict:
