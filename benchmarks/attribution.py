@@ -22,13 +22,13 @@ reward model and held-out response (chosen and rejected of the first
   r_t and the true reward of the prefix (#GOOD − #BAD so far), per response.
 
 Tasks, generator and reward models are made exactly as in reproduction.py
-(same settings, seeds and rows; its helpers are imported), so accuracies here
+(same settings, seeds and rows; its functions are imported), so accuracies here
 match its noisy/test column for the same seed. Per seed: one dataset, one SFT
 generator, then BT, GRM, ICRM λ=0.1 (paper default) and ICRM λ=0.3; means ±
 std over seeds, and differences to BT paired by seed.
 
-    python benchmarks/attribution.py --seeds 3          # results/attribution.{json,md}
-    python benchmarks/attribution.py --quick --results-dir /tmp  # smoke test: 1 seed, BT + ICRM λ=0.1, 20 pairs
+    python -m benchmarks.attribution --seeds 3          # results/attribution.{json,md}
+    python -m benchmarks.attribution --quick --results-dir /tmp  # smoke test: 1 seed, BT + ICRM λ=0.1, 20 pairs
 
 Resumes like reproduction.py: results are saved after every model and a
 re-run with the same --out trains only the missing (seed, row) models.
@@ -36,29 +36,38 @@ re-run with the same --out trains only the missing (seed, row) models.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("ICRM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-import reproduction as R
 import torch
 from transformers import TrainingArguments
 
 from icrm.explain import Explained, decisive_share, explain_responses, rank_correlation
 from icrm.modeling import RewardModel
-from icrm.synthetic import BAD_WORDS, GOOD_WORDS, decisive_word_mask
+from icrm.synthetic import BAD_WORDS, GOOD_WORDS, decisive_word_mask, write_task
+from icrm.training import ModelSpec, train_sft
+
+from . import reproduction as R
+from .harness import (
+    RESULTS,
+    ResultsFile,
+    mean_std,
+    measured,
+    paired,
+    seeded_parser,
+    start,
+    write_text,
+)
 
 TASK, FLIP = "noisy", R.TASKS["noisy"][0]
 ROWS = R.ROWS[:4]  # BT, GRM, ICRM λ=0.1 SFT (paper default), ICRM λ=0.3 SFT
@@ -167,10 +176,10 @@ def run(seeds: list[int], rows: list[R.Row], n_eval: int, results: dict, checks:
             work = Path(tmp)
             data, sft = work / "data", work / "sft"
             S = R.SETTINGS
-            R.write_task(TASK, data, seed=seed, n_train=S["n_train"], n_test=S["n_test"], flip=FLIP)
+            write_task(TASK, data, seed=seed, n_train=S["n_train"], n_test=S["n_test"], flip=FLIP)
             t0 = time.time()
-            targs = TrainingArguments(output_dir=str(sft), **R._args(seed, S["sft_epochs"]))
-            R.train_sft(str(data / "train.jsonl"), str(sft), targs, R.ModelSpec("tiny"), max_length=S["max_length"])
+            targs = TrainingArguments(output_dir=str(sft), **R.training_args(seed, S["sft_epochs"]))
+            train_sft(str(data / "train.jsonl"), str(sft), targs, ModelSpec("tiny"), max_length=S["max_length"])
             checks[str(seed)] = R.generator_check(sft, data)
             print(f"[seed {seed}] SFT {time.time() - t0:.0f}s, generator p: {checks[str(seed)]}", flush=True)
             for row in todo:
@@ -192,25 +201,7 @@ def run(seeds: list[int], rows: list[R.Row], n_eval: int, results: dict, checks:
 # ---------------------------------------------------------------- report
 
 
-def fmt(x: float, unit: str, signed: bool = False) -> str:
-    v = 100 * x if unit == "pct" else x
-    return (f"{v:+.1f}" if signed else f"{v:.1f}") if unit == "pct" else (f"{v:+.3f}" if signed else f"{v:.3f}")
-
-
-def mean_std(xs: list[float], unit: str) -> str:
-    if not xs:
-        return "–"
-    sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-    return f"{fmt(statistics.mean(xs), unit)} ± {fmt(sd, unit)}"
-
-
-def paired(xs: list[float], ys: list[float], unit: str) -> str:
-    """Mean of x − y, its 95 % t-interval, and the seeds where x > y."""
-    d = [x - y for x, y in zip(xs, ys)]
-    if len(d) < 2:
-        return "–"
-    m, half = statistics.mean(d), R.t95(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
-    return f"{fmt(m, unit, True)} [{fmt(m - half, unit, True)}, {fmt(m + half, unit, True)}] {sum(x > 0 for x in d)}/{len(d)}"
+UNITS = {"pct": (100.0, 1), "raw": (1.0, 3)}  # unit -> (scale, digits) of mean_std and paired
 
 
 def report(info: dict, rows: list[R.Row]) -> str:
@@ -229,7 +220,7 @@ def report(info: dict, rows: list[R.Row]) -> str:
         "|---" * (len(cols) + 1) + "|",
     ]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(mean_std(vals(name, k), u) for k, (_, u) in cols.items()) + " |")
+        lines.append(f"| {name} | " + " | ".join(mean_std(vals(name, k), *UNITS[u]) for k, (_, u) in cols.items()) + " |")
     lines += [
         "",
         "### Paired difference to BT (mean [95 % t-interval] seeds where row > BT)",
@@ -242,7 +233,7 @@ def report(info: dict, rows: list[R.Row]) -> str:
             continue
         both = [s for s in seeds if name in results[s] and "BT" in results[s]]
         cells = [
-            paired([results[s][name][k] for s in both], [results[s]["BT"][k] for s in both], u)
+            paired([results[s][name][k] for s in both], [results[s]["BT"][k] for s in both], *UNITS[u])
             for k, (_, u) in cols.items()
             if k not in CHANCE
         ]
@@ -257,68 +248,42 @@ def report(info: dict, rows: list[R.Row]) -> str:
                     f"{100 * m['decisive_token_share']:.1f} | {m['spearman']:+.3f} | {100 * m['end_share']:.1f} | "
                     f"{100 * m['sign_agreement']:.1f} | {m['level_spearman']:+.3f} |"
                 )
-    mach = info["machine"]
     any_m = next(iter(results[seeds[0]].values()))
     head = (
         f"Attribution on the noisy task, first {info['n_eval']} held-out pairs (chosen + rejected = "
         f"{any_m['n_responses']} responses; Spearman defined on {any_m['n_spearman']} of them in seed {seeds[0]}, "
         f"{any_m['end_token']} end token excluded from share and Spearman).\n"
-        f"Measured {mach['date']} on {mach['cpu']} ({mach['cores']} cores, {mach['torch_threads']} torch threads), "
-        f"torch {mach['torch']}, transformers {mach['transformers']}; runtime {info['runtime_s'] / 60:.1f} min.\n"
+        f"{measured(info)}.\n"
         f"Settings (as reproduction.py): {json.dumps(info['settings'])}.\n"
     )
     checks = info.get("generator_check", {})
     if checks:
         head += (
             "Generator check (mean p_gen, first 100 held-out pairs): filler "
-            f"{mean_std([c['other'] for c in checks.values()], 'pct')} %, decisive "
-            f"{mean_std([c['decisive'] for c in checks.values()], 'pct')} %.\n"
+            f"{mean_std([c['other'] for c in checks.values()])} %, decisive "
+            f"{mean_std([c['decisive'] for c in checks.values()])} %.\n"
         )
     return head + "\n" + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (first-seed .. first-seed+N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=3)
     p.add_argument("--n-eval", type=int, default=200, help="held-out pairs to explain (both responses)")
     p.add_argument("--quick", action="store_true", help="1 seed, BT and ICRM λ=0.1, 20 pairs")
     p.add_argument("--out", default="attribution", help="name of the results files")
-    p.add_argument("--results-dir", default=str(R.HERE / "results"), help="where they go")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--results-dir", default=str(RESULTS), help="where they go")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
-    rows, seeds = list(ROWS), list(range(a.first_seed, a.first_seed + a.seeds))
+    rows, seeds = list(ROWS), start(a)
     if a.quick:
         rows, seeds, a.n_eval = QUICK_ROWS, [a.first_seed], 20
 
     out_dir = Path(a.results_dir)
-    out_dir.mkdir(exist_ok=True)
-    raw_path = out_dir / f"{a.out}.json"
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    if raw and (raw.get("settings") != R.SETTINGS or raw.get("n_eval") != a.n_eval):
-        sys.exit(f"{raw_path} was made with other settings; choose another --out")
-    results, checks = raw.get("results", {}), raw.get("generator_check", {})
-    runtime, start = raw.get("runtime_s", 0.0), time.time()
-
-    def save() -> None:
-        info = {
-            "settings": R.SETTINGS,
-            "n_eval": a.n_eval,
-            "machine": R.machine(),
-            "runtime_s": runtime + time.time() - start,
-            "generator_check": checks,
-            "results": results,
-        }
-        raw_path.write_text(json.dumps(info, indent=1))
-
-    run(seeds, rows, a.n_eval, results, checks, save)
-    if not raw_path.exists():
-        sys.exit("nothing to report")
-    text = report(json.loads(raw_path.read_text()), ROWS)
-    (out_dir / f"{a.out}.md").write_text(text)
+    store = ResultsFile(out_dir / f"{a.out}.json", ("generator_check", "results"), settings=R.SETTINGS, n_eval=a.n_eval)
+    results, checks = store.parts["results"], store.parts["generator_check"]
+    run(seeds, rows, a.n_eval, results, checks, store.save)
+    text = report(store.load(), ROWS)
+    write_text(out_dir / f"{a.out}.md", text)
     print(text)
 
 

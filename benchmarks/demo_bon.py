@@ -1,12 +1,12 @@
 """Can the demo's verifiers beat a random pick? Best-of-N of the demo's verification stage over seeds.
 
-Runs ``icrm.demo._verification`` (SFT generator, BT and ICRM-nosft pointwise
+Runs ``icrm.demo.run_verification`` (SFT generator, BT and ICRM-nosft pointwise
 verifiers, best-of-N on held-out problems) exactly as ``icrm demo`` does, for
 each seed and mode, on the demo's task (``addition``: a wrong solution drops
 a carry) and on the earlier one (``arithmetic``: a wrong step is off by 1-3,
 with * and -), which the demo used before.
 
-    python benchmarks/demo_bon.py --seeds 3
+    python -m benchmarks.demo_bon --seeds 3
 
 Raw numbers go to benchmarks/results/demo_bon.json, the table to demo_bon.md.
 """
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from icrm.demo import FULL, QUICK, _verification
-from icrm.outputs import set_quiet
+from icrm.demo import FULL, QUICK, run_verification
+from icrm.outputs import set_quiet, write_json
 from icrm.threads import default_threads, set_threads
 
-HERE = Path(__file__).resolve().parent
+from .harness import RESULTS, write_text
+
 CELLS = (("addition", "quick"), ("addition", "full"), ("arithmetic", "full"))
 
 
@@ -46,7 +47,7 @@ def main() -> None:
             start = time.time()
             with tempfile.TemporaryDirectory(prefix="icrm-bon-") as tmp:
                 results: dict = {}
-                _verification(Path(tmp), settings, results, task)
+                run_verification(Path(tmp), settings, results, task)
             first = results["BT"]
             run = {"task": task, "mode": mode, "seed": seed, "seconds": round(time.time() - start),
                    "threads": torch.get_num_threads(),
@@ -54,8 +55,7 @@ def main() -> None:
                    **{f"{name} verifier": r["accuracy"] for name, r in results.items()}}
             runs.append(run)
             print(json.dumps(run), flush=True)
-    (HERE / "results" / f"{args.out}.json").write_text(
-        json.dumps({"date": datetime.date.today().isoformat(), "runs": runs}, indent=2) + "\n")
+    write_json(RESULTS / f"{args.out}.json", {"date": datetime.date.today().isoformat(), "runs": runs})
     columns = ("BT verifier", "ICRM verifier", "majority", "random", "pass")
     lines = [f"Best-of-N at n = 8 (n = 2 in brackets), {args.seeds} seeds; seed-by-seed values, then the mean.", "",
              "| task | mode | " + " | ".join(columns) + " | verifier > random@n at every n > 1 |",
@@ -69,7 +69,7 @@ def main() -> None:
                          f"n=2 {statistics.mean(r[column]['2'] for r in cell):.2f})")
         beats = sum(all(r[v][n] > r["random"][n] for v in columns[:2] for n in ("2", "4", "8")) for r in cell)
         lines.append(f"| {task} | {mode} | " + " | ".join(shown) + f" | {beats}/{len(cell)} seeds |")
-    (HERE / "results" / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    write_text(RESULTS / f"{args.out}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -4,7 +4,7 @@ Per (task, seed), on the noisy-preference task and the length-confounded probe:
 
 1. the task data and the SFT policy (20 epochs; the same model both reward
    models are initialised from and the ICRM generator) -- as in
-   benchmarks/reproduction.py, whose helpers and settings this reuses;
+   benchmarks/reproduction.py, whose functions and settings this reuses;
 2. a BT and an ICRM (λ = 0.1, the paper default) reward model;
 3. 4 samples per training prompt from the SFT policy, drawn once and shared
    by both reward models (held-out prompts are excluded);
@@ -16,8 +16,8 @@ Per (task, seed), on the noisy-preference task and the length-confounded probe:
    judged by the task's true reward (#good − #bad words): mean reward,
    win/tie/lose vs SFT and DPO-ICRM vs DPO-BT, mean length in words.
 
-    python benchmarks/dpo_loop.py --seeds 3                # noisy + length, seeds 0..2
-    python benchmarks/dpo_loop.py --seeds 1 --tasks noisy  # one cell
+    python -m benchmarks.dpo_loop --seeds 3                # noisy + length, seeds 0..2
+    python -m benchmarks.dpo_loop --seeds 1 --tasks noisy  # one cell
 
 Raw numbers go to benchmarks/results/<out>.json after every (task, seed) and
 are reused by a re-run with the same --out; the table to <out>.md.
@@ -25,20 +25,12 @@ are reused by a re-run with the same --out; the table to <out>.md.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import reproduction as repro
-import torch
 from transformers import TrainingArguments
 
 from icrm.outputs import write_jsonl
@@ -57,6 +49,18 @@ from icrm.policy import (
 )
 from icrm.synthetic import true_reward, write_task
 from icrm.training import ModelSpec, train_sft, trainer_arguments
+
+from . import reproduction as repro
+from .harness import (
+    RESULTS,
+    ResultsFile,
+    mean_std,
+    measured,
+    paired,
+    seeded_parser,
+    start,
+    write_text,
+)
 
 LOOP = {
     "n_candidates": 4,
@@ -159,7 +163,7 @@ def run_cell(task: str, seed: int) -> dict:
         write_task(task, data, seed=seed, n_train=s["n_train"], n_test=s["n_test"], flip=flip)
 
         t0 = time.time()
-        targs = TrainingArguments(output_dir=str(sft), **repro._args(seed, s["sft_epochs"]))
+        targs = TrainingArguments(output_dir=str(sft), **repro.training_args(seed, s["sft_epochs"]))
         train_sft(str(data / "train.jsonl"), str(sft), targs, ModelSpec("tiny"), max_length=s["max_length"])
         cell["time_s"]["sft"] = time.time() - t0
 
@@ -213,20 +217,11 @@ def run_cell(task: str, seed: int) -> dict:
 # ---------------------------------------------------------------- report
 
 
-def _ms(xs: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    if not xs:
-        return "–"
-    sd = statistics.stdev(xs) * scale if len(xs) > 1 else float("nan")
-    return f"{statistics.mean(xs) * scale:.{digits}f} ± {sd:.{digits}f}"
-
-
 def _diff(xs: list[float], ys: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    """Paired mean of x − y with its 95 % t-interval (reproduction.t95) and the seeds where x > y."""
-    d = [scale * (x - y) for x, y in zip(xs, ys)]
-    if len(d) < 2:
-        return f"{d[0]:+.{digits}f} (1 seed)" if d else "–"
-    m, half = statistics.mean(d), repro.t95(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
-    return f"{m:+.{digits}f} [{m - half:+.{digits}f}, {m + half:+.{digits}f}] {sum(x > 0 for x in d)}/{len(d)}"
+    """:func:`harness.paired`, and the one difference when there is a single seed (one cell is a quick check)."""
+    if len(xs) == 1:
+        return f"{scale * (xs[0] - ys[0]):+.{digits}f} (1 seed)"
+    return paired(xs, ys, scale, digits)
 
 
 def report(results: dict) -> str:
@@ -244,9 +239,9 @@ def report(results: dict) -> str:
         for p in POLICIES:
             vs = [e[p]["vs_SFT"] for e in ev]
             lines.append(
-                f"| {p} | {_ms([e[p]['mean_reward'] for e in ev])} | "
-                + " | ".join(repro.mean_std([v[k] for v in vs]) for k in ("win_rate", "tie_rate", "lose_rate"))
-                + f" | {_ms([e[p]['mean_words'] for e in ev], digits=1)} |"
+                f"| {p} | {mean_std([e[p]['mean_reward'] for e in ev], 1, 2)} | "
+                + " | ".join(mean_std([v[k] for v in vs]) for k in ("win_rate", "tie_rate", "lose_rate"))
+                + f" | {mean_std([e[p]['mean_words'] for e in ev], 1, 1)} |"
             )
         lines += [
             "",
@@ -265,7 +260,7 @@ def report(results: dict) -> str:
             "| Δ words of the DPO policy | " + diffs(lambda c, p, r: c["eval"][p]["mean_words"], digits=1) + " |",
             "| head-to-head, DPO-ICRM vs DPO-BT: win / tie / lose % | "
             + " | ".join(
-                " / ".join(repro.mean_std([e[f"DPO-{rm}"]["vs_DPO-BT"][k] for e in ev])
+                " / ".join(mean_std([e[f"DPO-{rm}"]["vs_DPO-BT"][k] for e in ev])
                            for k in ("win_rate", "tie_rate", "lose_rate"))
                 for rm in ICRMS
             )
@@ -284,64 +279,42 @@ def report(results: dict) -> str:
             pr = [c["pairs"][rm] for c in cells]
             split = repro.TASKS[task][1][0]
             lines.append(
-                f"| {rm} | {_ms([x['pairs'] for x in pr], digits=0)} | "
-                + " | ".join(repro.mean_std([x[k] for x in pr]) for k in ("true_better", "true_tie", "true_worse"))
-                + f" | {repro.mean_std([x['agreement_decided'] for x in pr])}"
-                + f" | {_ms([x['chosen_minus_rejected_words'] for x in pr], digits=1)}"
-                + f" | {repro.mean_std([c['rm_accuracy'][rm][split] for c in cells])} ({split}) |"
+                f"| {rm} | {mean_std([x['pairs'] for x in pr], 1, 0)} | "
+                + " | ".join(mean_std([x[k] for x in pr]) for k in ("true_better", "true_tie", "true_worse"))
+                + f" | {mean_std([x['agreement_decided'] for x in pr])}"
+                + f" | {mean_std([x['chosen_minus_rejected_words'] for x in pr], 1, 1)}"
+                + f" | {mean_std([c['rm_accuracy'][rm][split] for c in cells])} ({split}) |"
             )
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (first-seed .. first-seed+N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=3)
     p.add_argument("--tasks", default="noisy,length")
     p.add_argument("--out", default="dpo_loop")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    repro.os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
-    results_dir = HERE / "results"
-    raw_path = results_dir / f"{a.out}.json"
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    seeds = start(a)
     settings = {**repro.SETTINGS, **LOOP}
-    if raw and raw.get("settings") != settings:
-        sys.exit(f"{raw_path} was made with other settings; choose another --out")
-    results = raw.get("results", {})
-    runtime, start = raw.get("runtime_s", 0.0), time.time()
+    store = ResultsFile(RESULTS / f"{a.out}.json", settings=settings)
+    results = store.parts["results"]
 
-    def save() -> None:
-        raw_path.write_text(
-            json.dumps(
-                {"settings": settings, "machine": repro.machine(), "runtime_s": runtime + time.time() - start,
-                 "results": results},
-                indent=1,
-            )
-        )
-
-    for seed in range(a.first_seed, a.first_seed + a.seeds):
+    for seed in seeds:
         for task in a.tasks.split(","):
             if str(seed) in results.get(task, {}):
                 continue
             t0 = time.time()
             results.setdefault(task, {})[str(seed)] = run_cell(task, seed)
-            save()
+            store.save()
             log(f"[{task} seed {seed}] done in {time.time() - t0:.0f}s")
 
-    if not raw_path.exists():
-        sys.exit("nothing to report")
-    info = json.loads(raw_path.read_text())
-    m = info["machine"]
+    info = store.load()
     text = (
-        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
-        f"torch {m['torch']}, transformers {m['transformers']}; total runtime {info['runtime_s'] / 60:.1f} min.\n"
+        f"{measured(info)}.\n"
         f"Settings: {json.dumps(settings)}.\n\n" + report(info["results"])
     )
-    (results_dir / f"{a.out}.md").write_text(text)
+    write_text(RESULTS / f"{a.out}.md", text)
     print(text)
 
 

@@ -7,7 +7,7 @@ decisive words. For each row, on 100 held-out pairs, it reports the mean
 at GOOD and at BAD words (should be > 0 and < 0). Same settings and seeds as
 reproduction.py.
 
-    python benchmarks/locality.py --seeds 5
+    python -m benchmarks.locality --seeds 5
 """
 
 from __future__ import annotations
@@ -16,18 +16,20 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("ICRM_QUIET", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import reproduction as R
 import torch
 from transformers import TrainingArguments
 
 from icrm.modeling import RewardModel
+from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.training import ModelSpec, train_sft
+
+from . import reproduction as R
+from .harness import RESULTS, label_flip, write_text
 
 ROWS = [R.ROWS[0], R.ROWS[3]]  # BT, ICRM λ=0.3 SFT
 
@@ -44,7 +46,7 @@ def steps(rm_dir: Path, test: Path, n_rows: int = 100) -> dict[str, float]:
             if len(rewards) != len(words) + 1:  # every word is one token in these tasks; skip otherwise
                 continue
             for word, step in zip(words[1:], (rewards[1:-1] - rewards[:-2]).tolist()):
-                kinds["good" if word in R.GOOD_WORDS else "bad" if word in R.BAD_WORDS else "filler"].append(step)
+                kinds["good" if word in GOOD_WORDS else "bad" if word in BAD_WORDS else "filler"].append(step)
     mean_abs = lambda xs: statistics.mean(abs(x) for x in xs)
     return {
         "mean abs step, decisive": mean_abs(kinds["good"] + kinds["bad"]),
@@ -64,12 +66,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             data, sft = work / "data", work / "sft"
-            R.write_task(
-                "noisy", data, seed=seed, n_train=R.SETTINGS["n_train"], n_test=R.SETTINGS["n_test"], flip=0.25
+            write_task(
+                "noisy", data, seed=seed, n_train=R.SETTINGS["n_train"], n_test=R.SETTINGS["n_test"],
+                flip=label_flip("noisy"),
             )
-            args = TrainingArguments(output_dir=str(sft), **R._args(seed, R.SETTINGS["sft_epochs"]))
-            R.train_sft(
-                str(data / "train.jsonl"), str(sft), args, R.ModelSpec("tiny"), max_length=R.SETTINGS["max_length"]
+            args = TrainingArguments(output_dir=str(sft), **R.training_args(seed, R.SETTINGS["sft_epochs"]))
+            train_sft(
+                str(data / "train.jsonl"), str(sft), args, ModelSpec("tiny"), max_length=R.SETTINGS["max_length"]
             )
             for row in ROWS:
                 R.run_row(row, data, sft, work, seed, [])
@@ -85,7 +88,7 @@ def main() -> None:
         f"Mean over {a.seeds} seeds (noisy task, 100 held-out pairs, settings {json.dumps(R.SETTINGS)})\n\n"
         + "\n".join(lines)
     )
-    (R.HERE / "results" / "locality.md").write_text(text + "\n")
+    write_text(RESULTS / "locality.md", text + "\n")
     print(text)
 
 

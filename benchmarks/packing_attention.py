@@ -19,24 +19,24 @@ on ``hh`` (random batches of 8 HH harmless-base pairs, as training draws them:
 about half padding) and ``full`` (16 rows of exactly --max-length tokens: no
 padding at all, where packing can only cost).
 
-    python benchmarks/packing_attention.py            # prints a markdown table, writes results/packing_attention.json
+    python -m benchmarks.packing_attention            # prints a markdown table, writes results/packing_attention.json
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import random
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+from icrm.outputs import write_json
+
+from .harness import HH_DATA, RESULTS, machine
+
 LAYOUTS = ("padded", "packed-dense", "packed-rows", "packed-bins")
 
 
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=8, help="pairs per batch (2 rows each)")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--hh-data", default=str(HH_DATA))
-    parser.add_argument("--results", default=str(HERE / "results" / "packing_attention.json"))
+    parser.add_argument("--results", default=str(RESULTS / "packing_attention.json"))
     args = parser.parse_args()
 
     from icrm.data import example_texts, load_examples
@@ -120,8 +120,8 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
     medians = {case: {layout: statistics.median(v) for layout, v in per.items()} for case, per in seconds.items()}
     report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "settings": vars(args),
-              "loadavg_1m": loads, "seconds": seconds, "median_seconds": medians}
-    Path(args.results).write_text(json.dumps(report, indent=1))
+              "machine": machine(), "loadavg_1m": loads, "seconds": seconds, "median_seconds": medians}
+    write_json(args.results, report)
     print(f"{report['date']}, preset {args.preset}, {args.batches} batches of {args.pairs} pairs per case, "
           f"1 thread, load {min(loads):.2f}–{max(loads):.2f}; forward + backward CPU seconds (median) and padded / layout:\n")
     print("| batches | " + " | ".join(LAYOUTS) + " |")

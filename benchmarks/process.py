@@ -19,12 +19,11 @@ Metrics on the held-out test chains (:func:`icrm.steps.step_metrics`): step
 AUROC, first-error F1 (threshold 0.5), localisation, and the outcome AUROC;
 best-of-8 accuracy on held-out prompts with the step scores aggregated by
 ``last`` (= the outcome reward), ``min`` and ``mean``. Reported as mean ± std
-over seeds and paired differences with 95 % t-intervals (statistics helpers
-from reproduction.py).
+over seeds and paired differences with 95 % t-intervals (benchmarks.harness).
 
-    python benchmarks/process.py --seeds 5      # results/process.{json,md,png}
-    python benchmarks/process.py --quick        # smoke test: 1 seed, small data, 3 rows
-    python benchmarks/process.py --epochs 30 --rows bce,icrm0.1,icrm0.3,prm --out process-30ep
+    python -m benchmarks.process --seeds 5      # results/process.{json,md,png}
+    python -m benchmarks.process --quick        # smoke test: 1 seed, small data, 3 rows
+    python -m benchmarks.process --epochs 30 --rows bce,icrm0.1,icrm0.3,prm --out process-30ep
 
 Resumes like reproduction.py: results are saved after every model and a
 re-run with the same --out trains only the missing (seed, row) models.
@@ -34,7 +33,6 @@ needs to learn the step check), before any outcome method was compared.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -47,10 +45,8 @@ from pathlib import Path
 
 os.environ.setdefault("ICRM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-import reproduction as R
 import torch
 from transformers import TrainingArguments
 
@@ -67,16 +63,20 @@ from icrm.training import (
     trainer_arguments,
 )
 
-HERE = Path(__file__).resolve().parent
-SETTINGS = {
-    "n_train": 1000,
-    "n_test": 300,
-    "epochs": 10.0,
-    "sft_epochs": 10.0,
-    "batch_size": 16,
-    "lr": 1e-3,
-    "max_length": 128,
-}
+from .harness import (
+    RESULTS,
+    ResultsFile,
+    mean_ci,
+    mean_std,
+    measured,
+    paired,
+    seeded_parser,
+    start,
+    steps_settings,
+    write_text,
+)
+
+SETTINGS = steps_settings()  # the demo's process stage; --epochs and --quick change it
 BON_NS = [1, 2, 4, 8]
 AGGREGATES = ("last", "min", "mean")
 
@@ -262,12 +262,9 @@ def values(results: dict, row: str, metric: str, seeds: list[str]) -> list[float
 def report(info: dict, rows: list[Row]) -> str:
     results = info["results"]
     seeds = sorted(results, key=int)
-    m = info["machine"]
     lines = [
         (
-            f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), torch "
-            f"{m['torch']}, transformers {m['transformers']}; total runtime {info['runtime_s'] / 60:.1f} min; "
-            f"{len(seeds)} seeds ({', '.join(seeds)})."
+            f"{measured(info)}; {len(seeds)} seeds ({', '.join(seeds)})."
         ),
         f"Settings: {json.dumps(info['settings'])}.",
         "",
@@ -277,10 +274,10 @@ def report(info: dict, rows: list[Row]) -> str:
         "|---" * (len(METRICS) + 1) + "|",
     ]
     for row in rows:
-        cells = [R.mean_std(values(results, row.name, k, seeds)) for k in METRICS]
+        cells = [mean_std(values(results, row.name, k, seeds)) for k in METRICS]
         if any(c != "–" for c in cells):
             lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
-    chance = {k: R.mean_std([results[s][rows[0].name][k] for s in seeds if rows[0].name in results[s]])
+    chance = {k: mean_std([results[s][rows[0].name][k] for s in seeds if rows[0].name in results[s]])
               for k in ("bon_random@8", "bon_pass@8")}
     lines += ["", f"Best-of-8 floor (random pick) {chance['bon_random@8']}, ceiling (pass@8) {chance['bon_pass@8']}.", ""]
     lines += [
@@ -297,7 +294,7 @@ def report(info: dict, rows: list[Row]) -> str:
         for k in METRICS:
             pairs = [(results[s][a][k], results[s][b][k]) for s in common
                      if results[s][a][k] is not None and results[s][b][k] is not None]
-            cells.append(R.paired([x for x, _ in pairs], [y for _, y in pairs]))
+            cells.append(paired([x for x, _ in pairs], [y for _, y in pairs]))
         lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -316,13 +313,13 @@ def plot_efficiency(info: dict, path: Path) -> None:
         ax = figure.add_subplot(1, 2, i)
         xs = [x for x, name in prm if values(results, name, metric, seeds)]
         if xs:
-            stats = [_mean_ci(values(results, name, metric, seeds)) for x, name in prm if x in xs]
+            stats = [mean_ci(values(results, name, metric, seeds)) for x, name in prm if x in xs]
             ax.errorbar(xs, [m for m, _ in stats], yerr=[h for _, h in stats], marker="o", color="tab:red",
                         capsize=3, label="PRM (step labels on x % of rows)")
         for name, colour, style in lines:
             got = values(results, name, metric, seeds)
             if got:
-                mean, half = _mean_ci(got)
+                mean, half = mean_ci(got)
                 label = f"{name.split(' (')[0]} (outcome labels, all rows)" if "outcome" in name else name
                 ax.axhline(mean, color=colour, linestyle=style, label=label)
                 ax.axhspan(mean - half, mean + half, color=colour, alpha=0.12)
@@ -343,27 +340,16 @@ def plot_efficiency(info: dict, path: Path) -> None:
     save_png(figure, path)
 
 
-def _mean_ci(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return float(np.mean(xs)), 0.0
-    return float(np.mean(xs)), R.t95(len(xs) - 1) * float(np.std(xs, ddof=1)) / math.sqrt(len(xs))
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=5)
     p.add_argument("--quick", action="store_true", help="1 seed, 200 training chains, 3 epochs, 3 rows")
     p.add_argument("--out", default="process", help="name of the results files")
-    p.add_argument("--results-dir", default=str(HERE / "results"))
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--epochs", type=float, default=SETTINGS["epochs"], help="reward-model epochs (not the generator's)")
     p.add_argument("--rows", help=f"comma-separated subset of: {', '.join(r.key for r in ROWS)} (default: all)")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
-    rows, seeds = list(ROWS), list(range(a.first_seed, a.first_seed + a.seeds))
+    rows, seeds = list(ROWS), start(a)
     SETTINGS["epochs"] = a.epochs
     if a.rows:
         keys = a.rows.split(",")
@@ -375,21 +361,11 @@ def main(argv: list[str] | None = None) -> None:
         rows, seeds = QUICK_ROWS, [a.first_seed]
         SETTINGS.update(n_train=200, n_test=50, epochs=3.0, sft_epochs=3.0)
     results_dir = Path(a.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    raw_path = results_dir / f"{a.out}.json"
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    if raw and raw.get("settings") != SETTINGS:
-        sys.exit(f"{raw_path} was made with other settings; choose another --out")
-    results, runtime, start = raw.get("results", {}), raw.get("runtime_s", 0.0), time.time()
-
-    def save() -> None:
-        raw_path.write_text(json.dumps({"settings": SETTINGS, "machine": R.machine(),
-                                        "runtime_s": runtime + time.time() - start, "results": results}, indent=1))
-
-    run(seeds, rows, results, save)
-    info = json.loads(raw_path.read_text())
+    store = ResultsFile(results_dir / f"{a.out}.json", settings=SETTINGS)
+    run(seeds, rows, store.parts["results"], store.save)
+    info = store.load()
     text = report(info, ROWS)
-    (results_dir / f"{a.out}.md").write_text(text)
+    write_text(results_dir / f"{a.out}.md", text)
     plot_efficiency(info, results_dir / f"{a.out}.png")
     print(text)
 

@@ -9,9 +9,9 @@ same seed, so rows are paired by seed. Reports mean ± std per row and split,
 the paired difference to BT with a 95 % t-interval, and the number of seeds
 where the row beats BT.
 
-    python benchmarks/reproduction.py --seeds 5                 # full grid
-    python benchmarks/reproduction.py --quick                   # smoke test, ~1 min
-    python benchmarks/reproduction.py --seeds 5 --setup pretrained --out reproduction-pretrained
+    python -m benchmarks.reproduction --seeds 5                 # full grid
+    python -m benchmarks.reproduction --quick                   # smoke test, ~1 min
+    python -m benchmarks.reproduction --seeds 5 --setup pretrained --out reproduction-pretrained
 
 Setups. ``scratch``: the tiny model starts from random weights; the generator
 is SFT-trained on the labelled pairs and every RM starts from it. ``pretrained``
@@ -31,14 +31,8 @@ before any method was compared; they are not tuned per method.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import math
 import os
-import platform
-import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,7 +42,6 @@ os.environ.setdefault("ICRM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-import transformers
 from transformers import TrainingArguments
 
 from icrm.scoring import evaluate_pairs
@@ -61,7 +54,18 @@ from icrm.training import (
     trainer_arguments,
 )
 
-HERE = Path(__file__).resolve().parent
+from .harness import (
+    RESULTS,
+    ResultsFile,
+    label_flip,
+    mean_std,
+    measured,
+    paired,
+    seeded_parser,
+    start,
+    task_settings,
+    write_text,
+)
 
 # Task design, fixed before comparing methods: the demo's full settings, except the generator's SFT length.
 # With the demo's 3 SFT epochs (57 steps) the tiny generator has not learnt the filler process: it gives a
@@ -72,22 +76,16 @@ HERE = Path(__file__).resolve().parent
 # trained); --sft-epochs 3 gives the demo's setting. The check is recorded per task and seed
 # ("generator_check" in the JSON).
 SETTINGS = {
-    "n_train": 300,
-    "n_test": 500,
-    "epochs": 3.0,
-    "sft_epochs": 20.0,
-    "batch_size": 16,
-    "lr": 1e-3,
-    "max_length": 128,
+    **task_settings(),
     "setup": "scratch",
     "generator_responses": "both",
     "pretrain_factor": 10,
     "pretrain_epochs": 3.0,
 }
 TASKS = {  # task -> (label-flip share in training, evaluation splits)
-    "noisy": (0.25, ["test"]),
-    "length": (0.0, ["test_mixed", "test_reversed"]),
-    "suffix": (0.0, ["test_mixed", "test_reversed"]),
+    task: (label_flip(task), splits)
+    for task, splits in {"noisy": ["test"], "length": ["test_mixed", "test_reversed"],
+                         "suffix": ["test_mixed", "test_reversed"]}.items()
 }
 
 
@@ -139,7 +137,8 @@ def generator_check(sft: Path, data: Path, n_rows: int = 100) -> dict[str, float
     return {k: round(total / max(n, 1), 4) for k, (total, n) in sums.items()}
 
 
-def _args(seed: int, epochs: float) -> dict:
+def training_args(seed: int, epochs: float) -> dict:
+    """The trainer arguments of every model here (generator, backbone, reward models): only seed and epochs vary."""
     s = SETTINGS
     return trainer_arguments(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=seed, logging_steps=50)
 
@@ -157,7 +156,7 @@ def run_row(
         gradient_checkpointing=False,
         generator=generator,
         max_length=SETTINGS["max_length"],
-        **_args(seed, SETTINGS["epochs"]),
+        **training_args(seed, SETTINGS["epochs"]),
     )
     train_reward_model(str(data / "train.jsonl"), str(out), config, ModelSpec(str(backbone or sft)))
     return {split: evaluate_pairs(str(out), str(data / f"{split}.jsonl"), None)["accuracy"] for split in splits}
@@ -169,7 +168,7 @@ def pretrain(task: str, work: Path, seed: int) -> Path:
     n = SETTINGS["pretrain_factor"] * SETTINGS["n_train"]
     write_task(task, text, seed=10_000 + seed, n_train=n, n_test=1, flip=0.0)
     out = work / "pretrained"
-    targs = TrainingArguments(output_dir=str(out), **_args(seed, SETTINGS["pretrain_epochs"]))
+    targs = TrainingArguments(output_dir=str(out), **training_args(seed, SETTINGS["pretrain_epochs"]))
     train_sft(str(text / "train.jsonl"), str(out), targs, ModelSpec("tiny"), max_length=SETTINGS["max_length"],
               responses="both")
     return out
@@ -188,7 +187,7 @@ def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict,
                 write_task(task, data, seed=seed, n_train=SETTINGS["n_train"], n_test=SETTINGS["n_test"], flip=flip)
                 t0 = time.time()
                 backbone = pretrain(task, work, seed) if SETTINGS["setup"] == "pretrained" else None
-                targs = TrainingArguments(output_dir=str(sft), **_args(seed, SETTINGS["sft_epochs"]))
+                targs = TrainingArguments(output_dir=str(sft), **training_args(seed, SETTINGS["sft_epochs"]))
                 train_sft(
                     str(data / "train.jsonl"), str(sft), targs, ModelSpec(str(backbone or "tiny")),
                     max_length=SETTINGS["max_length"], responses=SETTINGS["generator_responses"],
@@ -204,39 +203,7 @@ def run_grid(tasks: list[str], seeds: list[int], rows: list[Row], results: dict,
                     print(f"[{task} seed {seed}] {row.name:28s} {accs}  ({time.time() - t0:.0f}s)", flush=True)
 
 
-# ---------------------------------------------------------------- statistics
-
-# Two-sided 95 % critical values of Student's t, df = 1..30 (scipy is not a dependency).
-# fmt: off
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-# fmt: on
-
-
-def t95(df: int) -> float:
-    try:
-        from scipy.stats import t
-
-        return float(t.ppf(0.975, df))
-    except ImportError:
-        return T95[df - 1] if df <= 30 else 1.960
-
-
-def mean_std(xs: list[float]) -> str:
-    if not xs:
-        return "–"
-    sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-    return f"{100 * statistics.mean(xs):.1f} ± {100 * sd:.1f}"
-
-
-def paired(xs: list[float], ys: list[float]) -> str:
-    """Mean of x − y in points, its 95 % t-interval, and wins/n."""
-    d = [100 * (x - y) for x, y in zip(xs, ys)]
-    if len(d) < 2:
-        return "–"
-    m, half = (statistics.mean(d), t95(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)))
-    wins = sum(x > 0 for x in d)
-    return f"{m:+.1f} [{m - half:+.1f}, {m + half:+.1f}] {wins}/{len(d)}"
+# ---------------------------------------------------------------- report
 
 
 def summary(results: dict, rows: list[Row]) -> str:
@@ -284,83 +251,35 @@ def table(results: dict, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p = seeded_parser(__doc__, seeds=5)
     p.add_argument("--tasks", default="noisy,length,suffix")
     p.add_argument("--quick", action="store_true", help="1 seed, noisy, BT/GRM/ICRM λ=0.1, 200 test pairs")
     p.add_argument("--out", default="reproduction", help="name of the results files under benchmarks/results/")
     p.add_argument("--sft-epochs", type=float, default=SETTINGS["sft_epochs"], help="generator SFT epochs (demo: 3)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--setup", choices=("scratch", "pretrained"), default="scratch", help="see the module docstring")
     p.add_argument("--generator-responses", choices=("both", "chosen"), default="both",
                    help="the generator's SFT data (reference: both)")
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     a = p.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("ICRM_CACHE", tempfile.mkdtemp(prefix="icrm-cache-"))
+    seeds = start(a)
     rows = list(ROWS)
     SETTINGS.update(sft_epochs=a.sft_epochs, setup=a.setup, generator_responses=a.generator_responses)
     if a.rows:
         wanted = a.rows.split(",")
         rows = [r for r in rows if r.name in wanted]
-    tasks, seeds = a.tasks.split(","), list(range(a.first_seed, a.first_seed + a.seeds))
+    tasks = a.tasks.split(",")
     if a.quick:
         rows, tasks, seeds = QUICK_ROWS, ["noisy"], [a.first_seed]
         SETTINGS["n_test"] = 200
 
-    results_dir = HERE / "results"
-    results_dir.mkdir(exist_ok=True)
-    raw_path = results_dir / f"{a.out}.json"
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    if raw and raw.get("settings") != SETTINGS:
-        sys.exit(f"{raw_path} was made with other settings; choose another --out")
-    results, checks = raw.get("results", {}), raw.get("generator_check", {})
-    runtime = raw.get("runtime_s", 0.0)
-    start = time.time()
-
-    def save() -> None:
-        raw_path.write_text(
-            json.dumps(
-                {
-                    "settings": SETTINGS,
-                    "machine": machine(),
-                    "runtime_s": runtime + time.time() - start,
-                    "generator_check": checks,
-                    "results": results,
-                },
-                indent=1,
-            )
-        )
-
-    run_grid(tasks, seeds, rows, results, checks, save)  # saves after every model
-    if not raw_path.exists():
-        sys.exit("nothing to report")
-    info = json.loads(raw_path.read_text())
-    m = info["machine"]
+    store = ResultsFile(RESULTS / f"{a.out}.json", ("generator_check", "results"), settings=SETTINGS)
+    results, checks = store.parts["results"], store.parts["generator_check"]
+    run_grid(tasks, seeds, rows, results, checks, store.save)  # saves after every model
+    info = store.load()
     header = (
-        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
-        f"torch {m['torch']}, transformers {m['transformers']}; total runtime {info['runtime_s'] / 60:.1f} min.\n"
+        f"{measured(info)}.\n"
         f"Settings: {json.dumps(SETTINGS)}. Δ columns: paired by seed, mean difference in accuracy points, "
         f"95 % t-interval, seeds where the row wins.\n"
     )
@@ -377,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         else ""
     )
     text = header + "\n" + gen + "\n" + summary(results, ROWS) + "\n" + table(results, ROWS)
-    (results_dir / f"{a.out}.md").write_text(text)
+    write_text(RESULTS / f"{a.out}.md", text)
     print(text)
 
 

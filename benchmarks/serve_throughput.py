@@ -26,8 +26,8 @@ conversation scored one at a time, in batches of 16 random conversations, of
 of 16 of equal length. Everything stays on
 127.0.0.1.
 
-    python benchmarks/serve_throughput.py                        # small preset, about 4 minutes
-    python benchmarks/serve_throughput.py --preset tiny --seconds 5
+    python -m benchmarks.serve_throughput                        # small preset, about 4 minutes
+    python -m benchmarks.serve_throughput --preset tiny --seconds 5
 
 Results: benchmarks/results/serve_throughput.json and .md.
 """
@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -51,10 +49,11 @@ from pathlib import Path
 import httpx
 import torch
 
+from icrm.outputs import write_json
 from icrm.serve import percentile, pick_batch
 
-HERE = Path(__file__).resolve().parent
-HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+from .harness import HH_DATA, RESULTS, machine, write_text
+
 MODES = {
     "dynamic": ["--max-batch-size", "16", "--max-wait-ms", "0"],
     "dynamic-wait": ["--max-batch-size", "16", "--max-wait-ms", "10"],
@@ -239,16 +238,16 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     results = run(args)
+    m = machine()
     results.update(
-        date=datetime.datetime.now().isoformat(timespec="seconds"),
-        machine=f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
-                f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), torch {torch.__version__}",
+        date=m["date"],
+        machine=f"{m['cpu']} ({m['cores']} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+                f"torch {m['torch']}",
         preset=args.preset, clients=args.clients, requests=args.requests, seconds=args.seconds,
         runtime_min=round((time.time() - started) / 60, 1),
     )
-    out = HERE / "results" / args.out
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
+    write_json(RESULTS / f"{args.out}.json", results)
+    write_text(RESULTS / f"{args.out}.md", markdown(results))
     print(markdown(results))
 
 

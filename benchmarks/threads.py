@@ -21,7 +21,7 @@ running for a while. Every run records its wall time, the thread count the
 demo used (its metrics.json) and ``os.getloadavg()`` before and after: on a
 machine shared with other people those say how idle "idle" was.
 
-    python benchmarks/threads.py --repeats 2
+    python -m benchmarks.threads --repeats 2
 
 Raw numbers go to benchmarks/results/threads.json, the table to threads.md.
 """
@@ -41,7 +41,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from icrm.outputs import write_json
+
+from .harness import RESULTS, machine, write_text
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ICRM_THREADS")
 
 
@@ -125,9 +128,10 @@ def main() -> None:
         cells.setdefault((run["setting"], run["threads_option"]), []).append(run)
     # an unfinished run counts as its timeout: a lower bound
     medians = {key: statistics.median(r["wall_s"] or r["timed_out_after_s"] for r in cell) for key, cell in cells.items()}
+    m = machine()
     result = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": f"{m['cpu']}, {m['cores']} cores, {platform.platform()}",
         "torch_default_threads": torch_threads,
         "runs": runs,
         "median_wall_s": {f"{s} / {t}": m for (s, t), m in medians.items()},
@@ -135,9 +139,7 @@ def main() -> None:
             t: medians[("beside one busy process", t)] / medians[("idle", t)] for t in ("icrm default", "torch default")
         },
     }
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(RESULTS / f"{args.out}.json", result)
     lines = [
         f"`icrm demo --quick`, {result['date']}, {result['machine']}; torch's default is {torch_threads} threads.",
         "",
@@ -152,7 +154,7 @@ def main() -> None:
         )
     lines += ["", "Loaded / idle (medians): " + ", ".join(
         f"{option} {ratio:.2f}×" for option, ratio in result["loaded_over_idle"].items())]
-    (results / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    write_text(RESULTS / f"{args.out}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -47,11 +47,11 @@ Peak memory: CPU -- the process's peak RSS (Linux VmHWM, reset through
 the whole-process ``resource.getrusage(...).ru_maxrss``; GPU --
 ``torch.cuda.max_memory_allocated`` over the same window.
 
-    python benchmarks/train_throughput.py                       # CPU, preset small
-    python benchmarks/train_throughput.py --device cuda --preset large --steps 50
-    python benchmarks/train_throughput.py --cases hh --profile bt   # torch.profiler table of one train()
-    python benchmarks/train_throughput.py --summarize benchmarks/results/throughput-cpu-small.json
-    python benchmarks/train_throughput.py --whole-process --preset tiny --repeats 3   # `icrm train` vs a TRL script, wall time
+    python -m benchmarks.train_throughput                       # CPU, preset small
+    python -m benchmarks.train_throughput --device cuda --preset large --steps 50
+    python -m benchmarks.train_throughput --cases hh --profile bt   # torch.profiler table of one train()
+    python -m benchmarks.train_throughput --summarize benchmarks/results/throughput-cpu-small.json
+    python -m benchmarks.train_throughput --whole-process --preset tiny --repeats 3   # `icrm train` vs a TRL script, wall time
 
 ``--whole-process`` times whole processes instead (interpreter start to exit:
 imports, data loading, tokenization, one epoch, icrm's reward statistics and
@@ -68,7 +68,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -80,8 +79,11 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+from icrm.outputs import write_json, write_jsonl
+
+from .harness import HERE, HH_DATA, RESULTS, machine, write_text
+
+SELF = [sys.executable, "-m", "benchmarks.train_throughput"]  # run from the repository root (cwd=HERE.parent)
 METHODS = ("trl", "bt", "icrm-nosft", "icrm")  # these all see identical batches
 PACKED = ("bt-packed", "icrm-nosft-packed", "icrm-packed")  # the same batches again, packed
 GROUPED = ("bt-grouped",)  # icrm's length-grouped batch order: other batches than TRL's
@@ -193,11 +195,6 @@ def check_same_tokens(tokenizer, examples) -> None:
                 ex.prompt + [{"role": "assistant", "content": response}], tokenize=True, return_dict=True
             )["input_ids"]
             assert list(trl_ids) == encode(tokenizer, ex.prompt, response).input_ids, "TRL and icrm tokenize differently"
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 # ------------------------------------------------------------ measuring a run
@@ -405,9 +402,6 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
     set_quiet(True)
     grouped, packed = spec["method"] in GROUPED, spec["method"] in PACKED
     method = spec["method"].removesuffix("-grouped").removesuffix("-packed")
-    # the post-training reward statistics re-score the whole training set; not
-    # timed anyway, so skip them to keep the benchmark's wall time down
-    training._reward_stats = lambda rm, dataset: {}
     config = training.ICRMConfig(
         output_dir=str(workdir / "icrm-trainer"),
         method=method,
@@ -538,13 +532,19 @@ def run_worker(spec: dict) -> dict:
 # ----------------------------------------------------------------- the driver
 
 
-def spawn(spec: dict) -> dict:
+def worker_env(spec: dict) -> dict[str, str]:
+    """A measured process's environment: ``spec``'s threads and device, no progress output."""
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
            "TOKENIZERS_PARALLELISM": "false", "ICRM_QUIET": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if spec["device"] == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def spawn(spec: dict) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True, text=True, check=False
+        [*SELF, "--worker", json.dumps(spec)], env=worker_env(spec), cwd=HERE.parent, capture_output=True, text=True,
+        check=False,
     )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -672,14 +672,13 @@ def run_benchmark(args, workdir: Path) -> None:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(args.device),
         "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "profile", "summarize")},
-        "command": "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks.train_throughput", *sys.argv[1:]]),
         "data": data_info,
         "runs": runs,
     }
     report["summary"] = summarize_runs(runs, data_info)
-    results = Path(args.results or HERE / "results" / f"throughput-{args.device}-{args.preset}.json")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(report, indent=1))
+    results = Path(args.results or RESULTS / f"throughput-{args.device}-{args.preset}.json")
+    write_json(results, report)
     write_markdown(Path(args.markdown), report)
     print(f"wrote {results} and {args.markdown}")
 
@@ -720,14 +719,13 @@ def run_whole_process(args, workdir: Path) -> None:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(args.device),
         "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "profile", "summarize", "trl_process")},
-        "command": "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks.train_throughput", *sys.argv[1:]]),
         "data": data_info,
         "runs": runs,
         "summary": summary,
     }
-    results = Path(args.results or HERE / "results" / f"throughput-whole-process-{args.device}-{args.preset}.json")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(report, indent=1))
+    results = Path(args.results or RESULTS / f"throughput-whole-process-{args.device}-{args.preset}.json")
+    write_json(results, report)
     write_whole_process_markdown(Path(args.markdown), report)
     print(f"wrote {results} and {args.markdown}")
 
@@ -735,7 +733,7 @@ def run_whole_process(args, workdir: Path) -> None:
 def whole_process_command(method: str, spec: dict, out: Path) -> list[str]:
     """The command line of one whole-process run: this script's TRL worker, or `icrm train`."""
     if method == "trl":
-        return [sys.executable, __file__, "--trl-process", json.dumps(spec)]
+        return [*SELF, "--trl-process", json.dumps(spec)]
     icrm = shutil.which("icrm") or str(Path(sys.executable).with_name("icrm"))
     options = {"bt": ["--no-packing", "--no-group-by-length"], "bt-grouped": ["--no-packing", "--group-by-length"],
                "bt-packed": ["--packing", "--no-group-by-length"], "icrm-packed": ["--packing", "--no-group-by-length"]}
@@ -746,12 +744,9 @@ def whole_process_command(method: str, spec: dict, out: Path) -> list[str]:
 
 def timed_process(command: list[str], spec: dict) -> tuple[float, float, float]:
     """Wall seconds from launch to exit, and the process's own CPU seconds and peak RSS in MB (``os.wait4``'s rusage)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
-           "TOKENIZERS_PARALLELISM": "false", "ICRM_QUIET": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    if spec["device"] == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, env=worker_env(spec), cwd=HERE.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
@@ -769,7 +764,7 @@ def write_whole_process_markdown(path: Path, report: dict) -> None:
             "bt-packed": "`icrm train --method bt --packing`", "icrm-packed": "`icrm train --method icrm --packing`"}
     lines = [
         BEGIN_WHOLE,
-        (f"Run {report['date']} on {m['cpu']} ({m['cpus']} CPUs); torch {m['torch']}, transformers "
+        (f"Run {report['date']} on {m['cpu']} ({cores(m)} CPUs); torch {m['torch']}, transformers "
          f"{m['transformers']}, trl {m['trl']}, icrm at {m.get('commit', '?')}. Preset `{st['preset']}`, "
          f"{st['threads']} thread, one epoch of {report['data']['hh_rows_kept']} hh pairs, batch {st['batch_size']}, "
          f"max length {st['max_length']}, {st['repeats']} interleaved repeats (median; 1-minute load average before each "
@@ -799,30 +794,17 @@ def resummarize(results: Path, markdown: Path) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             report["data"] = prepare(settings, Path(scratch))
     report["summary"] = summarize_runs(report["runs"], report["data"])
-    results.write_text(json.dumps(report, indent=1))
+    write_json(results, report)
     write_markdown(markdown, report)
     print(f"rewrote {results} and {markdown}")
 
 
 def machine_info(device: str) -> dict:
+    """:func:`harness.machine`, and what a throughput figure also depends on: trl, the GPU, icrm's commit."""
     import torch
-    import transformers
     import trl
 
-    cpu = platform.processor()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-        cpu = found.group(1).strip() if found else cpu
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-    }
+    info = {**machine(), "trl": trl.__version__}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     git = ["git", "-C", str(HERE.parent)]
@@ -961,7 +943,7 @@ def write_markdown(path: Path, report: dict) -> None:
     s, m, st = report["summary"], report["machine"], report["settings"]
     lines = [
         BEGIN,
-        (f"Run {report['date']} on {m['cpu']} ({m['cpus']} CPUs){', ' + m['gpu'] if 'gpu' in m else ''}; "
+        (f"Run {report['date']} on {m['cpu']} ({cores(m)} CPUs){', ' + m['gpu'] if 'gpu' in m else ''}; "
         f"python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, trl {m['trl']}, icrm {m.get('icrm', '?')} "
         f"at {m.get('commit', '?')}."),
         "",
@@ -1050,8 +1032,14 @@ def write_markdown(path: Path, report: dict) -> None:
     replace_generated(path, lines, lambda old, new: f"# Training throughput: icrm vs TRL RewardTrainer\n\n{new}\n{old}")
 
 
+def cores(m: dict) -> int:
+    """The machine's core count (results written before the harness call it ``cpus``)."""
+    return m["cores"] if "cores" in m else m["cpus"]
+
+
 def reproduce(command: str) -> str:
-    """The command as a reader would type it: no scratch directory."""
+    """The command as a reader would type it: no scratch directory, run as a module (older results ran the file)."""
+    command = re.sub(r"^python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", command)
     return re.sub(r" --workdir \S+", "", command)
 
 
@@ -1063,7 +1051,7 @@ def replace_generated(path: Path, lines: list[str], place) -> None:
         text = old[: old.index(begin)] + generated + old[old.index(end) + len(end) :]
     else:
         text = place(old, generated)
-    path.write_text(text)
+    write_text(path, text)
 
 
 def _range(values: list[float]) -> str:

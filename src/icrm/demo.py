@@ -80,6 +80,7 @@ SHORTCUT_TASK, SHORTCUT_LAMBDA, SHORTCUT_TEST = "length", 0.3, 500
 SHORTCUT_METHODS = {"BT": ("bt", None), "ICRM": ("icrm", SHORTCUT_LAMBDA)}
 SHORTCUT_SPLITS = ("test_mixed", "test_reversed")
 LOSS_TERMS = ("bt", "icrm", "sft")  # plotted one panel each (losses.png)
+LABEL_FLIP = {"noisy": 0.25}  # share of training labels flipped per task (label noise; none elsewhere)
 
 
 def _train_args(settings: DemoSettings, epochs: float) -> dict:
@@ -119,7 +120,7 @@ def _preference_task(
 ) -> None:
     """Generate a task, SFT a generator on it, train and evaluate each of ``methods``."""
     data = root / "data" / task
-    flip = 0.25 if task == "noisy" else 0.0
+    flip = LABEL_FLIP.get(task, 0.0)
     write_task(task, data, seed=settings.seed, n_train=settings.n_train, n_test=n_test or settings.n_test, flip=flip)
     generator = root / "models" / f"{task}-sft"
     note(f"[bold]{task}[/bold]: SFT generator (chosen and rejected responses)")
@@ -136,7 +137,7 @@ def _preference_task(
             results.setdefault(method, {})[f"{task}/{split}"] = evaluated["accuracy"]
 
 
-def _verification(root: Path, settings: DemoSettings, bon_results: dict, task: str = "addition") -> dict:
+def run_verification(root: Path, settings: DemoSettings, bon_results: dict, task: str = "addition") -> dict:
     """Pointwise verifiers (BCE vs BCE + consistency) on a step-checked task, and best-of-N with them.
 
     The demo's task is ``addition``; benchmarks/demo_bon.py also runs ``arithmetic`` through here.
@@ -743,7 +744,7 @@ def run_demo(output: str | Path, quick: bool = False, overwrite: bool = False) -
         if settings.probes:
             _preference_task("suffix", root, settings, results, losses)
         dpo = _dpo_stage(root, settings) if settings.dpo else None
-        agreement = _verification(root, settings, bon_results) if settings.verification else None
+        agreement = run_verification(root, settings, bon_results) if settings.verification else None
         process = _process_stage(root, settings) if settings.process else None
         attribution = _explain_page(root)
         metrics = {
