@@ -153,7 +153,7 @@ def run_row(
         output_dir=str(out),
         method=row.method,
         lambda_=row.lam,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         generator=generator,
         max_length=SETTINGS["max_length"],
         **training_args(seed, SETTINGS["epochs"]),

@@ -356,7 +356,7 @@ def training_arguments(spec: dict, group_by_length: bool = False) -> dict:
         max_steps=spec["steps"], batch_size=spec["batch_size"], lr=1e-5, seed=0, bf16=spec["bf16"], logging_steps=10,
         group_by_length=group_by_length,
     )
-    common.update(use_cpu=spec["device"] == "cpu", disable_tqdm=True, gradient_checkpointing=False)
+    common.update(use_cpu=spec["device"] == "cpu", disable_tqdm=True, activation_checkpointing=False)
     return common
 
 
