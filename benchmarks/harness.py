@@ -29,7 +29,6 @@ RESULTS = HERE / "results"
 HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 
-
 def task_settings() -> dict:
     """The demo's preference-task settings (reproduction.py and the benchmarks built on it), a fresh dict."""
     from icrm.demo import FULL
