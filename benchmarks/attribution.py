@@ -58,16 +58,7 @@ from icrm.synthetic import BAD_WORDS, GOOD_WORDS, decisive_word_mask, write_task
 from icrm.training import ModelSpec, train_sft
 
 from . import reproduction as R
-from .harness import (
-    RESULTS,
-    ResultsFile,
-    mean_std,
-    measured,
-    paired,
-    seeded_parser,
-    start,
-    write_text,
-)
+from .harness import RESULTS, ResultsFile, mean_std, measured, paired, seeded_parser, start, write_text
 
 TASK, FLIP = "noisy", R.TASKS["noisy"][0]
 ROWS = R.ROWS[:4]  # BT, GRM, ICRM λ=0.1 SFT (paper default), ICRM λ=0.3 SFT

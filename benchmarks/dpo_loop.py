@@ -51,16 +51,7 @@ from icrm.synthetic import true_reward, write_task
 from icrm.training import ModelSpec, train_sft, trainer_arguments
 
 from . import reproduction as repro
-from .harness import (
-    RESULTS,
-    ResultsFile,
-    mean_std,
-    measured,
-    paired,
-    seeded_parser,
-    start,
-    write_text,
-)
+from .harness import RESULTS, ResultsFile, mean_std, measured, paired, seeded_parser, start, write_text
 
 LOOP = {
     "n_candidates": 4,
