@@ -4,7 +4,7 @@ Does the per-token reward change Δr_t = r_t − r_{t−1} fall where the true
 reward changes? On the noisy task the true reward is #GOOD − #BAD words, so
 every token is either decisive (part of a GOOD/BAD word) or filler. For each
 reward model and held-out response (chosen and rejected of the first
-``--n-eval`` clean test pairs) this computes, with ``icrm.explain``:
+``--n-eval`` clean test pairs) this computes, with ``icrm.explain.core``:
 
 * decisive share: the share of Σ|Δr| over the response's word tokens that
   falls on decisive tokens (``explain.decisive_share``), next to the decisive
@@ -52,9 +52,9 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
+from icrm.data import BAD_WORDS, GOOD_WORDS, decisive_word_mask, write_task
 from icrm.explain import Explained, decisive_share, explain_responses, rank_correlation
 from icrm.modeling import RewardModel
-from icrm.synthetic import BAD_WORDS, GOOD_WORDS, decisive_word_mask, write_task
 from icrm.training import ModelSpec, train_sft
 
 from . import reproduction as R

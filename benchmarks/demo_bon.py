@@ -1,6 +1,6 @@
 """Can the demo's verifiers beat a random pick? Best-of-N of the demo's verification stage over seeds.
 
-Runs ``icrm.demo.run_verification`` (SFT generator, BT and ICRM-nosft pointwise
+Runs ``icrm.commands.demo.run_verification`` (SFT generator, BT and ICRM-nosft pointwise
 verifiers, best-of-N on held-out problems) exactly as ``icrm demo`` does, for
 each seed and mode, on the demo's task (``addition``: a wrong solution drops
 a carry) and on the earlier one (``arithmetic``: a wrong step is off by 1-3,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from icrm.demo import FULL, QUICK, run_verification
+from icrm.commands.demo import FULL, QUICK, run_verification
 from icrm.outputs import set_quiet, write_json
 from icrm.threads import default_threads, set_threads
 

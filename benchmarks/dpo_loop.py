@@ -33,6 +33,7 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from icrm.data import true_reward, write_task
 from icrm.outputs import write_jsonl
 from icrm.policy import (
     DPOSettings,
@@ -47,7 +48,6 @@ from icrm.policy import (
     train_dpo,
     true_reward_judge,
 )
-from icrm.synthetic import true_reward, write_task
 from icrm.training import ModelSpec, train_sft, trainer_arguments
 
 from . import reproduction as repro

@@ -1,7 +1,7 @@
 """What every benchmark shares: the demo's task settings, statistics over seeds, machine info, resumable results.
 
 The benchmarks import icrm's public API only, and icrm never imports them:
-the task settings are the demo's (:data:`icrm.demo.FULL`), read here, so a
+the task settings are the demo's (:data:`icrm.commands.demo.FULL`), read here, so a
 benchmark that claims "the demo's settings" cannot drift from them. They are
 read when asked for: a measured process (train_throughput.py's TRL baseline)
 does not pay for importing the demo.
@@ -31,7 +31,7 @@ HH_DATA = Path(os.environ.get("ICRM_SHARED_DATA", HERE.parent.parent / "shared" 
 
 def task_settings() -> dict:
     """The demo's preference-task settings (reproduction.py and the benchmarks built on it), a fresh dict."""
-    from icrm.demo import FULL
+    from icrm.commands.demo import FULL
 
     return {
         "n_train": FULL.n_train,
@@ -46,7 +46,7 @@ def task_settings() -> dict:
 
 def steps_settings() -> dict:
     """The demo's process-stage settings (process.py): more chains and epochs, as a PRM needs to learn the check."""
-    from icrm.demo import FULL
+    from icrm.commands.demo import FULL
 
     return {**task_settings(), "n_train": FULL.steps_train, "n_test": FULL.steps_test, "epochs": FULL.steps_epochs,
             "sft_epochs": FULL.steps_epochs}
@@ -54,7 +54,7 @@ def steps_settings() -> dict:
 
 def label_flip(task: str) -> float:
     """The share of a task's training labels the demo flips (the noisy task's label noise; 0 elsewhere)."""
-    from icrm.demo import LABEL_FLIP
+    from icrm.commands.demo import LABEL_FLIP
 
     return LABEL_FLIP.get(task, 0.0)
 

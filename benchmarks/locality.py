@@ -24,8 +24,8 @@ os.environ.setdefault("ICRM_QUIET", "1")
 import torch
 from transformers import TrainingArguments
 
+from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
 from icrm.modeling import RewardModel
-from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
 from icrm.training import ModelSpec, train_sft
 
 from . import reproduction as R

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How packed batches should attend on CPU: the measurement behind icrm.packing's design.
+"""How packed batches should attend on CPU: the measurement behind icrm.modeling.packing's design.
 
 A benchmark, not a test. One process, one torch thread; the reward model's
 forward and backward (sum of per-token rewards) on the same batches, in four
@@ -9,7 +9,7 @@ layouts, interleaved, CPU time (``time.process_time``), medians:
   packed-dense   one [1, T] packed row, transformers' own SDPA path: it detects
                  the packing from position_ids and builds a dense T × T
                  block-diagonal mask, so attention costs T² instead of Σ len²
-  packed-rows    the same packed row, icrm's attention (icrm.packing): SDPA
+  packed-rows    the same packed row, icrm's attention (icrm.modeling.packing): SDPA
                  run row by row on the packed queries, keys and values
   packed-bins    rows bin-packed (first fit, longest first) into rows as long
                  as the longest one, transformers' dense block masks (the
@@ -73,7 +73,7 @@ def bins(seqs, pad_id: int) -> dict:
 
 def step(rm, seqs, layout: str) -> float:
     from icrm.data import RewardCollator
-    from icrm.packing import PACKED_ATTENTION, pack
+    from icrm.modeling import PACKED_ATTENTION, pack
 
     config = rm.decoder.config
     batch = RewardCollator(rm.tokenizer.pad_token_id)([{"sequences": [s]} for s in seqs])
@@ -109,7 +109,7 @@ def main() -> None:
     torch.set_num_threads(1)
     tokenizer = train_tokenizer(example_texts(load_examples(args.hh_data).examples), PRESETS[args.preset]["vocab_size"])
     rm = RewardModel.from_causal_lm(build_causal_lm(args.preset, tokenizer, 0), tokenizer).train()
-    import icrm.packing  # noqa: F401  (registers icrm's attention)
+    import icrm.modeling.packing  # noqa: F401  (registers icrm's attention)
 
     loads, seconds = [os.getloadavg()[0]], {case: {layout: [] for layout in LAYOUTS} for case in ("hh", "full")}
     for case, cases in batches(args, tokenizer).items():

@@ -15,7 +15,7 @@ with the same seed and settings, so rows are paired by seed:
   probability of each step (``σ(r) = p_gen(step | prefix)``, a local
   plausibility check), and random step scores.
 
-Metrics on the held-out test chains (:func:`icrm.steps.step_metrics`): step
+Metrics on the held-out test chains (:func:`icrm.data.steps.step_metrics`): step
 AUROC, first-error F1 (threshold 0.5), localisation, and the outcome AUROC;
 best-of-8 accuracy on held-out prompts with the step scores aggregated by
 ``last`` (= the outcome reward), ``min`` and ``mean``. Reported as mean ± std
@@ -50,18 +50,10 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
-from icrm.data import encode_steps, load_examples
+from icrm.data import aggregate, auroc, encode_steps, load_examples, split_steps, step_metrics, write_task
 from icrm.evaluation import bon_metrics
 from icrm.modeling import RewardModel
-from icrm.steps import aggregate, auroc, split_steps, step_metrics
-from icrm.synthetic import write_task
-from icrm.training import (
-    ICRMConfig,
-    ModelSpec,
-    train_reward_model,
-    train_sft,
-    trainer_arguments,
-)
+from icrm.training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
 
 from .harness import (
     RESULTS,
@@ -85,7 +77,7 @@ AGGREGATES = ("last", "min", "mean")
 class Row:
     key: str  # --rows name
     name: str
-    method: str | None  # icrm.training preset; None for a baseline
+    method: str | None  # icrm.training.core preset; None for a baseline
     lam: float | None = None
     fraction: float = 1.0  # share of training rows the model sees (same optimizer steps)
 

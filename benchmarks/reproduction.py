@@ -44,15 +44,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from transformers import TrainingArguments
 
-from icrm.scoring import evaluate_pairs
-from icrm.synthetic import BAD_WORDS, GOOD_WORDS, write_task
-from icrm.training import (
-    ICRMConfig,
-    ModelSpec,
-    train_reward_model,
-    train_sft,
-    trainer_arguments,
-)
+from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.evaluation import evaluate_pairs
+from icrm.training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
 
 from .harness import (
     RESULTS,
@@ -92,7 +86,7 @@ TASKS = {  # task -> (label-flip share in training, evaluation splits)
 @dataclass(frozen=True)
 class Row:
     name: str
-    method: str  # icrm.training preset
+    method: str  # icrm.training.core preset
     lam: float | None = None  # λ override
     generator: str = "sft"  # sft | self | uniform
 

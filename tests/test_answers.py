@@ -2,7 +2,7 @@
 
 import pytest
 
-from icrm.answers import canonical_answer, extract_answer
+from icrm.data import canonical_answer, extract_answer
 
 
 @pytest.mark.parametrize("text, answer", [

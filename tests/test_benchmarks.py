@@ -106,7 +106,7 @@ def test_results_file_resumes_and_refuses_other_settings(harness, tmp_path):
 
 
 def test_settings_are_the_demos(harness):
-    from icrm.demo import FULL
+    from icrm.commands.demo import FULL
 
     assert harness.task_settings()["sft_epochs"] == FULL.sft_epochs
     assert harness.steps_settings()["n_train"] == FULL.steps_train
@@ -135,8 +135,8 @@ def test_seeded_options_give_the_seeds_from_first_seed(harness, monkeypatch, tmp
 
 def test_run_row_without_a_backbone_starts_from_the_sft_model(tmp_path, reproduction):
     """attribution.py, locality.py and dpo_loop.py pass no backbone: the reward model starts from the generator."""
+    from icrm.data import write_task
     from icrm.modeling import build_causal_lm, train_tokenizer
-    from icrm.synthetic import write_task
 
     data, sft = tmp_path / "data", tmp_path / "sft"
     write_task("noisy", data, seed=0, n_train=16, n_test=8, flip=0.25)
@@ -200,8 +200,8 @@ def test_icrm_never_imports_benchmarks():
 def test_the_import_check_sees_private_and_benchmarks_imports(tmp_path):
     """The two checks above read what they should: a private import and a benchmarks import are found."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from icrm.demo import _hidden\n    import benchmarks.harness\n"
+    probe.write_text("def f():\n    from icrm.commands.demo import _hidden\n    import benchmarks.harness\n"
                      "    from icrm import training\n    training._stats = None\n")
-    assert ("icrm.demo", ["_hidden"], 2) in _imports(probe)
+    assert ("icrm.commands.demo", ["_hidden"], 2) in _imports(probe)
     assert ("benchmarks.harness", [], 3) in _imports(probe)
     assert ("icrm.training", ["_stats"], 5) in _imports(probe)

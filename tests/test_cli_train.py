@@ -94,15 +94,15 @@ def test_export_matches_transformers_through_chat_template(pipeline):
 def test_second_run_reuses_generator_cache_and_changes_invalidate_it(pipeline, cli, monkeypatch):
     import shutil
 
-    import icrm.generator
+    import icrm.modeling.generator
     from icrm.modeling import load_causal_lm
 
     root, data, cache = pipeline
     shutil.copytree(root / "sft", root / "gen")  # a copy keeps the files' contents and times: the cache still holds
     args = ["train", "--data", data, "--model", root / "sft", "--generator", root / "gen", "--cache-dir", cache]
     loads = []
-    real_load = icrm.generator.load_generator
-    monkeypatch.setattr(icrm.generator, "load_generator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = icrm.modeling.generator.load_generator
+    monkeypatch.setattr(icrm.modeling.generator, "load_generator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
 
     def cache_state(out, *extra):
         result = cli(*args, "--output", root / out, *FAST[:-2], "--lr", "1e-3", *extra)

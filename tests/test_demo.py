@@ -57,7 +57,7 @@ def test_demo_quick_writes_report_plots_and_metrics(tmp_path):
 
 def test_demo_dpo_section_and_plot(tmp_path):
     """The full demo's policy-loop section and bar chart, from a metrics["dpo"] entry (no training)."""
-    from icrm.demo import _dpo_report, _plot_dpo
+    from icrm.commands.demo import _dpo_report, _plot_dpo
 
     policy = {"mean_reward": 0.5, "std_reward": 1.0, "mean_words": 20.0, "win_rate": 0.3, "tie_rate": 0.4,
               "lose_rate": 0.3}
@@ -76,7 +76,7 @@ def _chain(steps: int, labels: list[int]):
 
 
 def test_demo_chain_is_the_first_that_goes_wrong_in_its_middle():
-    from icrm.demo import demo_chain
+    from icrm.commands.demo import demo_chain
 
     chains = [
         _chain(5, [1, 1, 1, 1, 1]),  # right
@@ -93,7 +93,7 @@ def test_demo_chain_is_the_first_that_goes_wrong_in_its_middle():
 
 def test_demo_process_section_and_plot(tmp_path):
     """The full demo's process-reward section from a metrics["process"] entry (no training), values by hand."""
-    from icrm.demo import _plot_process, _process_report
+    from icrm.commands.demo import _plot_process, _process_report
 
     process = {
         "chain": {"id": "steps-test-00007", "prompt": "It is Monday. Count forward 1 day, then 2, then 1. What day is it?",
@@ -131,8 +131,8 @@ def test_demo_process_stage_trains_three_models_and_shows_one_chain(tmp_path):
     """The process stage at a toy size: the shown chain is the data's, its rewards are each saved model's."""
     from dataclasses import replace
 
+    from icrm.commands.demo import FULL, QUICK, _process_stage, demo_chain
     from icrm.data import load_examples
-    from icrm.demo import FULL, QUICK, _process_stage, demo_chain
     from icrm.modeling import RewardModel
 
     assert FULL.process and not QUICK.process
@@ -164,7 +164,7 @@ def _lead_metrics(length: dict, noisy: tuple[float, float], bon: dict | None = N
 
 def test_demo_lead_says_where_bt_and_icrm_differ_and_where_they_tie():
     """The report's first section, from a run's numbers (no training): a lead, a tie, and a lead that did not show."""
-    from icrm.demo import _lead
+    from icrm.commands.demo import _lead
 
     ahead = {"BT": {"test_mixed": 0.5, "test_reversed": 0.018}, "ICRM": {"test_mixed": 0.53, "test_reversed": 0.078}}
     text = "\n".join(_lead(_lead_metrics(ahead, (0.74, 0.725))))
@@ -182,7 +182,7 @@ def test_demo_lead_says_where_bt_and_icrm_differ_and_where_they_tie():
 
 
 def test_demo_bon_report_says_why_the_verifiers_tie():
-    from icrm.demo import _bon_report, _lead
+    from icrm.commands.demo import _bon_report, _lead
 
     def result(accuracy: list[float]) -> dict:
         ns = ["1", "2", "4", "8"]

@@ -15,14 +15,16 @@ import pytest
 import torch
 
 from icrm.data import RewardCollator, Sequence
-from icrm.generator import (
+from icrm.modeling import (
     GenerationWeights,
-    _write_cache,
+    RewardModel,
+    build_causal_lm,
     head_generation_weights,
     next_token_logprobs,
     token_logprobs,
+    train_tokenizer,
 )
-from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
+from icrm.modeling.generator import _write_cache
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world, how are you today?"] * 20
 
@@ -126,7 +128,7 @@ def test_cache_keeps_small_probabilities(tmp_path):
 def test_files_fingerprint_sees_every_file_and_both_ends_and_the_mtime(tmp_path):
     import os
 
-    from icrm.generator import EDGE_BYTES, files_fingerprint
+    from icrm.modeling import EDGE_BYTES, files_fingerprint
 
     (tmp_path / "config.json").write_text("{}")
     weights = tmp_path / "model.safetensors"
@@ -159,8 +161,8 @@ def test_files_fingerprint_sees_every_file_and_both_ends_and_the_mtime(tmp_path)
 
 
 def test_a_cache_hit_loads_no_generator_and_a_retrained_one_misses(tmp_path, lm_and_tokenizer, monkeypatch):
-    import icrm.generator as generator_module
-    from icrm.generator import cached_generation_weights
+    import icrm.modeling.generator as generator_module
+    from icrm.modeling import cached_generation_weights
 
     lm, tokenizer = lm_and_tokenizer
     lm.save_pretrained(tmp_path / "gen")

@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 
 from icrm.data import TokenizeStats, encode, encode_steps, fit_length
 from icrm.errors import UserError
+from icrm.evaluation import score_steps
 from icrm.outputs import OUTPUT_MARKER
-from icrm.scoring import score_steps
 
 TRAINED_AT = 24  # the checkpoint's training --max-length
 POSITIONS = 2048  # the tiny model's position limit (max_position_embeddings)
@@ -80,7 +80,7 @@ def test_a_response_beyond_the_position_limit_is_an_error(tmp_path, cli, rm_dir,
 
 def test_serve_and_score_share_the_default(tiny_rm, monkeypatch):
     """One rule for both: the position limit as it is, and none where the model has none (serve then bounds it)."""
-    from icrm.lengths import resolve_max_length
+    from icrm.modeling import resolve_max_length
     from icrm.serve import DEFAULT_MAX_LENGTH, ServeConfig, create_app
 
     monkeypatch.setattr(tiny_rm.config, "max_position_embeddings", 4 * POSITIONS)

@@ -69,12 +69,12 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def no_demo_run(monkeypatch):
     """The demo fails at its first stage, as a missing model fails the others, so a test never runs it whole."""
-    import icrm.demo
+    import icrm.commands.demo
 
     def stop(*args, **kwargs):
         raise UserError("demo stopped by the test")
 
-    monkeypatch.setattr(icrm.demo, "_preference_task", stop)
+    monkeypatch.setattr(icrm.commands.demo, "_preference_task", stop)
 
 
 def snapshot(root) -> dict:
@@ -223,7 +223,7 @@ def test_check_output_rules(workdir):
 
 
 def test_api_functions_take_overwrite(workdir):
-    from icrm.synthetic import write_task
+    from icrm.data import write_task
 
     (workdir / "X").mkdir()
     (workdir / "X" / "notes.txt").write_text("notes\n")

@@ -14,14 +14,7 @@ import torch
 from conftest import write_jsonl
 
 from icrm.data import RewardCollator, Sequence
-from icrm.packing import (
-    PACKED_ATTENTION,
-    PackedRewardCollator,
-    PackingError,
-    pack,
-    unpack,
-    use_packed_attention,
-)
+from icrm.modeling import PACKED_ATTENTION, PackedRewardCollator, PackingError, pack, unpack, use_packed_attention
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world, how are you today?"] * 20
 FAST = ["--max-steps", "3", "--batch-size", "4", "--max-length", "192", "--lr", "1e-3"]

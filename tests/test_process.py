@@ -9,17 +9,9 @@ import torch
 from conftest import write_jsonl
 
 from icrm import losses
-from icrm.data import RewardCollator, RewardDataset, StepExample, tokenize_examples
+from icrm.data import RewardCollator, RewardDataset, StepExample, sigmoid, tokenize_examples
 from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
-from icrm.steps import sigmoid
-from icrm.training import (
-    ConfigError,
-    ICRMConfig,
-    ICRMTrainer,
-    ModelSpec,
-    train_reward_model,
-    trainer_arguments,
-)
+from icrm.training import ConfigError, ICRMConfig, ICRMTrainer, ModelSpec, train_reward_model, trainer_arguments
 
 CHAINS = [
     ("hello", ["the fox", "jumps over", "the dog"], [1, 1, 0]),
@@ -162,9 +154,8 @@ def test_score_per_step_ends_in_the_outcome_reward(steps_run, cli):
 
 
 def test_bon_aggregates_step_scores(steps_run, cli):
-    from icrm.data import load_examples
+    from icrm.data import aggregate, load_examples, split_steps
     from icrm.evaluation import bon_metrics
-    from icrm.steps import aggregate, split_steps
 
     root = steps_run
     reports = {}

@@ -21,7 +21,7 @@ ICRM = shutil.which("icrm") or str(Path(sys.executable).with_name("icrm"))
 
 @pytest.fixture(scope="module")
 def noisy_data(tmp_path_factory):
-    from icrm.synthetic import write_task
+    from icrm.data import write_task
 
     root = tmp_path_factory.mktemp("noisy")
     write_task("noisy", root / "noisy", seed=1, n_train=96, n_test=20)
@@ -64,7 +64,7 @@ STEPS_PER_EPOCH, TOTAL_STEPS = 6, 18
 @pytest.fixture(scope="module")
 def method_data(tmp_path_factory):
     """48 training rows per method: preference pairs for icrm, step-labelled chains for prm."""
-    from icrm.synthetic import write_task
+    from icrm.data import write_task
 
     root = tmp_path_factory.mktemp("methods")
     write_task("noisy", root / "noisy", seed=1, n_train=48, n_test=10)
@@ -202,10 +202,10 @@ def test_length_grouped_batches_depend_on_the_seed_and_epoch_alone(tmp_path, noi
 
 def test_corrupted_generator_cache_is_recomputed_with_a_warning(tmp_path, tiny_rm, caplog):
     from icrm.data import encode
-    from icrm.generator import cached_generation_weights
+    from icrm.modeling import cached_generation_weights
 
     gen = tmp_path / "gen"
-    causal = __import__("icrm.modeling", fromlist=["build_causal_lm"]).build_causal_lm("tiny", tiny_rm.tokenizer)
+    causal = __import__("icrm.modeling.core", fromlist=["build_causal_lm"]).build_causal_lm("tiny", tiny_rm.tokenizer)
     causal.save_pretrained(gen)
     tiny_rm.tokenizer.save_pretrained(gen)
     seqs = [encode(tiny_rm.tokenizer, [{"role": "user", "content": "hello"}], r) for r in ("the dog", "a fox jumps")]

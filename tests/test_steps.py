@@ -12,24 +12,22 @@ from icrm.data import (
     DataError,
     RewardCollator,
     RewardDataset,
-    encode,
-    encode_steps,
-    load_examples,
-    tokenize_examples,
-)
-from icrm.steps import (
     aggregate,
     auroc,
+    encode,
+    encode_steps,
     first_error,
     first_error_f1,
     join_steps,
     labels_from_first_error,
+    load_examples,
     localization,
     predicted_first_error,
     split_steps,
     step_char_ends,
     step_metrics,
     step_profile,
+    tokenize_examples,
     tokens_at_chars,
 )
 
@@ -277,6 +275,6 @@ def test_step_profile():
 def test_average_ranks_share_ties():
     import numpy as np
 
-    from icrm.steps import average_ranks
+    from icrm.data import average_ranks
 
     assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from icrm import synthetic
-from icrm.errors import UserError
-from icrm.outputs import OUTPUT_MARKER
-from icrm.synthetic import (
+from icrm.data import (
     BAD_WORDS,
     GOOD_WORDS,
     SUFFIX,
     TASKS,
     arithmetic_is_correct,
     decisive_word_mask,
+    synthetic,
     true_reward,
     write_task,
 )
+from icrm.errors import UserError
+from icrm.outputs import OUTPUT_MARKER
 
 SUFFIX_TEXT = " ".join(SUFFIX)
 

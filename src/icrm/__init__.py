@@ -15,30 +15,12 @@ Names are imported on first use, so ``import icrm`` (and ``icrm --help``)
 does not pay for torch and transformers.
 """
 
-from importlib import import_module
+from .exports import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "ICRMConfig": "training",
-    "ICRMTrainer": "training",
-    "RewardModel": "modeling",
-    "load_examples": "data",
-    "LoadedData": "data",
-    "PairExample": "data",
-    "PointExample": "data",
-    "DataError": "data",
-}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'icrm' has no attribute {name!r}")
-    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "training": ["ICRMConfig", "ICRMTrainer"],
+    "modeling": ["RewardModel"],
+    "data": ["load_examples", "LoadedData", "PairExample", "PointExample", "DataError"],
+})

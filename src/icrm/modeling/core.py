@@ -29,7 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import (
+from ..data import (
+    DEFAULT_SEPARATOR,
     Message,
     RewardCollator,
     Sequence,
@@ -40,12 +41,11 @@ from .data import (
     messages_of,
     token_texts,
 )
-from .errors import UserError
-from .losses import scale_grad
-from .outputs import library_bars_off
+from ..errors import UserError
+from ..losses import scale_grad
+from ..outputs import library_bars_off
+from ..threads import apply_default_threads
 from .packing import PackedRewardCollator, to_device, unpack, use_packed_attention
-from .steps import DEFAULT_SEPARATOR
-from .threads import apply_default_threads
 
 ICRM_CONFIG = "icrm_config.json"
 ICRM_STATE = "icrm_state.json"

@@ -37,9 +37,19 @@ from typing import Sequence as Seq
 import numpy as np
 import torch
 
-from .data import Message, cut_left, encode, encode_steps, messages_of, token_texts
-from .plots import save_png
-from .steps import DEFAULT_SEPARATOR, average_ranks, join_steps, sigmoid
+from ..data import (
+    DEFAULT_SEPARATOR,
+    Message,
+    average_ranks,
+    cut_left,
+    encode,
+    encode_steps,
+    join_steps,
+    messages_of,
+    sigmoid,
+    token_texts,
+)
+from ..plots import save_png
 
 __all__ = [
     "Explained",
@@ -190,7 +200,7 @@ def _generator_probs(rm, generator, ids: torch.Tensor, mask: torch.Tensor, hidde
         raise ValueError(
             f"the generator's vocabulary ({logits.shape[-1]} tokens) does not cover the reward model's token ids"
         )
-    from .generator import token_logprobs
+    from ..modeling import token_logprobs
 
     probs = token_logprobs(logits[0, :-1], ids[0, 1:].to(logits.device)).exp().cpu()
     # probs[j] = p(tok_{j+1} | tok_<=j); token t uses probs[t-1].
@@ -604,8 +614,7 @@ def rank_correlation(delta: Seq[float], true_delta: Seq[float]) -> float:
 
 
 def _labelled_responses(example, per_step: bool, separator: str) -> list[tuple[str, str | list[str]]]:
-    from .data import BonExample, PairExample, StepExample, responses_of
-    from .steps import split_steps
+    from ..data import BonExample, PairExample, StepExample, responses_of, split_steps
 
     if isinstance(example, StepExample):
         return [("response", example.steps)]
@@ -644,13 +653,10 @@ def explain_to_files(
     not an earlier ``explain`` output, is replaced only with ``overwrite``
     (:func:`icrm.outputs.check_output`).
     """
-    from .data import StepExample, load_examples
-    from .errors import UserError
-    from .generator import load_generator
-    from .lengths import fit_examples, resolve_max_length
-    from .modeling import RewardModel
-    from .outputs import check_output, staged_directory, staged_file
-    from .steps import split_steps
+    from ..data import StepExample, load_examples, split_steps
+    from ..errors import UserError
+    from ..modeling import RewardModel, fit_examples, load_generator, resolve_max_length
+    from ..outputs import check_output, staged_directory, staged_file
 
     if (data is None) == (prompt is None or response is None):
         raise UserError("give either --prompt and --response, or --data")

@@ -27,14 +27,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .errors import UserError
-from .steps import (
-    DEFAULT_SEPARATOR,
-    join_steps,
-    labels_from_first_error,
-    step_char_ends,
-    tokens_at_chars,
-)
+from ..errors import UserError
+from .steps import DEFAULT_SEPARATOR, join_steps, labels_from_first_error, step_char_ends, tokens_at_chars
 
 Message = dict[str, str]
 
@@ -627,7 +621,7 @@ def load_examples(
     if not examples:
         raise DataError(name, f"no valid rows ({len(errors)} skipped; first: {errors[0] if errors else '-'})")
     if errors:
-        from .outputs import warn
+        from ..outputs import warn
 
         warn(f"skipped {len(errors)} invalid row(s) of {name} (--skip-invalid); the first: {errors[0]}")
     return LoadedData(name, fmt, examples, skipped=len(errors), errors=errors, rows=records)

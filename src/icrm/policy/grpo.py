@@ -25,15 +25,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .modeling import lora_config
-from .outputs import check_output, library_bars_off, staged_directory, write_json
-from .policy import (
-    load_prompts,
-    prompt_key,
-    train_with_trl,
-    training_summary,
-)
+from ..errors import UserError
+from ..modeling import lora_config
+from ..outputs import check_output, library_bars_off, staged_directory, write_json
+from .core import load_prompts, prompt_key, train_with_trl, training_summary
 
 # What TRL 1.x's GRPOConfig accepts (it only rejects others mid-training).
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
@@ -82,7 +77,7 @@ class GRPOSettings:
 
 def check_reward_model(path: str, allow_pickle: bool) -> None:
     """A reward model directory TRL can load as a sequence classifier, or a one-line error."""
-    from .modeling import model_kind, require_safetensors
+    from ..modeling import model_kind, require_safetensors
 
     if not Path(path).is_dir():
         raise UserError(f"--reward-model {path}: no such directory")
@@ -108,7 +103,7 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
     import yaml
     from trl import GRPOConfig, GRPOTrainer
 
-    from .modeling import load_causal_lm
+    from ..modeling import load_causal_lm
 
     check_output(output, "grpo", overwrite)
     settings.validate()
@@ -179,7 +174,7 @@ def plot_rewards(entries: list[dict], path: Path) -> Path:
     """Mean reward of each step's completions, with a band of one within-batch std."""
     from matplotlib.ticker import MaxNLocator
 
-    from .plots import new_figure, save_png
+    from ..plots import new_figure, save_png
 
     steps = [e["step"] for e in entries]
     mean = [e["reward"] for e in entries]

@@ -22,25 +22,21 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
-from .outputs import note, staged_directory, write_json
-from .scoring import best_of_n, evaluate_pairs
-from .steps import first_error, predicted_first_error, sigmoid, step_metrics
-from .synthetic import (
+from ..data import (
     BAD_WORDS,
     BON_CANDIDATES,
     GOOD_WORDS,
     LENGTH_GAP,
     SUFFIX,
+    first_error,
+    predicted_first_error,
+    sigmoid,
+    step_metrics,
     write_task,
 )
-from .training import (
-    ICRMConfig,
-    ModelSpec,
-    train_reward_model,
-    train_sft,
-    trainer_arguments,
-)
+from ..evaluation import best_of_n, evaluate_pairs, plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
+from ..outputs import note, staged_directory, write_json
+from ..training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
 
 
 @dataclass(frozen=True)
@@ -165,7 +161,7 @@ def _verifier_agreement(models: dict[str, Path], data: Path) -> dict:
     every problem, they order the right and the wrong candidates alike; and
     sampled candidates repeat, which leaves few orders to disagree on.
     """
-    from .modeling import RewardModel
+    from ..modeling import RewardModel
 
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     prompts = [row["prompt"] for row in rows for _ in row["candidates"]]
@@ -211,9 +207,9 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
     chain's per-token rewards under the three models, step ends marked
     (``steps-explain.html`` and ``.png``).
     """
-    from .data import load_examples
-    from .explain import explain_responses, render_html, render_png
-    from .modeling import RewardModel
+    from ..data import load_examples
+    from ..explain import explain_responses, render_html, render_png
+    from ..modeling import RewardModel
 
     data = root / "data" / "steps"
     write_task("steps", data, seed=settings.seed, n_train=settings.steps_train, n_test=settings.steps_test)
@@ -245,7 +241,7 @@ def _process_stage(root: Path, settings: DemoSettings) -> dict:
 
 def _plot_process(process: dict, path: Path) -> None:
     """Left: σ(r) at each step of the shown chain, one line per model. Right: step metrics on every test chain."""
-    from .plots import new_figure, save_png
+    from ..plots import new_figure, save_png
 
     chain, labels = process["chain"], process["chain"]["labels"]
     figure = new_figure(width=11.0, height=4.0)
@@ -288,8 +284,8 @@ def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
     version). Held-out prompts are the first ``dpo_eval_prompts`` test
     prompts; training prompts that also occur there are not sampled.
     """
-    from .outputs import write_jsonl
-    from .policy import (
+    from ..outputs import write_jsonl
+    from ..policy import (
         DPOSettings,
         SamplingConfig,
         build_dpo_pairs_file,
@@ -341,7 +337,7 @@ def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
 
 def _plot_dpo(dpo: dict, path: Path) -> None:
     """Bar chart of the mean true reward per policy, with ±1 standard error of the mean."""
-    from .plots import new_figure, save_png
+    from ..plots import new_figure, save_png
 
     names = list(dpo["policies"])
     n = dpo["prompts"] * dpo["samples_per_prompt"]
@@ -366,8 +362,8 @@ def _explain_page(root: Path, n_pairs: int = 50) -> dict:
     gets). The page lists each response's largest |Δr|, and the report must
     say whether those are the decisive words or filler.
     """
-    from .explain import decisive_share, explain_responses, render_html, render_png
-    from .modeling import RewardModel, load_causal_lm
+    from ..explain import decisive_share, explain_responses, render_html, render_png
+    from ..modeling import RewardModel, load_causal_lm
 
     rows_in = [json.loads(line) for line in (root / "data" / "noisy" / "test.jsonl").read_text().splitlines()]
     first = rows_in[0]

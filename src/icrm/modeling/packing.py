@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from .data import RewardCollator
-from .errors import UserError
+from ..data import RewardCollator
+from ..errors import UserError
 
 PACKED_ATTENTION = "icrm_packed_sdpa"
 BOUNDARY_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")

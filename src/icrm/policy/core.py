@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from .data import (
+from ..data import (
     FORMAT_FIELDS,
     DataError,
     Message,
@@ -43,8 +43,8 @@ from .data import (
     read_rows,
     without_open_turn,
 )
-from .errors import UserError
-from .outputs import check_output, library_bars_off, progress, staged_directory, write_json, write_jsonl
+from ..errors import UserError
+from ..outputs import check_output, library_bars_off, progress, staged_directory, write_json, write_jsonl
 
 ENGINES = ("hf", "vllm")
 TRUE_REWARD = "true-reward"
@@ -186,7 +186,7 @@ def generate_samples(
     config.validate()
     if config.engine == "vllm":
         return _sample_vllm(policy, prompts, config, trust_remote_code)
-    from .modeling import load_causal_lm
+    from ..modeling import load_causal_lm
 
     model, tokenizer = load_causal_lm(policy, trust_remote_code, allow_pickle)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -256,7 +256,7 @@ def sample_hf(model, tokenizer, prompts: list[Prompt], config: SamplingConfig) -
 def _sample_vllm(policy: str, prompts: list[Prompt], config: SamplingConfig, trust_remote_code: bool) -> Samples:
     """Sample with vLLM from the same chat-template token ids the HF path uses."""
     vllm = require_vllm()
-    from .modeling import load_tokenizer
+    from ..modeling import load_tokenizer
 
     tokenizer = load_tokenizer(policy, trust_remote_code)
     texts = render_prompts(tokenizer, prompts)
@@ -426,7 +426,7 @@ def build_dpo_pairs_file(
     could only fail later, with a less helpful message). An existing ``output``
     is replaced only with ``overwrite``.
     """
-    from .scoring import load_reward_model, score_responses
+    from ..evaluation import load_reward_model, score_responses
 
     check_output(output, None, overwrite)
     if min_gap < 0:
@@ -507,7 +507,7 @@ def train_dpo(
     import yaml
     from trl import DPOConfig, DPOTrainer
 
-    from .modeling import load_causal_lm, lora_config
+    from ..modeling import load_causal_lm, lora_config
 
     check_output(output, "dpo", overwrite)
     if settings.beta <= 0:
@@ -558,7 +558,7 @@ def train_with_trl(trainer_cls, config_cls, what: str, config: dict, staging: Pa
     and the policy (LoRA merged) and its tokenizer are saved to ``staging``.
     Returns the trainer and ``train()``'s result.
     """
-    from .training import use_rich_progress
+    from ..training import use_rich_progress
 
     try:
         args = config_cls(**config, output_dir=str(staging / "trainer"))
@@ -580,7 +580,7 @@ def training_summary(training: dict) -> dict:
 
 
 def _plot_dpo(history: list[dict], path: Path) -> None:
-    from .evaluation import plot_loss_curves
+    from ..evaluation import plot_loss_curves
 
     curve = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
     if curve:
@@ -601,7 +601,7 @@ def synthetic_task_of(prompts_source: str) -> str | None:
 
 def true_reward_judge(task: str) -> Callable[[list[Message], str], float]:
     """A judge that knows the answer: ``#good - #bad`` words, or 1/0 correctness for arithmetic and addition."""
-    from .synthetic import CALCULATION_TASKS, TASKS, arithmetic_is_correct, true_reward
+    from ..data import CALCULATION_TASKS, TASKS, arithmetic_is_correct, true_reward
 
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -668,7 +668,7 @@ def compare_policies(
             )
         judge_fn = true_reward_judge(task)
     else:
-        from .modeling import model_kind
+        from ..modeling import model_kind
 
         if not Path(judge).exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", judge):
             raise UserError(f"--judge {judge!r}: no such reward model directory (or use --judge {TRUE_REWARD})")
@@ -677,7 +677,7 @@ def compare_policies(
     sampled = [generate_samples(p, prompts, config, trust_remote_code, allow_pickle) for p in policies]
     flat_prompts = [p.messages for p in prompts for _ in range(config.n)]
     if judge_fn is None:
-        from .scoring import load_reward_model, score_responses
+        from ..evaluation import load_reward_model, score_responses
 
         rm = load_reward_model(judge, trust_remote_code, allow_pickle)
         rewards = [score_responses(rm, flat_prompts, _flatten(s), batch_size) for s in sampled]

@@ -61,7 +61,7 @@ from typing import Any
 
 import torch
 
-from .data import (
+from ..data import (
     DataError,
     Message,
     Sequence,
@@ -72,9 +72,8 @@ from .data import (
     token_texts,
     without_open_turn,
 )
-from .errors import UserError
-from .lengths import resolve_max_length
-from .modeling import RewardModel
+from ..errors import UserError
+from ..modeling import RewardModel, resolve_max_length
 
 DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len), for a model without position limit
 DEFAULT_MAX_BODY_SIZE = 8 * 2**20  # bytes: room for thousands of long conversations per request
@@ -555,7 +554,7 @@ def serve(
     """
     import uvicorn
 
-    from .scoring import load_reward_model
+    from ..evaluation import load_reward_model
 
     config = config or ServeConfig()
     config.validate()

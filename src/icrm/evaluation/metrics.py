@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .plots import new_figure, save_png
+from ..plots import new_figure, save_png
 
 __all__ = [
     "LENGTH_BUCKETS",

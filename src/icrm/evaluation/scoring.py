@@ -9,19 +9,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .answers import canonical_answer, extract_answer
-from .data import (
+from ..data import (
+    AGGREGATES,
+    DEFAULT_SEPARATOR,
     BonExample,
     DataError,
     PairExample,
     Sequence,
     StepExample,
+    aggregate,
+    auroc,
+    canonical_answer,
     encode,
+    extract_answer,
     load_examples,
+    plot_step_profile,
     responses_of,
+    sigmoid,
+    split_steps,
+    step_metrics,
 )
-from .errors import UserError
-from .evaluation import (
+from ..errors import UserError
+from ..modeling import Fitted, RewardModel, fit_examples, resolve_max_length
+from ..outputs import check_output, progress, write_json, write_jsonl
+from .metrics import (
     TIES,
     bon_metrics,
     pairwise_metrics,
@@ -29,19 +40,6 @@ from .evaluation import (
     plot_bon_curve,
     plot_margin_histogram,
     rewardbench2_metrics,
-)
-from .lengths import Fitted, fit_examples, resolve_max_length
-from .modeling import RewardModel
-from .outputs import check_output, progress, write_json, write_jsonl
-from .steps import (
-    AGGREGATES,
-    DEFAULT_SEPARATOR,
-    aggregate,
-    auroc,
-    plot_step_profile,
-    sigmoid,
-    split_steps,
-    step_metrics,
 )
 
 
@@ -323,8 +321,8 @@ def score_file(
 
 def _add_token_rewards(rm: RewardModel, fitted: Fitted, rows: list[dict], generator: str | None) -> None:
     """Process rewards: per response token, its text, r_t, Δr_t and (with a generator) w_t."""
-    from .explain import explain_responses
-    from .generator import load_generator
+    from ..explain import explain_responses
+    from ..modeling import load_generator
 
     gen = load_generator(generator, rm.tokenizer)
     with progress("per-token rewards", len(fitted.examples)) as advance:

@@ -36,8 +36,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import RewardCollator, Sequence
-from .errors import UserError
+from ..data import RewardCollator, Sequence
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def load_generator(generator: str | None, rm_tokenizer, trust_remote_code: bool 
     """What per-token views need as ``w``: None (none or ``uniform``), ``"self"``, or a frozen causal LM."""
     if generator in (None, "uniform", "self"):
         return "self" if generator == "self" else None
-    from .modeling import load_causal_lm
+    from .core import load_causal_lm
 
     model, gen_tokenizer = load_causal_lm(generator, trust_remote_code, allow_pickle)
     check_same_tokenizer(rm_tokenizer, gen_tokenizer, generator)

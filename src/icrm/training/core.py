@@ -37,8 +37,8 @@ from transformers.trainer_utils import IntervalStrategy
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import RewardConfig
 
-from . import losses
-from .data import (
+from .. import losses
+from ..data import (
     LoadedData,
     PairExample,
     PointExample,
@@ -50,21 +50,24 @@ from .data import (
     load_examples,
     tokenize_examples,
 )
-from .errors import TrainingStopped, UserError
-from .generator import head_generation_weights
-from .modeling import (
+from ..errors import TrainingStopped, UserError
+from ..modeling import (
     PRESETS,
+    PackedRewardCollator,
+    PackedSFTCollator,
     RewardModel,
     add_peft,
     build_causal_lm,
+    head_generation_weights,
     load_causal_lm,
     load_tokenizer,
     lora_config,
     model_kind,
     prepare_tokenizer,
     train_tokenizer,
+    use_packed_attention,
 )
-from .outputs import (
+from ..outputs import (
     QUIET,
     check_output,
     console,
@@ -75,12 +78,11 @@ from .outputs import (
     replace_path,
     write_json,
 )
-from .packing import PackedRewardCollator, PackedSFTCollator, use_packed_attention
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
-from .steps import DEFAULT_SEPARATOR
-from .threads import apply_default_threads
+from ..data import DEFAULT_SEPARATOR
+from ..threads import apply_default_threads
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -438,7 +440,7 @@ class ICRMTrainer(Trainer):
         todo = [d for d in datasets if d.weights is None]
         if args.consistency_weight == 0 or args.generator in GENERATOR_SOURCES or not todo:
             return
-        from .generator import cached_generation_weights
+        from ..modeling import cached_generation_weights
 
         with args.main_process_first(desc="generator pass"):
             for dataset in todo:
@@ -1183,7 +1185,7 @@ def _reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
     The rows are scored as tokenized for training (no second tokenization),
     packed when training was.
     """
-    from .evaluation import reward_normalizer
+    from ..evaluation import reward_normalizer
 
     rewards = [float(r[-1]) for r in rm.sequence_rewards(dataset.all_sequences())]
     mean, std = reward_normalizer(rewards)
@@ -1191,7 +1193,7 @@ def _reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
 
 
 def _plot_losses(history: list[dict], path: Path) -> None:
-    from .evaluation import plot_loss_curves
+    from ..evaluation import plot_loss_curves
 
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for entry in history:

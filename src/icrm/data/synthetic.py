@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from icrm.errors import UserError
-from icrm.outputs import check_output, staged_directory
+from ..errors import UserError
+from ..outputs import check_output, staged_directory
 
 __all__ = [
     "BAD_WORDS",

@@ -6,9 +6,9 @@ import random
 import re
 from pathlib import Path
 
+from ..outputs import check_output, staged_directory, write_jsonl
 from .answers import extract_answer
-from .data import DataError, read_rows
-from .outputs import check_output, staged_directory, write_jsonl
+from .core import DataError, read_rows
 
 GSM8K_SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
@@ -79,7 +79,7 @@ def split_by_prompt(
     Rows are grouped by their first user turn (HH dialogues often share an
     opening question) and whole groups are assigned to one side.
     """
-    from .data import load_examples
+    from .core import load_examples
 
     check_output(output, "data split", overwrite)
     if not 0.0 < test_fraction < 1.0:

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .data import (
+from ..data import (
     DataError,
     LoadedData,
     PairExample,
@@ -23,11 +23,11 @@ from .data import (
     responses_of,
     tokenize_examples,
 )
-from .errors import UserError
-from .outputs import progress, warn
+from ..errors import UserError
+from ..outputs import progress, warn
 
 if TYPE_CHECKING:
-    from .modeling import RewardModel
+    from .core import RewardModel
 
 
 def position_limit(config) -> int | None:

@@ -286,7 +286,7 @@ def step_profile(step_scores: Sequence[Sequence[float]], step_labels: Sequence[S
 
 def plot_step_profile(step_scores, step_labels, path, title: str = "Step scores"):
     """Two panels of :func:`step_profile`: where σ(r) falls on chains with an error, and right chains."""
-    from .plots import new_figure, save_png
+    from ..plots import new_figure, save_png
 
     profile = step_profile(step_scores, step_labels)
     figure = new_figure(width=9.0, height=3.6)

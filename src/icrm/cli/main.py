@@ -17,8 +17,8 @@ from typing import Optional
 import typer
 import yaml
 
-from .errors import TrainingStopped, UserError
-from .outputs import JSON_LOGS, console, set_quiet
+from ..errors import TrainingStopped, UserError
+from ..outputs import JSON_LOGS, console, set_quiet
 
 # Plain click help (rich_markup_mode=None): rich's option table cuts long option names at 80 columns.
 app = typer.Typer(
@@ -130,7 +130,7 @@ def main_options(
         help="CPU threads for torch [default: $ICRM_THREADS, else $OMP_NUM_THREADS, else the free cores, at most 4].",
     ),
 ):
-    from .threads import default_threads, set_threads
+    from ..threads import default_threads, set_threads
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
@@ -254,7 +254,7 @@ def sft(
     """
     from transformers import TrainingArguments
 
-    from .training import ModelSpec, train_sft, trainer_arguments
+    from ..training import ModelSpec, train_sft, trainer_arguments
 
     args = TrainingArguments(
         output_dir=str(output),
@@ -329,7 +329,7 @@ def train(
 
     Bradley–Terry (pairwise) or BCE (pointwise) loss, with the consistency and SFT regularizers.
     """
-    from .training import ICRMConfig, ModelSpec, train_reward_model, trainer_arguments
+    from ..training import ICRMConfig, ModelSpec, train_reward_model, trainer_arguments
 
     if warmup < 0:
         raise typer.BadParameter("--warmup must be >= 0")
@@ -395,7 +395,7 @@ def eval_cmd(
     Scored as their authors do: pairs per subset, RewardBench section and length bucket, with a margin histogram
     (--output); RewardBench 2 rows per subset.
     """
-    from .scoring import evaluate_pairs
+    from ..evaluation import evaluate_pairs
 
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
@@ -439,7 +439,7 @@ def score(
     config: Optional[Path] = ConfigOption,
 ):
     """Add a reward to every response of a data file."""
-    from .scoring import score_file
+    from ..evaluation import score_file
 
     counts = score_file(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
@@ -478,7 +478,7 @@ def bon(
     accuracy@n picks the highest-reward of n candidates; pass@n is the oracle ceiling and random@n the floor;
     majority@n (with answers) votes on the final answer.
     """
-    from .scoring import best_of_n
+    from ..evaluation import best_of_n
 
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
@@ -507,7 +507,7 @@ def data_synth(
     config: Optional[Path] = ConfigOption,
 ):
     """Write an embedded synthetic task as ordinary data files."""
-    from .synthetic import write_task
+    from ..data import write_task
 
     info = write_task(task, output, seed=seed, n_train=n_train, n_test=n_test, flip=flip, overwrite=overwrite)
     _report({"task": info["task"], "files": info["files"], "output": str(output)})
@@ -526,7 +526,7 @@ def data_gsm8k_bon(
 
     Split by question, so no question is on both sides.
     """
-    from .converters import gsm8k_best_of_n
+    from ..data import gsm8k_best_of_n
 
     counts = gsm8k_best_of_n(data, output, seed, test_fraction, overwrite)
     _report({"questions": counts, "output": str(output)})
@@ -540,7 +540,7 @@ def data_gsm8k_sft(
     overwrite: bool = OverwriteOpt,
 ):
     """GSM8K question/answer rows → SFT data for a generator/backbone."""
-    from .converters import gsm8k_sft
+    from ..data import gsm8k_sft
 
     _report({"rows": gsm8k_sft(data, output, overwrite), "output": str(output)})
 
@@ -555,7 +555,7 @@ def data_split(
     overwrite: bool = OverwriteOpt,
 ):
     """Split a data file by prompt (no prompt on both sides) with a fixed seed."""
-    from .converters import split_by_prompt
+    from ..data import split_by_prompt
 
     counts = split_by_prompt(data, output, test_fraction, seed, overwrite)
     _report({**counts, "output": str(output)})
@@ -574,7 +574,7 @@ def demo(
     the spurious-feature probes, a DPO loop and per-step rewards of BT, ICRM and a PRM on one chain),
     written as report.md with plots.
     """
-    from .demo import run_demo
+    from ..commands.demo import run_demo
 
     metrics = run_demo(output, quick, overwrite)
     summary = {f"{m} {split}": round(acc, 3) for m, per in metrics["accuracy"].items() for split, acc in per.items()}
@@ -606,7 +606,7 @@ def explain(
 
     Each response token is coloured by its reward change Δr; step scores are marked (--per-step).
     """
-    from .explain import explain_to_files
+    from ..explain import explain_to_files
 
     written = explain_to_files(
         model, output, prompt=prompt, response=response, data=data, limit=limit, generator=generator, png=png,
@@ -651,7 +651,7 @@ def sample(
 
     Written as best-of-N candidates.
     """
-    from .policy import SamplingConfig, sample_to_file
+    from ..policy import SamplingConfig, sample_to_file
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle, overwrite), {
@@ -680,7 +680,7 @@ def dpo_pairs(
 
     Candidates are scored with the reward model.
     """
-    from .policy import build_dpo_pairs_file
+    from ..policy import build_dpo_pairs_file
 
     counts = build_dpo_pairs_file(
         model, data, output, min_gap=min_gap, exclude_prompts=exclude_prompts, batch_size=batch_size,
@@ -728,8 +728,8 @@ def dpo(
 
     On chosen/rejected pairs, with the starting policy as the reference.
     """
-    from .policy import DPOSettings, train_dpo
-    from .training import trainer_arguments
+    from ..policy import DPOSettings, train_dpo
+    from ..training import trainer_arguments
 
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = DPOSettings(beta, loss_type, max_length, lora_r, lora_alpha, gradient_checkpointing, skip_invalid,
@@ -767,7 +767,7 @@ def compare_policies_cmd(
 
     Samples from each policy are judged by a reward model or the true reward; win/tie/lose is vs the first policy.
     """
-    from .policy import SamplingConfig, compare_policies
+    from ..policy import SamplingConfig, compare_policies
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     report = compare_policies(
@@ -817,7 +817,7 @@ def serve_cmd(
 
     Endpoints: /get_reward, /score, /health, /metrics.
     """
-    from .serve import ServeConfig, serve
+    from ..serve import ServeConfig, serve
 
     def ready(url: str) -> None:
         _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
@@ -867,8 +867,8 @@ def grpo(
 
     The reward model is the reward function.
     """
-    from .grpo import GRPOSettings, train_grpo
-    from .training import trainer_arguments
+    from ..policy import GRPOSettings, train_grpo
+    from ..training import trainer_arguments
 
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = GRPOSettings(
@@ -884,7 +884,3 @@ def grpo(
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()
