@@ -205,7 +205,7 @@ def test_corrupted_generator_cache_is_recomputed_with_a_warning(tmp_path, tiny_r
     from icrm.modeling import cached_generation_weights
 
     gen = tmp_path / "gen"
-    causal = __import__("icrm.modeling.core", fromlist=["build_causal_lm"]).build_causal_lm("tiny", tiny_rm.tokenizer)
+    causal = __import__("icrm.modeling", fromlist=["build_causal_lm"]).build_causal_lm("tiny", tiny_rm.tokenizer)
     causal.save_pretrained(gen)
     tiny_rm.tokenizer.save_pretrained(gen)
     seqs = [encode(tiny_rm.tokenizer, [{"role": "user", "content": "hello"}], r) for r in ("the dog", "a fox jumps")]

@@ -38,6 +38,7 @@ import torch
 
 from ..data import RewardCollator, Sequence
 from ..errors import UserError
+from .loading import load_causal_lm
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ def load_generator(generator: str | None, rm_tokenizer, trust_remote_code: bool 
     """What per-token views need as ``w``: None (none or ``uniform``), ``"self"``, or a frozen causal LM."""
     if generator in (None, "uniform", "self"):
         return "self" if generator == "self" else None
-    from .core import load_causal_lm
-
     model, gen_tokenizer = load_causal_lm(generator, trust_remote_code, allow_pickle)
     check_same_tokenizer(rm_tokenizer, gen_tokenizer, generator)
     return model
@@ -94,8 +93,7 @@ def files_fingerprint(directory: Path) -> str:
     whole file when smaller). Saving a model writes new files, so a retrained
     or edited generator gets a new key even where its first and last MiB are
     unchanged (e.g. frozen embeddings), while a hit costs milliseconds:
-    hashing every byte would take about as long as loading the model (SHA-256
-    ran at ~550 MB/s here, ~25 s for a 7B generator in 16-bit).
+    hashing every byte would take about as long as loading the model.
     """
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.iterdir() if p.is_file()):

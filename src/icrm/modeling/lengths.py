@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..outputs import progress, warn
 
 if TYPE_CHECKING:
-    from .core import RewardModel
+    from .reward_model import RewardModel
 
 
 def position_limit(config) -> int | None:
@@ -44,7 +44,7 @@ def resolve_max_length(rm: RewardModel, max_length: int | None) -> int | None:
 
     The training ``--max-length`` bounds what a training step costs, not what
     the model can read, so scoring does not inherit it: a checkpoint trained
-    on 1024 tokens still scores a 1565-token solution. Beyond the position
+    on short sequences still scores a longer solution. Beyond the position
     limit a model reads garbage, so asking for more is an error. ``None``: the
     model records no position limit (a plain transformers classifier without
     one), and the caller decides (scoring: no limit; ``icrm serve``: its own).

@@ -1,7 +1,7 @@
 """Padding-free batches: the rows of a batch run through the backbone as one packed sequence.
 
-Random batches of real preference data are about half padding (49 % on HH
-at batch 8), and a padded forward spends its FLOPs on it. Packed, the rows
+Random batches of real preference data hold much padding, since their
+lengths vary widely, and a padded forward spends its FLOPs on it. Packed, the rows
 are concatenated into a single ``[1, T]`` sequence whose ``position_ids``
 restart at 0 for every row, with the row boundaries passed under
 transformers' flash-attention names (``cu_seq_lens_q``/``cu_seq_lens_k``,
@@ -70,6 +70,7 @@ def unpack(packed: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def to_device(packed: dict | None, device) -> dict | None:
+    """The tensors of :func:`pack`'s model inputs moved to ``device`` (None stays None)."""
     return None if packed is None else {k: v.to(device) if torch.is_tensor(v) else v for k, v in packed.items()}
 
 
@@ -79,8 +80,8 @@ class PackedRewardCollator(RewardCollator):
     The padded tensors stay for the losses (``response_mask``, ``gen_weights``
     and the token ids the SFT term predicts are read per row); the model runs
     on ``packed``. A batch with no padding at all (rows of one length, or a
-    single row) is left unpacked: packing could only cost there (2 % measured
-    on CPU, from the row-by-row attention).
+    single row) is left unpacked: packing could only cost there (the row-by-row
+    attention).
     """
 
     def __call__(self, items: list[dict]) -> dict:
