@@ -1,7 +1,7 @@
 """The record of one response explained by one reward model: its tokens' prefix rewards and their changes.
 
-The renderers (HTML, PNG) and the attribution metrics read this record and
-need no model, so it lives apart from the code that computes it.
+The HTML and PNG renderers read this record and need no model, so it lives
+apart from the code that computes it.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ class Explained:
         """The reward at the end of each step (the last one is ``outcome``)."""
         return [self.r[i] for i in self.step_ends]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def step_mark(self, k: int) -> str:
         """``" ✓"`` or ``" ✗"`` for step ``k``'s true label, ``""`` when the labels are unknown."""
         if self.step_labels is None:
             return ""
         return " ✓" if self.step_labels[k] else " ✗"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
