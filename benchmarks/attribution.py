@@ -4,7 +4,7 @@ Does the per-token reward change Δr_t = r_t − r_{t−1} fall where the true
 reward changes? On the noisy task the true reward is #GOOD − #BAD words, so
 every token is either decisive (part of a GOOD/BAD word) or filler. For each
 reward model and held-out response (chosen and rejected of the first
-``--n-eval`` clean test pairs) this computes, with ``icrm.explain.core``:
+``--n-eval`` clean test pairs) this computes, with ``icrm.explain``:
 
 * decisive share: the share of Σ|Δr| over the response's word tokens that
   falls on decisive tokens (``explain.decisive_share``), next to the decisive

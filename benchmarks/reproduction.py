@@ -44,8 +44,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from transformers import TrainingArguments
 
+from icrm.commands.evaluate import evaluate_pairs
 from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
-from icrm.evaluation import evaluate_pairs
 from icrm.training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
 
 from .harness import (

@@ -1,4 +1,4 @@
-"""Metric functions of icrm.evaluation.metrics against hand-computed values."""
+"""Metric functions of icrm.evaluation against hand-computed values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-token reward heatmaps (icrm.explain.core): numbers, HTML, PNG, browser, metrics."""
+"""Per-token reward heatmaps (icrm.explain): numbers, HTML, PNG, browser, metrics."""
 
 from __future__ import annotations
 
@@ -318,7 +318,7 @@ def test_explained_to_dict(pair):
 
 
 def test_png_lines_break_between_words():
-    from icrm.explain.core import _layout
+    from icrm.explain.png import _layout
 
     tokens = ["The", " capital", " of", " Fr", "ance", " is", " Paris", ".\n", "It", " is", " a", "verylongwordthatdoesnotfit"]
     placed = _layout(tokens, 12)

@@ -395,7 +395,7 @@ def eval_cmd(
     Scored as their authors do: pairs per subset, RewardBench section and length bucket, with a margin histogram
     (--output); RewardBench 2 rows per subset.
     """
-    from ..evaluation import evaluate_pairs
+    from ..commands.evaluate import evaluate_pairs
 
     metrics = evaluate_pairs(
         model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
@@ -439,7 +439,7 @@ def score(
     config: Optional[Path] = ConfigOption,
 ):
     """Add a reward to every response of a data file."""
-    from ..evaluation import score_file
+    from ..commands.score import score_file
 
     counts = score_file(
         model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
@@ -478,7 +478,7 @@ def bon(
     accuracy@n picks the highest-reward of n candidates; pass@n is the oracle ceiling and random@n the floor;
     majority@n (with answers) votes on the final answer.
     """
-    from ..evaluation import best_of_n
+    from ..commands.bon import best_of_n
 
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
@@ -606,7 +606,7 @@ def explain(
 
     Each response token is coloured by its reward change Δr; step scores are marked (--per-step).
     """
-    from ..explain import explain_to_files
+    from ..commands.explain import explain_to_files
 
     written = explain_to_files(
         model, output, prompt=prompt, response=response, data=data, limit=limit, generator=generator, png=png,

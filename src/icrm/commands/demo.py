@@ -34,9 +34,11 @@ from ..data import (
     step_metrics,
     write_task,
 )
-from ..evaluation import best_of_n, evaluate_pairs, plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
+from ..evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from ..outputs import note, staged_directory, write_json
 from ..training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
+from .bon import best_of_n
+from .evaluate import evaluate_pairs
 
 
 @dataclass(frozen=True)
