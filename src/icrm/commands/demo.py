@@ -36,7 +36,10 @@ from ..data import (
 )
 from ..evaluation import best_of_n, evaluate_pairs, plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from ..outputs import note, staged_directory, write_json
-from ..training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
+from ..training import ICRMConfig
+from .runs import ModelSpec, trainer_arguments
+from .sft import train_sft
+from .train import train_reward_model
 
 
 @dataclass(frozen=True)
