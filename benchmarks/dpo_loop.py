@@ -33,6 +33,8 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from icrm.commands.runs import ModelSpec, trainer_arguments
+from icrm.commands.sft import train_sft
 from icrm.data import true_reward, write_task
 from icrm.outputs import write_jsonl
 from icrm.policy import (
@@ -48,7 +50,6 @@ from icrm.policy import (
     train_dpo,
     true_reward_judge,
 )
-from icrm.training import ModelSpec, train_sft, trainer_arguments
 
 from . import reproduction as repro
 from .harness import RESULTS, ResultsFile, mean_std, measured, paired, seeded_parser, start, write_text

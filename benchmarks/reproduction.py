@@ -45,8 +45,11 @@ import torch
 from transformers import TrainingArguments
 
 from icrm.commands.evaluate import evaluate_pairs
+from icrm.commands.runs import ModelSpec, trainer_arguments
+from icrm.commands.sft import train_sft
+from icrm.commands.train import train_reward_model
 from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
-from icrm.training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
+from icrm.training import ICRMConfig
 
 from .harness import (
     RESULTS,

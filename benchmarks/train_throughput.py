@@ -350,7 +350,7 @@ def summarize(meter, spec: dict) -> dict:
 
 def training_arguments(spec: dict, group_by_length: bool = False) -> dict:
     """TrainingArguments fields shared by every trainer: icrm's own defaults, then ours."""
-    from icrm.training import trainer_arguments
+    from icrm.commands.runs import trainer_arguments
 
     common = trainer_arguments(
         max_steps=spec["steps"], batch_size=spec["batch_size"], lr=1e-5, seed=0, bf16=spec["bf16"], logging_steps=10,
@@ -397,6 +397,8 @@ def train_trl(spec: dict, meter, workdir: Path) -> dict:
 
 def train_icrm(spec: dict, meter, workdir: Path) -> dict:
     from icrm import training
+    from icrm.commands.runs import ModelSpec
+    from icrm.commands.train import train_reward_model
     from icrm.outputs import set_quiet
 
     set_quiet(True)
@@ -421,7 +423,7 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
         made["padding_free"] = self.reward_model.padding_free
 
     training.ICRMTrainer.__init__ = init_and_attach
-    metrics = training.train_reward_model(spec["data"], str(workdir / "icrm-out"), config, training.ModelSpec(spec["model_dir"]))
+    metrics = train_reward_model(spec["data"], str(workdir / "icrm-out"), config, ModelSpec(spec["model_dir"]))
     assert made["padding_free"] == packed
     return {"generator_cache": metrics["generator_cache"], "train_examples": metrics["train_examples"], **made}
 

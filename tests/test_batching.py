@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from icrm.commands.runs import trainer_arguments
 from icrm.data import PairExample, RewardCollator, RewardDataset, tokenize_examples
-from icrm.training import ICRMConfig, ICRMTrainer, trainer_arguments
+from icrm.training import ICRMConfig, ICRMTrainer
 
 PROMPTS = ["hello world", "the quick brown fox", "how are you today?", "lazy dog"]
 RESPONSES = [("the dog jumps over the fox", "dog"), ("hello", "the lazy dog is brown"), ("fine", "fine thanks, you?"),

@@ -9,9 +9,10 @@ import torch
 from conftest import write_jsonl
 
 from icrm import losses
+from icrm.commands.runs import trainer_arguments
 from icrm.data import PairExample, PointExample, RewardCollator, RewardDataset, tokenize_examples
 from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
-from icrm.training import ICRMConfig, ICRMTrainer, sft_examples, trainer_arguments
+from icrm.training import ICRMConfig, ICRMTrainer, sft_examples
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world, how are you today?"] * 20
 PAIRS = [("hello world", "the quick fox", "lazy dog"), ("how are you", "fine thanks", "the dog is brown")] * 4

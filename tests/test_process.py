@@ -9,9 +9,11 @@ import torch
 from conftest import write_jsonl
 
 from icrm import losses
+from icrm.commands.runs import ModelSpec, trainer_arguments
+from icrm.commands.train import train_reward_model
 from icrm.data import RewardCollator, RewardDataset, StepExample, sigmoid, tokenize_examples
 from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
-from icrm.training import ConfigError, ICRMConfig, ICRMTrainer, ModelSpec, train_reward_model, trainer_arguments
+from icrm.training import ConfigError, ICRMConfig, ICRMTrainer
 
 CHAINS = [
     ("hello", ["the fox", "jumps over", "the dog"], [1, 1, 0]),

@@ -13,9 +13,12 @@ from rich.console import Console
 from test_api import FORMATS, base, config  # noqa: F401  (base: the tiny saved model fixture)
 
 import icrm.evaluation
-import icrm.training.core
+import icrm.training.callbacks
+import icrm.training.config
 from icrm import ICRMConfig, ICRMTrainer, outputs
-from icrm.training import ModelSpec, RichProgress, train_reward_model
+from icrm.commands.runs import ModelSpec
+from icrm.commands.train import train_reward_model
+from icrm.training import RichProgress
 
 TRL_METRICS = {"min_reward", "mean_reward", "max_reward", "margin", "accuracy", "num_tokens"}
 
@@ -79,7 +82,7 @@ def test_logged_loss_weighs_rows_and_every_curve_ends_at_the_last_step(tmp_path,
 
 def test_config_defaults_warn_about_nothing_and_train_without_bf16(tmp_path, base, monkeypatch, capsys):  # noqa: F811
     """TRL's bf16 default stops transformers where there is no bf16 device; icrm trains in float32 after one line."""
-    monkeypatch.setattr(icrm.training.core, "_bf16_device_available", lambda: False)  # as on a CPU-only machine
+    monkeypatch.setattr(icrm.training.config, "_bf16_device_available", lambda: False)  # as on a CPU-only machine
     monkeypatch.setitem(outputs.QUIET, "value", False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # transformers' FutureWarning about gradient_checkpointing, among others
@@ -118,7 +121,7 @@ def test_training_draws_one_kind_of_bar_and_plain_lines_off_a_terminal(tmp_path,
 
     log = io.StringIO()
     monkeypatch.setattr(outputs, "console", Console(file=log, width=80))  # a file: not a terminal
-    monkeypatch.setattr(icrm.training.core, "console", outputs.console)
+    monkeypatch.setattr(icrm.training.callbacks, "console", outputs.console)
     monkeypatch.setitem(outputs.QUIET, "value", False)
     rows = Dataset.from_list(FORMATS["standard"])
     trainer = ICRMTrainer(str(base), config(tmp_path, logging_steps=1), train_dataset=rows)

@@ -254,7 +254,8 @@ def sft(
     """
     from transformers import TrainingArguments
 
-    from ..training import ModelSpec, train_sft, trainer_arguments
+    from ..commands.runs import ModelSpec, trainer_arguments
+    from ..commands.sft import train_sft
 
     args = TrainingArguments(
         output_dir=str(output),
@@ -329,7 +330,9 @@ def train(
 
     Bradley–Terry (pairwise) or BCE (pointwise) loss, with the consistency and SFT regularizers.
     """
-    from ..training import ICRMConfig, ModelSpec, train_reward_model, trainer_arguments
+    from ..commands.runs import ModelSpec, trainer_arguments
+    from ..commands.train import train_reward_model
+    from ..training import ICRMConfig
 
     if warmup < 0:
         raise typer.BadParameter("--warmup must be >= 0")
@@ -728,8 +731,8 @@ def dpo(
 
     On chosen/rejected pairs, with the starting policy as the reference.
     """
+    from ..commands.runs import trainer_arguments
     from ..policy import DPOSettings, train_dpo
-    from ..training import trainer_arguments
 
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = DPOSettings(beta, loss_type, max_length, lora_r, lora_alpha, gradient_checkpointing, skip_invalid,
@@ -867,8 +870,8 @@ def grpo(
 
     The reward model is the reward function.
     """
+    from ..commands.runs import trainer_arguments
     from ..policy import GRPOSettings, train_grpo
-    from ..training import trainer_arguments
 
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = GRPOSettings(

@@ -36,9 +36,12 @@ from ..data import (
 )
 from ..evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from ..outputs import note, staged_directory, write_json
-from ..training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
+from ..training import ICRMConfig
 from .bon import best_of_n
 from .evaluate import evaluate_pairs
+from .runs import ModelSpec, trainer_arguments
+from .sft import train_sft
+from .train import train_reward_model
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
-"""Training reward models: ``ICRMConfig``, ``ICRMTrainer`` (one ``transformers.Trainer``) and its callbacks."""
+"""Training reward models: ``ICRMConfig``, ``ICRMTrainer`` (one ``transformers.Trainer``), its objective and
+callbacks, and the SFT pieces; the ``train``/``sft`` commands that run them on files are in ``icrm.commands``."""
 
 from ..exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "core": ["ConfigError", "ICRMConfig", "ICRMTrainer", "ModelSpec", "RichProgress", "sft_examples",
-        "train_reward_model", "train_sft", "trainer_arguments", "use_rich_progress"],
+    "callbacks": ["GracefulInterrupt", "LogLastStep", "RichProgress", "WholeRunLoss", "use_rich_progress"],
+    "config": ["ConfigError", "ICRMConfig", "METHODS", "PROCESS_METHODS", "TRAINABLE_FORMATS"],
+    "objective": ["BatchObjective", "batch_objective"],
+    "sampler": ["SeededLengthGroupedSampler"],
+    "sft": ["SFTCollator", "SFT_RESPONSES", "sft_examples"],
+    "trainer": ["ICRMTrainer", "pairwise_accuracy", "reward_stats"],
 })
