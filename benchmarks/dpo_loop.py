@@ -33,19 +33,19 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from icrm.commands.dpo import train_dpo
+from icrm.commands.dpo_pairs import build_dpo_pairs_file
+from icrm.commands.sample import sample_to_file
 from icrm.data import true_reward, write_task
 from icrm.outputs import write_jsonl
 from icrm.policy import (
     DPOSettings,
     SamplingConfig,
-    build_dpo_pairs_file,
     generate_samples,
     load_prompts,
     outcome_rates,
     prompt_key,
     prompt_value,
-    sample_to_file,
-    train_dpo,
     true_reward_judge,
 )
 from icrm.training import ModelSpec, train_sft, trainer_arguments

@@ -237,8 +237,9 @@ def test_python_api_draws_no_library_progress_bars(loop, tmp_path, capfd):
     import datasets
     from transformers.utils import logging as hf_logging
 
+    from icrm.commands.dpo import train_dpo
     from icrm.modeling import RewardModel
-    from icrm.policy import DPOSettings, train_dpo
+    from icrm.policy import DPOSettings
     from icrm.training import trainer_arguments
 
     hf_logging.enable_progress_bar()  # as in a fresh Python session (CLI tests switch them off)
