@@ -76,7 +76,8 @@ def check_group_size(training: dict, num_generations: int) -> None:
     """Batch size x gradient accumulation x processes must be a multiple of ``num_generations`` (TRL's rule)."""
     from accelerate import PartialState
 
-    group = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * PartialState().num_processes
+    per_process = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"]
+    group = per_process * PartialState().num_processes
     if group % num_generations:
         raise UserError(
             f"--batch-size x --grad-accum x processes ({group}) must be a multiple of --num-generations "
@@ -97,7 +98,7 @@ def check_reward_model(path: str, allow_pickle: bool) -> None:
 
 def run_grpo(model, tokenizer, prompts: list[Prompt], reward_model: str, training: dict, settings: GRPOSettings,
              directory: Path):
-    """Train ``model`` with GRPO on ``prompts``, judged by ``reward_model``; save the policy (LoRA merged) in ``directory``.
+    """Train ``model`` with GRPO on ``prompts`` judged by ``reward_model``; save it (LoRA merged) in ``directory``.
 
     ``training`` holds ``TrainingArguments`` fields (see
     :func:`icrm.training.trainer_arguments`); its batch size counts

@@ -58,7 +58,7 @@ class ServeConfig:
     max_length: int | None = None
     max_items: int = 1024
     normalize: bool = False
-    packing: bool | None = None  # padding-free batches (RewardModel.use_padding_free); None: where they cost nothing extra
+    packing: bool | None = None  # padding-free batches (see RewardModel); None: where they cost nothing extra
     max_body_size: int | None = None  # bytes per request body; None: DEFAULT_MAX_BODY_SIZE
 
     def validate(self) -> None:
