@@ -33,21 +33,21 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from icrm.commands.dpo import train_dpo
+from icrm.commands.dpo_pairs import build_dpo_pairs_file
 from icrm.commands.runs import ModelSpec, trainer_arguments
+from icrm.commands.sample import sample_to_file
 from icrm.commands.sft import train_sft
 from icrm.data import true_reward, write_task
 from icrm.outputs import write_jsonl
 from icrm.policy import (
     DPOSettings,
     SamplingConfig,
-    build_dpo_pairs_file,
     generate_samples,
     load_prompts,
     outcome_rates,
     prompt_key,
     prompt_value,
-    sample_to_file,
-    train_dpo,
     true_reward_judge,
 )
 

@@ -237,9 +237,10 @@ def test_python_api_draws_no_library_progress_bars(loop, tmp_path, capfd):
     import datasets
     from transformers.utils import logging as hf_logging
 
+    from icrm.commands.dpo import train_dpo
     from icrm.commands.runs import trainer_arguments
     from icrm.modeling import RewardModel
-    from icrm.policy import DPOSettings, train_dpo
+    from icrm.policy import DPOSettings
 
     hf_logging.enable_progress_bar()  # as in a fresh Python session (CLI tests switch them off)
     datasets.enable_progress_bars()

@@ -397,7 +397,7 @@ def test_icrm_serve_subprocess_batches_concurrent_clients_and_stops_cleanly(tiny
 def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle():
     """asyncio sets TCP_NODELAY on accepted connections only for proto=IPPROTO_TCP listeners;
     without it every keep-alive answer waited ~40 ms for a delayed ACK."""
-    from icrm.serve.core import _listen
+    from icrm.commands.serve import _listen
 
     with _listen("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0

@@ -654,7 +654,8 @@ def sample(
 
     Written as best-of-N candidates.
     """
-    from ..policy import SamplingConfig, sample_to_file
+    from ..commands.sample import sample_to_file
+    from ..policy import SamplingConfig
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle, overwrite), {
@@ -683,7 +684,7 @@ def dpo_pairs(
 
     Candidates are scored with the reward model.
     """
-    from ..policy import build_dpo_pairs_file
+    from ..commands.dpo_pairs import build_dpo_pairs_file
 
     counts = build_dpo_pairs_file(
         model, data, output, min_gap=min_gap, exclude_prompts=exclude_prompts, batch_size=batch_size,
@@ -731,8 +732,9 @@ def dpo(
 
     On chosen/rejected pairs, with the starting policy as the reference.
     """
+    from ..commands.dpo import train_dpo
     from ..commands.runs import trainer_arguments
-    from ..policy import DPOSettings, train_dpo
+    from ..policy import DPOSettings
 
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = DPOSettings(beta, loss_type, max_length, lora_r, lora_alpha, gradient_checkpointing, skip_invalid,
@@ -770,7 +772,8 @@ def compare_policies_cmd(
 
     Samples from each policy are judged by a reward model or the true reward; win/tie/lose is vs the first policy.
     """
-    from ..policy import SamplingConfig, compare_policies
+    from ..commands.compare_policies import compare_policies
+    from ..policy import SamplingConfig
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     report = compare_policies(
@@ -820,7 +823,8 @@ def serve_cmd(
 
     Endpoints: /get_reward, /score, /health, /metrics.
     """
-    from ..serve import ServeConfig, serve
+    from ..commands.serve import serve
+    from ..serve import ServeConfig
 
     def ready(url: str) -> None:
         _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
@@ -870,8 +874,9 @@ def grpo(
 
     The reward model is the reward function.
     """
+    from ..commands.grpo import train_grpo
     from ..commands.runs import trainer_arguments
-    from ..policy import GRPOSettings, train_grpo
+    from ..policy import GRPOSettings
 
     training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
     settings = GRPOSettings(

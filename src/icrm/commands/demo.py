@@ -290,17 +290,11 @@ def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
     prompts; training prompts that also occur there are not sampled.
     """
     from ..outputs import write_jsonl
-    from ..policy import (
-        DPOSettings,
-        SamplingConfig,
-        build_dpo_pairs_file,
-        compare_policies,
-        load_prompts,
-        prompt_key,
-        prompt_value,
-        sample_to_file,
-        train_dpo,
-    )
+    from ..policy import DPOSettings, SamplingConfig, load_prompts, prompt_key, prompt_value
+    from .compare_policies import compare_policies
+    from .dpo import train_dpo
+    from .dpo_pairs import build_dpo_pairs_file
+    from .sample import sample_to_file
 
     data, work = root / "data" / "noisy", root / "dpo"
     work.mkdir()

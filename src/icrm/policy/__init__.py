@@ -1,10 +1,25 @@
-"""The policy side: sampling, DPO pairs and DPO, online RL (GRPO) against an icrm reward, comparing policies."""
+"""The policy side: sampling, DPO pairs and DPO, online RL (GRPO) against an icrm reward, comparing policies.
+
+The loop, one command per step (the runners are in ``icrm.commands``):
+``sample`` draws N responses per prompt from a policy (a causal LM with a
+chat template, e.g. the output of ``icrm sft``); ``dpo-pairs`` scores them
+with a reward model and keeps the best and the worst of each prompt;
+``dpo`` trains the policy on those pairs (reference = the starting policy);
+``compare-policies`` samples from several policies and judges them with a
+reward model or, on the embedded synthetic tasks, with the true reward.
+``grpo`` trains a policy online with the reward model as its reward.
+"""
 
 from ..exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "core": ["DPOSettings", "Pick", "Prompt", "SamplingConfig", "build_dpo_pairs_file", "compare_policies",
-        "generate_samples", "load_prompts", "make_dpo_pairs", "outcome_rates", "pick_pair", "prompt_key",
-        "prompt_value", "sample_hf", "sample_to_file", "train_dpo", "true_reward_judge"],
-    "grpo": ["GRPOSettings", "train_grpo"],
+    "compare": ["TRUE_REWARD", "outcome_rates", "synthetic_task_of", "true_reward_judge"],
+    "dpo": ["DPO_LOSS_TYPES", "DPOSettings", "dpo_rows", "plot_dpo_loss", "run_dpo"],
+    "grpo": ["GRPOSettings", "GRPO_LOSS_TYPES", "SCALE_REWARDS", "check_group_size", "check_reward_model",
+        "plot_rewards", "run_grpo"],
+    "pairs": ["Pick", "conversational_pair", "make_dpo_pairs", "pick_pair"],
+    "prompts": ["Prompt", "load_prompts", "prompt_key", "prompt_keys", "prompt_value", "render_prompts"],
+    "sampling": ["ENGINES", "Samples", "SamplingConfig", "check_top_p_top_k", "generate_samples", "require_vllm",
+        "sample_hf"],
+    "trainers": ["train_with_trl", "training_summary", "write_run_record"],
 })

@@ -1,10 +1,10 @@
-"""``icrm grpo``: online RL of a policy against a reward model, with TRL's ``GRPOTrainer``.
+"""Online RL of a policy against a reward model, with TRL's ``GRPOTrainer``.
 
 For every prompt the policy samples ``num_generations`` completions, the
 reward model scores them, and GRPO raises the probability of the completions
 that score above their group's mean. The output is a plain causal-LM
-directory, like ``icrm dpo``'s, so ``sample``, ``compare-policies`` and
-``dpo`` work on it.
+directory, like DPO's, so ``sample``, ``compare-policies`` and ``dpo`` work
+on it.
 
 The reward model goes to TRL as its checkpoint *path*, the way TRL users pass
 one: TRL loads it with ``AutoModelForSequenceClassification``, renders each
@@ -21,14 +21,14 @@ its own for that reason), so use icrm checkpoints as the judge.
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
 from ..modeling import lora_config
-from ..outputs import check_output, library_bars_off, staged_directory, write_json
-from .core import load_prompts, prompt_key, train_with_trl, training_summary
+from .prompts import Prompt
+from .sampling import check_top_p_top_k
+from .trainers import train_with_trl
 
 # What TRL 1.x's GRPOConfig accepts (it only rejects others mid-training).
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
@@ -69,10 +69,20 @@ class GRPOSettings:
             raise UserError(f"--scale-rewards must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}")
         if self.temperature <= 0:
             raise UserError(f"--temperature must be > 0 (GRPO needs distinct samples), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise UserError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+        check_top_p_top_k(self.top_p, self.top_k)
+
+
+def check_group_size(training: dict, num_generations: int) -> None:
+    """Batch size x gradient accumulation x processes must be a multiple of ``num_generations`` (TRL's rule)."""
+    from accelerate import PartialState
+
+    per_process = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"]
+    group = per_process * PartialState().num_processes
+    if group % num_generations:
+        raise UserError(
+            f"--batch-size x --grad-accum x processes ({group}) must be a multiple of --num-generations "
+            f"({num_generations}): every prompt's completions are scored as one group"
+        )
 
 
 def check_reward_model(path: str, allow_pickle: bool) -> None:
@@ -86,88 +96,36 @@ def check_reward_model(path: str, allow_pickle: bool) -> None:
     require_safetensors(path, allow_pickle)
 
 
-def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path, training: dict,
-               settings: GRPOSettings, overwrite: bool = False) -> dict:
-    """``icrm grpo``: GRPO with TRL's ``GRPOTrainer``; writes a plain causal-LM directory.
+def run_grpo(model, tokenizer, prompts: list[Prompt], reward_model: str, training: dict, settings: GRPOSettings,
+             directory: Path):
+    """Train ``model`` with GRPO on ``prompts`` judged by ``reward_model``; save it (LoRA merged) in ``directory``.
 
     ``training`` holds ``TrainingArguments`` fields (see
     :func:`icrm.training.trainer_arguments`); its batch size counts
-    completions, so batch size x gradient accumulation must be a multiple of
-    ``num_generations`` (TRL's rule). Prompts whose :func:`prompt_key` occurs
-    in ``settings.exclude_prompts`` are left out, as in ``dpo-pairs``. With
-    LoRA the adapter is merged before saving. ``output`` may be an earlier
-    ``grpo`` output; anything else there needs ``overwrite``
-    (:func:`icrm.outputs.check_output`).
+    completions (:func:`check_group_size`). Returns the trainer and
+    ``train()``'s result.
     """
     import datasets
-    import yaml
     from trl import GRPOConfig, GRPOTrainer
 
-    from ..modeling import load_causal_lm
-
-    check_output(output, "grpo", overwrite)
-    settings.validate()
-    group = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"] * _processes()
-    if group % settings.num_generations:
-        raise UserError(
-            f"--batch-size x --grad-accum x processes ({group}) must be a multiple of --num-generations "
-            f"({settings.num_generations}): every prompt's completions are scored as one group"
-        )
-    check_reward_model(reward_model, settings.allow_pickle)
-    loaded = load_prompts(prompts)
-    exclude = {prompt_key(p.messages) for p in load_prompts(settings.exclude_prompts)} if settings.exclude_prompts else set()
-    kept = [p for p in loaded if prompt_key(p.messages) not in exclude]
-    if not kept:
-        raise UserError(f"{prompts}: all {len(loaded)} prompts occur in {settings.exclude_prompts}; nothing to train on")
-    model, tokenizer = load_causal_lm(policy, settings.trust_remote_code, settings.allow_pickle)
-    dataset = datasets.Dataset.from_list([{"prompt": p.messages} for p in kept])
+    dataset = datasets.Dataset.from_list([{"prompt": p.messages} for p in prompts])
     peft_config = lora_config(settings.lora_r, settings.lora_alpha)
-
-    with staged_directory(output, "grpo", overwrite) as staging, library_bars_off():
-        config = {
-            **training,
-            "num_generations": settings.num_generations,
-            "max_completion_length": settings.max_completion_length,
-            "beta": settings.beta,
-            "loss_type": settings.loss_type,
-            "epsilon": settings.epsilon,
-            "scale_rewards": settings.scale_rewards,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "top_k": settings.top_k,
-            "activation_checkpointing": settings.gradient_checkpointing,
-            "trust_remote_code": settings.trust_remote_code,
-        }
-        trainer, result = train_with_trl(GRPOTrainer, GRPOConfig, "GRPO", config, staging, model, tokenizer,
-                                         peft_config, reward_funcs=reward_model, train_dataset=dataset)
-        history = trainer.state.log_history
-        rewards = [entry for entry in history if "reward" in entry]
-        config = {"policy": policy, "reward_model": reward_model, "prompts": prompts, **asdict(settings),
-                  **training_summary(training)}
-        metrics = {
-            "train_loss": result.training_loss,
-            "steps": result.global_step,
-            "prompts": len(kept),
-            "overlap": len(loaded) - len(kept),
-            "num_generations": settings.num_generations,
-            "first_reward": rewards[0]["reward"] if rewards else None,
-            "final_reward": rewards[-1]["reward"] if rewards else None,
-            "final_reward_std": rewards[-1].get("reward_std") if rewards else None,
-            "config": config,
-            "log_history": history,
-        }
-        write_json(staging / "metrics.json", metrics)
-        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        if rewards:
-            plot_rewards(rewards, staging / "rewards.png")
-        shutil.rmtree(staging / "trainer", ignore_errors=True)
-    return metrics
-
-
-def _processes() -> int:
-    from accelerate import PartialState
-
-    return PartialState().num_processes
+    config = {
+        **training,
+        "num_generations": settings.num_generations,
+        "max_completion_length": settings.max_completion_length,
+        "beta": settings.beta,
+        "loss_type": settings.loss_type,
+        "epsilon": settings.epsilon,
+        "scale_rewards": settings.scale_rewards,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "top_k": settings.top_k,
+        "activation_checkpointing": settings.gradient_checkpointing,
+        "trust_remote_code": settings.trust_remote_code,
+    }
+    return train_with_trl(GRPOTrainer, GRPOConfig, "GRPO", config, directory, model, tokenizer, peft_config,
+                          reward_funcs=reward_model, train_dataset=dataset)
 
 
 def plot_rewards(entries: list[dict], path: Path) -> Path:

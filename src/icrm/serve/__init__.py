@@ -1,7 +1,13 @@
-"""The reward server: OpenRLHF's ``/get_reward`` and icrm's ``/score`` over one batching loop."""
+"""The reward server: OpenRLHF's ``/get_reward`` and icrm's ``/score`` over one batching loop.
+
+The command that loads a model and listens is ``icrm.commands.serve``.
+"""
 
 from ..exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "core": ["DEFAULT_MAX_LENGTH", "Metrics", "ServeConfig", "create_app", "percentile", "pick_batch", "serve"],
+    "app": ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_MAX_LENGTH", "ServeConfig", "create_app", "default_batch_size"],
+    "batching": ["DynamicBatcher", "pick_batch"],
+    "metrics": ["Metrics", "percentile"],
+    "requests": ["RequestError", "ScoreItem", "score_items", "text_sequences"],
 })
