@@ -67,8 +67,8 @@ def train_sft(
     dataset = RewardDataset([chosen[i] for i in kept], items)
 
     resolved = {"data": data, "responses": responses, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
-                "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps,
-                "packing": packing}
+                "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
+                "max_steps": args.max_steps, "packing": packing}
     with run_directory(output, "sft", resume, resolved, args) as work:
         args.output_dir = str(work / "trainer")
         collator = PackedSFTCollator(tokenizer.pad_token_id) if packing else SFTCollator(tokenizer.pad_token_id)

@@ -58,7 +58,7 @@ def run_dpo(model, tokenizer, examples: list[PairExample], training: dict, setti
     """Train ``model`` with DPO on ``examples`` and save the policy (LoRA merged) in ``directory``.
 
     ``training`` holds ``TrainingArguments`` fields (see
-    :func:`icrm.training.trainer_arguments`). Returns the trainer, whose
+    :meth:`icrm.training.TrainingOptions.trainer_kwargs`). Returns the trainer, whose
     ``train_dataset`` holds the pairs that fit ``max_length``, and
     ``train()``'s result.
     """

@@ -101,7 +101,7 @@ def run_grpo(model, tokenizer, prompts: list[Prompt], reward_model: str, trainin
     """Train ``model`` with GRPO on ``prompts`` judged by ``reward_model``; save it (LoRA merged) in ``directory``.
 
     ``training`` holds ``TrainingArguments`` fields (see
-    :func:`icrm.training.trainer_arguments`); its batch size counts
+    :meth:`icrm.training.TrainingOptions.trainer_kwargs`); its batch size counts
     completions (:func:`check_group_size`). Returns the trainer and
     ``train()``'s result.
     """
