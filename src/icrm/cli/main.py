@@ -309,8 +309,8 @@ def train(
         False, "--no-group-by-length", help="Random batches instead of rows of similar length (more padding)."
     ),
     cache_dir: Optional[str] = option(ICRMArguments, "cache_dir"),
-    gradient_checkpointing: bool = GradCkptOpt,
-    packing: Optional[bool] = PackingOpt,
+    activation_checkpointing: bool = GradCkptOpt,
+    padding_free: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -343,8 +343,8 @@ def train(
         truncation=truncation,
         step_separator=step_separator,
         eval_strategy="epoch" if eval_data else "no",
-        activation_checkpointing=gradient_checkpointing,
-        padding_free=packing,
+        activation_checkpointing=activation_checkpointing,
+        padding_free=padding_free,
         **TrainingOptions(
             num_train_epochs=num_train_epochs, max_steps=max_steps,
             per_device_train_batch_size=per_device_train_batch_size,
