@@ -45,10 +45,10 @@ import torch
 from transformers import TrainingArguments
 
 from icrm.commands.evaluate import evaluate_pairs
-from icrm.commands.runs import ModelSpec
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
 from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.modeling import ModelSpec
 from icrm.training import ICRMConfig, TrainingOptions
 
 from .harness import (

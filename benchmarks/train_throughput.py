@@ -397,8 +397,8 @@ def train_trl(spec: dict, meter, workdir: Path) -> dict:
 
 def train_icrm(spec: dict, meter, workdir: Path) -> dict:
     from icrm import training
-    from icrm.commands.runs import ModelSpec
     from icrm.commands.train import train_reward_model
+    from icrm.modeling import ModelSpec
     from icrm.outputs import set_quiet
 
     set_quiet(True)

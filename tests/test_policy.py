@@ -123,9 +123,9 @@ def test_load_prompts_rejects_bad_files(tmp_path, text, message):
 
 
 def test_sampling_config_validation(monkeypatch):
-    with pytest.raises(UserError, match="--n must be at least 1"):
+    with pytest.raises(UserError, match="^n must be at least 1"):
         SamplingConfig(n=0).validate()
-    with pytest.raises(UserError, match="--top-p"):
+    with pytest.raises(UserError, match="^top_p must be in"):
         SamplingConfig(top_p=0).validate()
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
     with pytest.raises(UserError, match="needs vLLM"):

@@ -9,10 +9,9 @@ import torch
 from conftest import write_jsonl
 
 from icrm import losses
-from icrm.commands.runs import ModelSpec
 from icrm.commands.train import train_reward_model
 from icrm.data import RewardCollator, RewardDataset, StepExample, sigmoid, tokenize_examples
-from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
+from icrm.modeling import ModelSpec, RewardModel, build_causal_lm, train_tokenizer
 from icrm.training import ConfigError, ICRMConfig, ICRMTrainer, TrainingOptions
 
 CHAINS = [

@@ -19,7 +19,10 @@ import typer
 import yaml
 
 from ..errors import TrainingStopped, UserError
+from ..modeling import ModelSpec
 from ..outputs import JSON_LOGS, console, set_quiet
+from ..policy import DPOSettings, GRPOSettings, SamplingConfig
+from ..serve import ServeConfig
 from ..settings import SettingError
 from ..training import ICRMArguments, TrainingOptions
 from .options import option
@@ -168,10 +171,10 @@ def _quiet_libraries() -> None:
 
 # ----------------------------------------------------------------- options
 
-ModelOpt = typer.Option("tiny", "--model", "-m", help="tiny, small, a local model or checkpoint directory, or a hub id.")
-LoraROpt = typer.Option(0, "--lora-r", help="LoRA rank on all linear layers (0 = full fine-tuning).")
-LoraAlphaOpt = typer.Option(16, "--lora-alpha", help="LoRA alpha.")
-MaxLenOpt = typer.Option(1024, "--max-length", help="Max tokens of prompt+response.")
+ModelOpt = option(ModelSpec, "name", "-m")
+LoraROpt = option(ModelSpec, "lora_r")
+LoraAlphaOpt = option(ModelSpec, "lora_alpha")
+MaxLenOpt = option(DPOSettings, "max_length")
 ScoreMaxLenOpt = typer.Option(
     None, "--max-length", show_default=False,
     help="Max tokens of prompt+response; a longer prompt loses tokens from the left, a longer response is an error "
@@ -181,12 +184,10 @@ TruncOpt = option(ICRMArguments, "truncation")
 SeedOpt = option(TrainingOptions, "seed")
 SplitOpt = typer.Option(None, "--split", help="Split of a saved or hub dataset [default: train].")
 ScoreBatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass.")
-GradCkptOpt = typer.Option(
-    False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
-)
-SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
-TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
-PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
+GradCkptOpt = option(DPOSettings, "gradient_checkpointing")
+SkipOpt = option(DPOSettings, "skip_invalid")
+TrustOpt = option(ModelSpec, "trust_remote_code")
+PickleOpt = option(ModelSpec, "allow_pickle")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
 StepSepOpt = option(ICRMArguments, "step_separator", show_default="'\\n'")
 OverwriteOpt = typer.Option(
@@ -251,7 +252,6 @@ def sft(
     """
     from transformers import TrainingArguments
 
-    from ..commands.runs import ModelSpec
     from ..commands.sft import train_sft
 
     training = TrainingOptions(
@@ -321,7 +321,6 @@ def train(
 
     Bradley–Terry (pairwise) or BCE (pointwise) loss, with the consistency and SFT regularizers.
     """
-    from ..commands.runs import ModelSpec
     from ..commands.train import train_reward_model
     from ..training import ICRMConfig
 
@@ -615,14 +614,7 @@ def explain(
 
 # ------------------------------------------------------- policies (sample, DPO)
 
-SamplingOpts = dict(
-    n=typer.Option(4, "--n", help="Samples per prompt."),
-    temperature=typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
-    top_p=typer.Option(1.0, "--top-p", help="Nucleus sampling threshold."),
-    top_k=typer.Option(0, "--top-k", help="Top-k sampling (0 = off)."),
-    max_new_tokens=typer.Option(128, "--max-new-tokens", help="Longest response, in tokens."),
-    engine=typer.Option("hf", "--engine", help="hf (transformers generate) or vllm (if installed)."),
-)
+SamplingOpts = {f.name: option(SamplingConfig, f.name) for f in dataclasses.fields(SamplingConfig)}
 
 
 @app.command()
@@ -637,8 +629,8 @@ def sample(
     top_k: int = SamplingOpts["top_k"],
     max_new_tokens: int = SamplingOpts["max_new_tokens"],
     engine: str = SamplingOpts["engine"],
-    seed: int = SeedOpt,
-    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
+    seed: int = SamplingOpts["seed"],
+    batch_size: int = SamplingOpts["batch_size"],
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     overwrite: bool = OverwriteOpt,
@@ -649,7 +641,6 @@ def sample(
     Written as best-of-N candidates.
     """
     from ..commands.sample import sample_to_file
-    from ..policy import SamplingConfig
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle, overwrite), {
@@ -700,8 +691,8 @@ def dpo(
     policy: str = typer.Option(..., "--policy", "-p", help="Starting policy (also the DPO reference)."),
     data: str = typer.Option(..., "--data", "-d", help="Pairwise data, e.g. from `icrm dpo-pairs`."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
-    beta: float = typer.Option(0.1, "--beta", help="DPO β: higher stays closer to the reference."),
-    loss_type: str = typer.Option("sigmoid", "--loss-type", help="TRL loss: sigmoid, ipo, hinge, robust, ..."),
+    beta: float = option(DPOSettings, "beta"),
+    loss_type: str = option(DPOSettings, "loss_type"),
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
     num_train_epochs: float = TRAINING_OPTIONS["dpo"]["num_train_epochs"],
@@ -727,7 +718,6 @@ def dpo(
     On chosen/rejected pairs, with the starting policy as the reference.
     """
     from ..commands.dpo import train_dpo
-    from ..policy import DPOSettings
 
     training = TrainingOptions(
         num_train_epochs=num_train_epochs, max_steps=max_steps,
@@ -760,8 +750,8 @@ def compare_policies_cmd(
     top_k: int = SamplingOpts["top_k"],
     max_new_tokens: int = SamplingOpts["max_new_tokens"],
     engine: str = SamplingOpts["engine"],
-    seed: int = SeedOpt,
-    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate / scoring call."),
+    seed: int = SamplingOpts["seed"],
+    batch_size: int = SamplingOpts["batch_size"],
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     overwrite: bool = OverwriteOpt,
@@ -772,7 +762,6 @@ def compare_policies_cmd(
     Samples from each policy are judged by a reward model or the true reward; win/tie/lose is vs the first policy.
     """
     from ..commands.compare_policies import compare_policies
-    from ..policy import SamplingConfig
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     report = compare_policies(
@@ -801,19 +790,13 @@ def serve_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all interfaces, no auth)."),
     port: int = typer.Option(5000, "--port", help="Port (0: any free port; the URL is printed)."),
-    max_batch_size: Optional[int] = typer.Option(
-        None, "--max-batch-size", help="Most sequences per forward pass (default: 16 on a GPU, 1 on a CPU)."
-    ),
-    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Extra wait for a batch to fill (0: batch what queued)."),
-    max_length: Optional[int] = typer.Option(
-        None, "--max-length", help="Token limit per text (default: the model's position limit, else 2048)."
-    ),
-    max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
-    max_body_size: Optional[int] = typer.Option(
-        None, "--max-body-size", help="Largest request body in bytes (default: 8 MiB); larger ones get 413 unread."
-    ),
-    normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
-    packing: Optional[bool] = PackingOpt,
+    max_batch_size: Optional[int] = option(ServeConfig, "max_batch_size"),
+    max_wait_ms: float = option(ServeConfig, "max_wait_ms"),
+    max_length: Optional[int] = option(ServeConfig, "max_length"),
+    max_items: int = option(ServeConfig, "max_items"),
+    max_body_size: Optional[int] = option(ServeConfig, "max_body_size"),
+    normalize: bool = option(ServeConfig, "normalize"),
+    packing: Optional[bool] = option(ServeConfig, "packing", "--packing/--no-packing"),
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
@@ -823,7 +806,6 @@ def serve_cmd(
     Endpoints: /get_reward, /score, /health, /metrics.
     """
     from ..commands.serve import serve
-    from ..serve import ServeConfig
 
     def ready(url: str) -> None:
         _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
@@ -841,16 +823,16 @@ def grpo(
     reward_model: str = typer.Option(..., "--reward-model", "-r", help="Reward model directory (the judge)."),
     prompts: str = typer.Option(..., "--prompts", help="JSONL with `prompt` (text or messages), or any data file."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
-    num_generations: int = typer.Option(8, "--num-generations", help="Completions per prompt (the GRPO group)."),
-    max_completion_length: int = typer.Option(256, "--max-completion-length", help="Longest completion, in tokens."),
-    beta: float = typer.Option(0.0, "--beta", help="KL weight to the starting policy (0: no reference model)."),
-    loss_type: str = typer.Option("dapo", "--loss-type", help="TRL loss: dapo, grpo, dr_grpo, bnpo, ..."),
-    epsilon: float = typer.Option(0.2, "--epsilon", help="Clipping range of the policy ratio."),
-    scale_rewards: str = typer.Option("group", "--scale-rewards", help="Divide advantages by the std of: group, batch, none."),
-    temperature: float = SamplingOpts["temperature"],
-    top_p: float = SamplingOpts["top_p"],
-    top_k: int = SamplingOpts["top_k"],
-    exclude_prompts: Optional[str] = typer.Option(None, "--exclude-prompts", help="Drop prompts that occur in this file (e.g. a test set)."),
+    num_generations: int = option(GRPOSettings, "num_generations"),
+    max_completion_length: int = option(GRPOSettings, "max_completion_length"),
+    beta: float = option(GRPOSettings, "beta"),
+    loss_type: str = option(GRPOSettings, "loss_type"),
+    epsilon: float = option(GRPOSettings, "epsilon"),
+    scale_rewards: str = option(GRPOSettings, "scale_rewards"),
+    temperature: float = option(GRPOSettings, "temperature"),
+    top_p: float = option(GRPOSettings, "top_p"),
+    top_k: int = option(GRPOSettings, "top_k"),
+    exclude_prompts: Optional[str] = option(GRPOSettings, "exclude_prompts"),
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
     num_train_epochs: float = TRAINING_OPTIONS["grpo"]["num_train_epochs"],
@@ -860,7 +842,7 @@ def grpo(
     learning_rate: float = TRAINING_OPTIONS["grpo"]["learning_rate"],
     warmup_steps: float = TRAINING_OPTIONS["grpo"]["warmup_steps"],
     lr_scheduler_type: str = TRAINING_OPTIONS["grpo"]["lr_scheduler_type"],
-    gradient_checkpointing: bool = GradCkptOpt,
+    gradient_checkpointing: bool = option(GRPOSettings, "gradient_checkpointing"),
     logging_steps: int = TRAINING_OPTIONS["grpo"]["logging_steps"],
     seed: int = TRAINING_OPTIONS["grpo"]["seed"],
     bf16: bool = TRAINING_OPTIONS["grpo"]["bf16"],
@@ -874,7 +856,6 @@ def grpo(
     The reward model is the reward function.
     """
     from ..commands.grpo import train_grpo
-    from ..policy import GRPOSettings
 
     training = TrainingOptions(
         num_train_epochs=num_train_epochs, max_steps=max_steps,

@@ -13,30 +13,13 @@ import contextlib
 import json
 import shutil
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import Trainer, TrainingArguments
 
 from ..errors import TrainingStopped, UserError
-from ..modeling import lora_config
 from ..outputs import mark_output, replace_path, write_json
 from ..training import ConfigError, GracefulInterrupt, WholeRunLoss, use_rich_progress
-
-
-@dataclass
-class ModelSpec:
-    """What ``--model`` names and how to adapt it."""
-
-    name: str = "tiny"
-    lora_r: int = 0
-    lora_alpha: int = 16
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-
-    def peft_config(self):
-        """``--lora-r/--lora-alpha`` as a peft config, or None."""
-        return lora_config(self.lora_r, self.lora_alpha)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from transformers import Trainer, TrainingArguments
 from ..data import DEFAULT_SEPARATOR, RewardDataset, example_texts, load_examples, tokenize_examples
 from ..modeling import (
     PRESETS,
+    ModelSpec,
     PackedSFTCollator,
     build_causal_lm,
     load_causal_lm,
@@ -17,7 +18,7 @@ from ..modeling import (
 )
 from ..outputs import check_output, progress, write_json
 from ..training import ConfigError, SFTCollator, sft_examples
-from .runs import ModelSpec, run_directory, run_trainer
+from .runs import run_directory, run_trainer
 
 
 def train_sft(
