@@ -107,3 +107,10 @@ def test_flag_of_spells_fields_as_options():
     assert flag_of(ICRMArguments, "lambda_") == "--lambda"
     assert flag_of(TrainingOptions, "per_device_train_batch_size") == "--batch-size"
     assert flag_of(ICRMConfig, "max_length") == "--max-length"  # a TRL field: the plain spelling
+
+
+def test_setting_errors_word_the_field_where_the_message_places_it():
+    err = SettingError(None, "max_length", "data.jsonl: every row is longer than {field} 16")
+    assert str(err) == "data.jsonl: every row is longer than max_length 16"
+    assert err.as_flag() == "data.jsonl: every row is longer than --max-length 16"
+    assert SettingError(ICRMConfig, "lambda_", "must be >= 0").as_flag() == "--lambda must be >= 0"

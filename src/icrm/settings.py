@@ -28,12 +28,13 @@ def field_of(settings: type | object, name: str) -> dataclasses.Field:
     return {f.name: f for f in dataclasses.fields(settings)}[name]
 
 
-def flag_of(settings: type | object, name: str) -> str:
+def flag_of(settings: type | object | None, name: str) -> str:
     """The CLI spelling of a field: its ``flag`` (``lambda_`` → ``--lambda``), else ``--`` + the name, dashed.
 
-    Fields the settings do not declare with :func:`setting` (TRL's own, in ``ICRMConfig``) get the plain spelling.
+    Fields the settings do not declare with :func:`setting` (TRL's own, in ``ICRMConfig``), and plain function
+    arguments (``settings=None``), get the plain spelling.
     """
-    names = {f.name: f for f in dataclasses.fields(settings)}
+    names = {f.name: f for f in dataclasses.fields(settings)} if settings is not None else {}
     flag = names[name].metadata.get("flag") if name in names else None
     return flag or "--" + name.replace("_", "-")
 
@@ -52,18 +53,23 @@ def default_of(settings: type | object, name: str) -> Any:
 class SettingError(UserError):
     """A setting's value that cannot work, naming the field (``lambda_``); the CLI names its flag (``--lambda``).
 
-    ``problem`` completes a sentence about the field (``"must be in [0, 1], got 2.0"``); ``settings`` is the
-    dataclass (or instance) that declares it, which the CLI asks for the flag (:func:`flag_of`).
+    ``problem`` completes a sentence about the field (``"must be in [0, 1], got 2.0"``), or places it where
+    ``{field}`` stands (``"data.jsonl: every row is longer than {field} 512"``). ``settings`` is the dataclass
+    (or instance) that declares the field, which the CLI asks for the flag (:func:`flag_of`); ``None`` for a
+    plain function argument.
     """
 
-    def __init__(self, settings: type | object, name: str, problem: str):
-        super().__init__(f"{name} {problem}")
-        self.settings = settings if isinstance(settings, type) else type(settings)
+    def __init__(self, settings: type | object | None, name: str, problem: str):
+        self.settings = settings if settings is None or isinstance(settings, type) else type(settings)
         self.name, self.problem = name, problem
+        super().__init__(self._worded(name))
 
     def __reduce__(self):  # picklable across processes, as a plain UserError is
         return type(self), (self.settings, self.name, self.problem)
 
     def as_flag(self) -> str:
         """The message as the CLI shows it: the flag in place of the field name."""
-        return f"{flag_of(self.settings, self.name)} {self.problem}"
+        return self._worded(flag_of(self.settings, self.name))
+
+    def _worded(self, name: str) -> str:
+        return self.problem.replace("{field}", name) if "{field}" in self.problem else f"{name} {self.problem}"

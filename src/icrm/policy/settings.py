@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserError
 from ..modeling import ModelSpec
 from ..settings import SettingError, help_of, setting
 
@@ -73,7 +72,7 @@ def require_vllm():
     try:
         import vllm
     except ImportError as err:
-        raise UserError("--engine vllm needs vLLM, which is not installed (pip install vllm), or use --engine hf") from err
+        raise SettingError(SamplingConfig, "engine", "{field} vllm needs vLLM, which is not installed (pip install vllm), or use {field} hf") from err
     return vllm
 
 

@@ -37,8 +37,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..data import token_texts
-from ..errors import UserError
 from ..modeling import RewardModel, resolve_max_length
+from ..settings import SettingError
 from .batching import DynamicBatcher
 from .config import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_LENGTH, ServeConfig
 from .metrics import Metrics
@@ -68,7 +68,9 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
 
     config.validate()
     if config.normalize and not rm.reward_stats:
-        raise UserError(f"{model_name or 'the model'}: --normalize needs reward statistics, which only icrm checkpoints store")
+        raise SettingError(
+            config, "normalize", f"{model_name or 'the model'}: {{field}} needs reward statistics, which only icrm checkpoints store"
+        )
     max_length = resolve_max_length(rm, config.max_length) or DEFAULT_MAX_LENGTH
     rm.eval().use_padding_free(config.packing)
     tokenizer = rm.tokenizer
