@@ -12,7 +12,7 @@ import json
 import os
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm.errors import UserError
 from icrm.outputs import OUTPUT_MARKER, check_output, mark_output, output_kind
