@@ -33,7 +33,8 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from icrm.data import true_reward, write_task
+from icrm.commands.data import write_task
+from icrm.data import true_reward
 from icrm.outputs import write_jsonl
 from icrm.policy import (
     DPOSettings,

@@ -24,7 +24,8 @@ os.environ.setdefault("ICRM_QUIET", "1")
 import torch
 from transformers import TrainingArguments
 
-from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.commands.data import write_task
+from icrm.data import BAD_WORDS, GOOD_WORDS
 from icrm.modeling import RewardModel
 from icrm.training import ModelSpec, train_sft
 

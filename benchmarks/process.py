@@ -50,7 +50,8 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
-from icrm.data import aggregate, auroc, encode_steps, load_examples, split_steps, step_metrics, write_task
+from icrm.commands.data import write_task
+from icrm.data import aggregate, auroc, encode_steps, load_examples, split_steps, step_metrics
 from icrm.evaluation import bon_metrics
 from icrm.modeling import RewardModel
 from icrm.training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments

@@ -44,7 +44,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from transformers import TrainingArguments
 
-from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.commands.data import write_task
+from icrm.data import BAD_WORDS, GOOD_WORDS
 from icrm.evaluation import evaluate_pairs
 from icrm.training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
 

@@ -32,11 +32,11 @@ from ..data import (
     predicted_first_error,
     sigmoid,
     step_metrics,
-    write_task,
 )
 from ..evaluation import best_of_n, evaluate_pairs, plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from ..outputs import note, staged_directory, write_json
 from ..training import ICRMConfig, ModelSpec, train_reward_model, train_sft, trainer_arguments
+from .data import write_task
 
 
 @dataclass(frozen=True)
