@@ -33,12 +33,13 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from icrm.commands.data import write_task
 from icrm.commands.dpo import train_dpo
 from icrm.commands.dpo_pairs import build_dpo_pairs_file
 from icrm.commands.runs import ModelSpec, trainer_arguments
 from icrm.commands.sample import sample_to_file
 from icrm.commands.sft import train_sft
-from icrm.data import true_reward, write_task
+from icrm.data import true_reward
 from icrm.outputs import write_jsonl
 from icrm.policy import (
     DPOSettings,

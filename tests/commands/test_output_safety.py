@@ -223,7 +223,7 @@ def test_check_output_rules(workdir):
 
 
 def test_api_functions_take_overwrite(workdir):
-    from icrm.data import write_task
+    from icrm.commands.data import write_task
 
     (workdir / "X").mkdir()
     (workdir / "X" / "notes.txt").write_text("notes\n")

@@ -38,7 +38,7 @@ STEPS_PER_EPOCH, TOTAL_STEPS = 6, 18
 @pytest.fixture(scope="module")
 def method_data(tmp_path_factory):
     """48 training rows per method: preference pairs for icrm, step-labelled chains for prm."""
-    from icrm.data import write_task
+    from icrm.commands.data import write_task
 
     root = tmp_path_factory.mktemp("methods")
     write_task("noisy", root / "noisy", seed=1, n_train=48, n_test=10)

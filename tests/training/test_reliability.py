@@ -10,7 +10,7 @@ from helpers import run_process as run
 
 @pytest.fixture(scope="module")
 def noisy_data(tmp_path_factory):
-    from icrm.data import write_task
+    from icrm.commands.data import write_task
 
     root = tmp_path_factory.mktemp("noisy")
     write_task("noisy", root / "noisy", seed=1, n_train=96, n_test=20)

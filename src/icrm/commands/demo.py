@@ -32,12 +32,12 @@ from ..data import (
     predicted_first_error,
     sigmoid,
     step_metrics,
-    write_task,
 )
 from ..evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from ..outputs import note, staged_directory, write_json
 from ..training import ICRMConfig
 from .bon import best_of_n
+from .data import write_task
 from .evaluate import evaluate_pairs
 from .runs import ModelSpec, trainer_arguments
 from .sft import train_sft
