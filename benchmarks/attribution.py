@@ -52,8 +52,9 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
+from icrm.commands.data import write_task
 from icrm.commands.sft import train_sft
-from icrm.data import BAD_WORDS, GOOD_WORDS, decisive_word_mask, write_task
+from icrm.data import BAD_WORDS, GOOD_WORDS, decisive_word_mask
 from icrm.explain import Explained, decisive_share, explain_responses, rank_correlation
 from icrm.modeling import ModelSpec, RewardModel
 

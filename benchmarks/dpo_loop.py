@@ -33,11 +33,12 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from icrm.commands.data import write_task
 from icrm.commands.dpo import train_dpo
 from icrm.commands.dpo_pairs import build_dpo_pairs_file
 from icrm.commands.sample import sample_to_file
 from icrm.commands.sft import train_sft
-from icrm.data import true_reward, write_task
+from icrm.data import true_reward
 from icrm.modeling import ModelSpec
 from icrm.outputs import write_jsonl
 from icrm.policy import (

@@ -24,8 +24,9 @@ os.environ.setdefault("ICRM_QUIET", "1")
 import torch
 from transformers import TrainingArguments
 
+from icrm.commands.data import write_task
 from icrm.commands.sft import train_sft
-from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.data import BAD_WORDS, GOOD_WORDS
 from icrm.modeling import ModelSpec, RewardModel
 
 from . import reproduction as R

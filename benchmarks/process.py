@@ -50,9 +50,10 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
+from icrm.commands.data import write_task
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
-from icrm.data import aggregate, auroc, encode_steps, load_examples, split_steps, step_metrics, write_task
+from icrm.data import aggregate, auroc, encode_steps, load_examples, split_steps, step_metrics
 from icrm.evaluation import bon_metrics
 from icrm.modeling import ModelSpec, RewardModel
 from icrm.training import ICRMConfig, TrainingOptions

@@ -44,10 +44,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from transformers import TrainingArguments
 
+from icrm.commands.data import write_task
 from icrm.commands.evaluate import evaluate_pairs
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
-from icrm.data import BAD_WORDS, GOOD_WORDS, write_task
+from icrm.data import BAD_WORDS, GOOD_WORDS
 from icrm.modeling import ModelSpec
 from icrm.training import ICRMConfig, TrainingOptions
 

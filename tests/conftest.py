@@ -8,22 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-
-def _find_shared_data() -> Path:
-    """The real data shipped beside the repository (``../shared/data``), or $ICRM_SHARED_DATA."""
-    if os.environ.get("ICRM_SHARED_DATA"):
-        return Path(os.environ["ICRM_SHARED_DATA"])
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "shared" / "data" / "hh-rlhf").is_dir():
-            return parent / "shared" / "data"
-    return here.parents[2] / "shared" / "data"
-
-
-SHARED = _find_shared_data()
-HH_FILE = SHARED / "hh-rlhf" / "harmless-base-test.jsonl.gz"
-GSM8K_SOLUTIONS = SHARED / "gsm8k" / "example_model_solutions.jsonl.gz"
+from helpers import HH_FILE, write_jsonl
 
 os.environ.setdefault("ICRM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,11 +33,6 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ICRM_CACHE", str(tmp_path / "icrm-cache"))
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +71,9 @@ def cli():
         return runner.invoke(app, ["--quiet", *map(str, args)])
 
     return run
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The environment of a CLI subprocess: a private generator cache, one thread."""
+    return {**os.environ, "ICRM_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}

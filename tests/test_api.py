@@ -113,7 +113,8 @@ def test_trl_formats_train_and_export_a_transformers_reward_model(tmp_path, base
 def test_readme_python_api_runs_as_written(tmp_path):
     """The README's Python API blocks, each alone, after a small version of the quick start's data and generator
     (test_readme.py runs them after the real one and checks what they print)."""
-    from icrm.data import example_texts, load_examples, write_task
+    from icrm.commands.data import write_task
+    from icrm.data import example_texts, load_examples
     from icrm.modeling import build_causal_lm, train_tokenizer
 
     section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]

@@ -135,7 +135,7 @@ def test_seeded_options_give_the_seeds_from_first_seed(harness, monkeypatch, tmp
 
 def test_run_row_without_a_backbone_starts_from_the_sft_model(tmp_path, reproduction):
     """attribution.py, locality.py and dpo_loop.py pass no backbone: the reward model starts from the generator."""
-    from icrm.data import write_task
+    from icrm.commands.data import write_task
     from icrm.modeling import build_causal_lm, train_tokenizer
 
     data, sft = tmp_path / "data", tmp_path / "sft"

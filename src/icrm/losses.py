@@ -2,7 +2,7 @@
 
 Nothing here knows about models, tokenizers or trainers: every function takes
 rewards, masks and weights and returns tensors, so each one can be checked
-against a value computed by hand (tests/test_losses.py). docs/design.md#the-objective
+against a value computed by hand (tests/base/test_losses.py). docs/design.md#the-objective
 is the specification; the names below follow its notation.
 
 Shapes: ``B`` rows, ``L`` positions. ``rewards[b, t]`` is the reward of the

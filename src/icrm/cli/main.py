@@ -503,7 +503,7 @@ def data_synth(
     config: Optional[Path] = ConfigOption,
 ):
     """Write an embedded synthetic task as ordinary data files."""
-    from ..data import write_task
+    from ..commands.data import write_task
 
     info = write_task(task, output, seed=seed, n_train=n_train, n_test=n_test, flip=flip, overwrite=overwrite)
     _report({"task": info["task"], "files": info["files"], "output": str(output)})
@@ -522,7 +522,7 @@ def data_gsm8k_bon(
 
     Split by question, so no question is on both sides.
     """
-    from ..data import gsm8k_best_of_n
+    from ..commands.data import gsm8k_best_of_n
 
     counts = gsm8k_best_of_n(data, output, seed, test_fraction, overwrite)
     _report({"questions": counts, "output": str(output)})
@@ -536,7 +536,7 @@ def data_gsm8k_sft(
     overwrite: bool = OverwriteOpt,
 ):
     """GSM8K question/answer rows → SFT data for a generator/backbone."""
-    from ..data import gsm8k_sft
+    from ..commands.data import gsm8k_sft
 
     _report({"rows": gsm8k_sft(data, output, overwrite), "output": str(output)})
 
@@ -551,7 +551,7 @@ def data_split(
     overwrite: bool = OverwriteOpt,
 ):
     """Split a data file by prompt (no prompt on both sides) with a fixed seed."""
-    from ..data import split_by_prompt
+    from ..commands.data import split_by_prompt
 
     counts = split_by_prompt(data, output, test_fraction, seed, overwrite)
     _report({**counts, "output": str(output)})

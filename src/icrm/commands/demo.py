@@ -32,13 +32,13 @@ from ..data import (
     predicted_first_error,
     sigmoid,
     step_metrics,
-    write_task,
 )
 from ..evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from ..modeling import ModelSpec
 from ..outputs import note, staged_directory, write_json
 from ..training import ICRMConfig, TrainingOptions
 from .bon import best_of_n
+from .data import write_task
 from .evaluate import evaluate_pairs
 from .sft import train_sft
 from .train import train_reward_model

@@ -9,7 +9,7 @@ reward *is* its last step's score, and a process RM's training target there
 is the outcome.
 
 Everything here is a pure function of strings, character offsets and numbers,
-checked against hand-computed values in tests/test_steps.py. Metrics follow
+checked against hand-computed values in tests/data/test_steps.py. Metrics follow
 ProcessBench (arXiv 2412.06559) where it defines them:
 
 * ``step_auroc``: how well step scores separate right from wrong prefixes,

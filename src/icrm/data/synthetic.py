@@ -1,6 +1,7 @@
 """Embedded tasks whose right answer is known (docs/design.md#embedded-tasks).
 
-Each task writes ordinary JSONL files in icrm's formats (docs/design.md#data-formats), so the
+Each task is rows in icrm's formats (docs/design.md#data-formats), which ``icrm data
+synth`` (:func:`icrm.commands.data.write_task`) writes as ordinary JSONL files, so the
 demo and tests can train reward models on them with the same commands a user
 runs on real data, and judge rankings, best-of-N picks and DPO policies by
 the truth instead of by another model:
@@ -18,7 +19,7 @@ the truth instead of by another model:
   the answer wrong; pointwise correctness labels and best-of-N candidates.
   Checking a step means redoing it (a joint function of three numbers, with
   no single token that gives the error away): the tiny preset does not learn
-  it from a thousand examples (its verifiers fall below chance; BENCHMARKS.md §9).
+  it from a thousand examples (its verifiers fall below chance; BENCHMARKS.md).
 * ``addition`` -- the same format for sums of one-digit numbers, where a
   wrong solution drops a carry (the step's result is 10 too small, so it is
   smaller than what it adds to); a check the tiny preset does learn, and the
@@ -33,22 +34,24 @@ the CLI reports as one line with exit code 2.
 Everything is a pure function of the seed (each split draws from its own
 ``random.Random``, so changing one size leaves the other splits alone), and
 only the standard library is used, so the data can be made anywhere.
+
+The tasks stay in one module, past the usual length, because they are one
+design: they share the seeding scheme, the held-out rule, the size checks and
+the task.json record, and reading them together shows that each is built the
+same way.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import operator
 import random
 import re
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
-from ..outputs import check_output, staged_directory
 
 __all__ = [
     "BAD_WORDS",
@@ -66,7 +69,6 @@ __all__ = [
     "generate_suffix",
     "step_labels",
     "true_reward",
-    "write_task",
 ]
 
 # --- vocabulary -----------------------------------------------------------
@@ -664,44 +666,3 @@ TASKS: dict[str, Callable[..., SyntheticData]] = {
     "addition": generate_addition,
     "steps": generate_steps,
 }
-
-
-# --- writing ------------------------------------------------------------------
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def write_task(
-    task: str,
-    output: Path | str,
-    *,
-    seed: int = 0,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    flip: float | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Generate ``task`` and write its JSONL files and task.json into ``output``, atomically.
-
-    Options left as None take the task's defaults (see the ``generate_*``
-    functions). Returns the task.json content: task, seed, sizes, flip
-    rate, n_flipped, flipped_ids and the row count of each file. Raises
-    UserError (a ValueError) for an unknown task, bad sizes or an
-    ``output`` that is not safe to replace (:func:`icrm.outputs.check_output`;
-    an earlier ``data synth`` folder is), before anything is written.
-    """
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    options = {k: v for k, v in (("n_train", n_train), ("n_test", n_test), ("flip", flip)) if v is not None}
-    output = Path(output)
-    check_output(output, "data synth", overwrite)
-    data = TASKS[task](seed=seed, **options)
-    with staged_directory(output, "data synth", overwrite) as staging:
-        for name, rows in data.files.items():
-            _write_jsonl(staging / name, rows)
-        (staging / "task.json").write_text(json.dumps(data.info, indent=2) + "\n", encoding="utf-8")
-    return data.info

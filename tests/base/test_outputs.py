@@ -6,7 +6,7 @@ import os
 import stat
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm.outputs import staged_directory, staged_file
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm.data import RewardCollator, Sequence
 from icrm.modeling import PACKED_ATTENTION, PackedRewardCollator, PackingError, pack, unpack, use_packed_attention
@@ -270,7 +270,7 @@ def test_readme_no_packing_command_runs_as_written(tmp_path, cli, monkeypatch):
     from icrm.data import example_texts, load_examples
     from icrm.modeling import build_causal_lm, train_tokenizer
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("**Padding-free batches.**", 1)[1]
     (command,) = re.findall(r"```bash\n(icrm train .*?)\n```", section[: section.index("In Python:")], flags=re.DOTALL)
     monkeypatch.chdir(tmp_path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm import losses
 from icrm.data import PairExample, PointExample, RewardCollator, RewardDataset, tokenize_examples

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 FAST = ["--max-steps", "3", "--batch-size", "4", "--max-length", "192", "--lr", "1e-3"]
 
@@ -28,7 +28,7 @@ def pipeline(tmp_path_factory, cli):
     """sft, then ICRM training with the SFT model as generator and backbone."""
     import gzip
 
-    from conftest import HH_FILE
+    from helpers import HH_FILE
 
     root = tmp_path_factory.mktemp("pipeline")
     with gzip.open(HH_FILE, "rt") as handle:

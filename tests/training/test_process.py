@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm import losses
 from icrm.commands.train import train_reward_model

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm.errors import UserError
 from icrm.policy import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import GSM8K_SOLUTIONS, write_jsonl
+from helpers import GSM8K_SOLUTIONS, write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import write_jsonl
+from helpers import write_jsonl
 from starlette.testclient import TestClient
 
 from icrm.data import TokenizeStats, encode, encode_steps, fit_length

@@ -1,41 +1,21 @@
-"""``icrm serve``: OpenRLHF's /get_reward, /score, dynamic batching, errors, and the real server.
+"""``icrm serve``: OpenRLHF's /get_reward, /score, dynamic batching and errors.
 
-Protocol, batching and error tests drive the ASGI app in-process (httpx +
-ASGITransport, lifespan included); one test starts ``icrm serve`` as a
-subprocess on a free loopback port, talks to it from concurrent clients and
-stops it with SIGINT.
+The tests drive the ASGI app in-process (httpx + ASGITransport, lifespan included); the real server,
+started as a subprocess, is tested in tests/e2e/test_serve_process.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 
 import httpx
 import pytest
-from conftest import write_jsonl
+from helpers import PROMPTS, RESPONSES, rendered, write_jsonl
 
 from icrm import RewardModel
 from icrm.serve import Metrics, ServeConfig, create_app, percentile, pick_batch
-
-PROMPTS = [
-    "hello world, how are you today?",
-    [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the quick brown fox"}],
-    "how are you?",
-    [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}, {"role": "user", "content": "fox?"}],
-]
-RESPONSES = ["the lazy dog jumps", "quick brown fox jumps over", "hello hello world", "the dog today"]
-
-
-def rendered(tokenizer, prompt, response) -> str:
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
 
 
 def talk(app, body):
@@ -332,66 +312,8 @@ def test_a_failing_forward_is_a_json_500_and_the_next_request_works(tiny_rm, mon
 # -------------------------------------------------------------- the real server
 
 
-def _read_url(process, seconds: float) -> str:
-    """The URL from the server's first JSON line on stdout (its start message)."""
-    found = {}
-
-    def read():
-        line = process.stdout.readline()
-        if line:
-            found["url"] = json.loads(line)["url"]
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(seconds)
-    if "url" not in found:
-        process.kill()
-        pytest.fail(f"icrm serve did not start: {process.stderr.read()[-2000:]}")
-    return found["url"]
 
 
-@pytest.mark.slow
-def test_icrm_serve_subprocess_batches_concurrent_clients_and_stops_cleanly(tiny_rm, tmp_path):
-    checkpoint = tmp_path / "rm"
-    tiny_rm.save_pretrained(checkpoint)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "icrm.cli", "--log-format", "json", "serve", "--model", str(checkpoint),
-               "--host", "127.0.0.1", "--port", "0", "--max-batch-size", "8", "--max-wait-ms", "200"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        url = _read_url(process, 60)
-        assert url.startswith("http://127.0.0.1:")
-        prompts = [PROMPTS[i % 4] for i in range(8)]
-        responses = [f"{RESPONSES[i % 4]} fox {i}" for i in range(8)]
-        texts = [rendered(tiny_rm.tokenizer, p, r) for p, r in zip(prompts, responses)]
-
-        async def clients():
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                answers = await asyncio.gather(*(client.post("/get_reward", json={"query": [t]}) for t in texts))
-                bad = await client.post("/score", json={"prompts": ["a"]})
-                after = await client.post("/score", json={"prompts": prompts[:1], "responses": responses[:1]})
-                return answers, bad, after, (await client.get("/metrics")).json()
-
-        answers, bad, after, metrics = asyncio.run(asyncio.wait_for(clients(), 60))
-        assert [a.status_code for a in answers] == [200] * 8
-        rewards = [a.json()["rewards"][0] for a in answers]
-        assert rewards == pytest.approx(tiny_rm.score(prompts, responses), abs=1e-5)
-        assert bad.status_code == 422 and bad.json() == {"error": "responses: missing field"}
-        assert after.status_code == 200 and after.json()["rewards"][0] == pytest.approx(rewards[0], abs=1e-5)
-        assert metrics["batch_size"]["max"] > 1 and metrics["batches"] < 9  # requests were batched together
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=30) as raw:  # 50 MB announced, none sent
-            raw.sendall(b"POST /get_reward HTTP/1.1\r\nHost: icrm\r\nContent-Length: 50000000\r\n\r\n")
-            assert raw.recv(4096).startswith(b"HTTP/1.1 413 ")  # answered without waiting for the body
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-        assert process.returncode == 0, err[-2000:]
-        assert json.loads(out.strip().splitlines()[-1]) == {"stopped": str(checkpoint)}
-        assert "Traceback" not in err
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle():

@@ -12,7 +12,7 @@ import json
 import os
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm.errors import UserError
 from icrm.outputs import OUTPUT_MARKER, check_output, mark_output, output_kind
@@ -223,7 +223,7 @@ def test_check_output_rules(workdir):
 
 
 def test_api_functions_take_overwrite(workdir):
-    from icrm.data import write_task
+    from icrm.commands.data import write_task
 
     (workdir / "X").mkdir()
     (workdir / "X" / "notes.txt").write_text("notes\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 # Sections whose Python blocks the tests below run, and how many blocks each has.
 TESTED_PYTHON = {"Quick start": 2, "Python API": 2, "Process rewards: step labels, step scores, PRMs": 1}

@@ -18,7 +18,8 @@ def losses(directory, key="loss"):
 @pytest.mark.slow
 @pytest.mark.parametrize("method, tolerance", [("bt", 1e-5), ("icrm", 5e-3)])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, method, tolerance):
-    from icrm.data import example_texts, load_examples, write_task
+    from icrm.commands.data import write_task
+    from icrm.data import example_texts, load_examples
     from icrm.modeling import build_causal_lm, train_tokenizer
 
     write_task("noisy", tmp_path / "data", seed=1, n_train=64, n_test=10)

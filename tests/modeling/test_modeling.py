@@ -65,7 +65,7 @@ def _save_base(tmp_path, seed=0):
 
 
 def test_lora_train_export_reload_same_scores(tmp_path, cli):
-    from conftest import write_jsonl
+    from helpers import write_jsonl
 
     base = _save_base(tmp_path)
     rows = [{"prompt": "hello world", "chosen": "the quick fox", "rejected": "lazy dog"}] * 8

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from icrm.commands import data as data_command
+from icrm.commands.data import write_task
 from icrm.data import (
     BAD_WORDS,
     GOOD_WORDS,
@@ -17,7 +19,6 @@ from icrm.data import (
     decisive_word_mask,
     synthetic,
     true_reward,
-    write_task,
 )
 from icrm.errors import UserError
 from icrm.outputs import OUTPUT_MARKER
@@ -300,7 +301,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
             raise OSError("disk full")
         path.write_text("partial\n")
 
-    monkeypatch.setattr(synthetic, "_write_jsonl", failing_write)
+    monkeypatch.setattr(data_command, "write_jsonl", failing_write)
     with pytest.raises(OSError, match="disk full"):
         write_task("noisy", tmp_path / "out", n_train=10, n_test=5)
     assert list(tmp_path.iterdir()) == []
@@ -315,7 +316,7 @@ def test_rewrite_replaces_an_earlier_output_only_when_complete(tmp_path, monkeyp
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(synthetic, "_write_jsonl", failing_write)
+        patch.setattr(data_command, "write_jsonl", failing_write)
         with pytest.raises(OSError):
             write_task("noisy", out, seed=2, n_train=10, n_test=5)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

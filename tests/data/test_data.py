@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import HH_FILE, write_jsonl
+from helpers import HH_FILE, write_jsonl
 
 from icrm.data import (
     DataError,

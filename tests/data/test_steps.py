@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm.data import (
     DataError,

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from icrm.data import BonExample, load_examples
 
