@@ -18,8 +18,12 @@ from .errors import UserError
 
 
 def setting(default: Any, help: str, flag: str | None = None) -> Any:
-    """A dataclass field with its help text and, where ``--`` + the name with ``-`` for ``_`` does not fit, its flag."""
-    metadata = {"help": help, **({"flag": flag} if flag else {})}
+    """A dataclass field with its help text and, where ``--`` + the name with ``-`` for ``_`` does not fit, its flag.
+
+    The flag is stored as transformers' ``aliases`` metadata (``HfArg``'s), so ``HfArgumentParser`` and
+    ``TrlParser`` accept it next to the field name (``--lambda`` and ``--lambda_``).
+    """
+    metadata = {"help": help, **({"aliases": [flag]} if flag else {})}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -35,8 +39,8 @@ def flag_of(settings: type | object | None, name: str) -> str:
     arguments (``settings=None``), get the plain spelling.
     """
     names = {f.name: f for f in dataclasses.fields(settings)} if settings is not None else {}
-    flag = names[name].metadata.get("flag") if name in names else None
-    return flag or "--" + name.replace("_", "-")
+    aliases = names[name].metadata.get("aliases") if name in names else None
+    return aliases[0] if aliases else "--" + name.replace("_", "-")
 
 
 def help_of(settings: type | object, name: str) -> str:

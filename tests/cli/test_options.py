@@ -114,3 +114,13 @@ def test_setting_errors_word_the_field_where_the_message_places_it():
     assert str(err) == "data.jsonl: every row is longer than max_length 16"
     assert err.as_flag() == "data.jsonl: every row is longer than --max-length 16"
     assert SettingError(ICRMConfig, "lambda_", "must be >= 0").as_flag() == "--lambda must be >= 0"
+
+
+def test_trl_parsers_read_icrm_config_with_the_cli_spelling_too():
+    """The flag is transformers' ``aliases`` metadata: HfArgumentParser (and TrlParser) take both spellings."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(ICRMConfig)
+    (by_flag,) = parser.parse_args_into_dataclasses(["--output_dir", "out", "--use_cpu", "--lambda", "0.3"])
+    (by_name,) = parser.parse_args_into_dataclasses(["--output_dir", "out", "--use_cpu", "--lambda_", "0.3"])
+    assert by_flag.lambda_ == by_name.lambda_ == 0.3
