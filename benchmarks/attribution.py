@@ -53,11 +53,10 @@ import torch
 from transformers import TrainingArguments
 
 from icrm.commands.data import write_task
-from icrm.commands.runs import ModelSpec
 from icrm.commands.sft import train_sft
 from icrm.data import BAD_WORDS, GOOD_WORDS, decisive_word_mask
 from icrm.explain import Explained, decisive_share, explain_responses, rank_correlation
-from icrm.modeling import RewardModel
+from icrm.modeling import ModelSpec, RewardModel
 
 from . import reproduction as R
 from .harness import RESULTS, ResultsFile, mean_std, measured, paired, seeded_parser, start, write_text

@@ -36,10 +36,10 @@ from transformers import TrainingArguments
 from icrm.commands.data import write_task
 from icrm.commands.dpo import train_dpo
 from icrm.commands.dpo_pairs import build_dpo_pairs_file
-from icrm.commands.runs import ModelSpec, trainer_arguments
 from icrm.commands.sample import sample_to_file
 from icrm.commands.sft import train_sft
 from icrm.data import true_reward
+from icrm.modeling import ModelSpec
 from icrm.outputs import write_jsonl
 from icrm.policy import (
     DPOSettings,
@@ -51,6 +51,7 @@ from icrm.policy import (
     prompt_value,
     true_reward_judge,
 )
+from icrm.training import TrainingOptions
 
 from . import reproduction as repro
 from .harness import RESULTS, ResultsFile, mean_std, measured, paired, seeded_parser, start, write_text
@@ -188,9 +189,10 @@ def run_cell(task: str, seed: int) -> dict:
             pairs = work / f"pairs-{name}.jsonl"
             counts = build_dpo_pairs_file(str(rm), str(candidates), pairs, exclude_prompts=str(heldout), batch_size=32)
             cell.setdefault("pairs", {})[name] = {**counts, **pair_agreement(task, pairs)}
-            training = trainer_arguments(
-                epochs=LOOP["dpo_epochs"], batch_size=LOOP["dpo_batch"], lr=LOOP["dpo_lr"], seed=seed, logging_steps=5
-            )
+            training = TrainingOptions(
+                num_train_epochs=LOOP["dpo_epochs"], per_device_train_batch_size=LOOP["dpo_batch"],
+                learning_rate=LOOP["dpo_lr"], seed=seed, logging_steps=5,
+            ).trainer_kwargs()
             settings = DPOSettings(beta=LOOP["dpo_beta"], max_length=s["max_length"])
             metrics = train_dpo(str(sft), str(pairs), work / f"dpo-{name}", training, settings)
             cell.setdefault("dpo", {})[name] = {

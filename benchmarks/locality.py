@@ -25,10 +25,9 @@ import torch
 from transformers import TrainingArguments
 
 from icrm.commands.data import write_task
-from icrm.commands.runs import ModelSpec
 from icrm.commands.sft import train_sft
 from icrm.data import BAD_WORDS, GOOD_WORDS
-from icrm.modeling import RewardModel
+from icrm.modeling import ModelSpec, RewardModel
 
 from . import reproduction as R
 from .harness import RESULTS, label_flip, write_text

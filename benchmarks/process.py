@@ -51,13 +51,12 @@ import torch
 from transformers import TrainingArguments
 
 from icrm.commands.data import write_task
-from icrm.commands.runs import ModelSpec, trainer_arguments
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
 from icrm.data import aggregate, auroc, encode_steps, load_examples, split_steps, step_metrics
 from icrm.evaluation import bon_metrics
-from icrm.modeling import RewardModel
-from icrm.training import ICRMConfig
+from icrm.modeling import ModelSpec, RewardModel
+from icrm.training import ICRMConfig, TrainingOptions
 
 from .harness import (
     RESULTS,
@@ -203,7 +202,8 @@ def baseline_scores(row: Row, sft: Path, test, bon, seed: int) -> tuple[list, li
 
 def _args(seed: int, epochs: float) -> dict:
     s = SETTINGS
-    return trainer_arguments(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=seed, logging_steps=100)
+    return TrainingOptions(num_train_epochs=epochs, per_device_train_batch_size=s["batch_size"], learning_rate=s["lr"],
+                           seed=seed, logging_steps=100).trainer_kwargs()
 
 
 def train_row(row: Row, data: Path, sft: Path, work: Path, seed: int) -> Path:

@@ -46,11 +46,11 @@ from transformers import TrainingArguments
 
 from icrm.commands.data import write_task
 from icrm.commands.evaluate import evaluate_pairs
-from icrm.commands.runs import ModelSpec, trainer_arguments
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
 from icrm.data import BAD_WORDS, GOOD_WORDS
-from icrm.training import ICRMConfig
+from icrm.modeling import ModelSpec
+from icrm.training import ICRMConfig, TrainingOptions
 
 from .harness import (
     RESULTS,
@@ -138,7 +138,8 @@ def generator_check(sft: Path, data: Path, n_rows: int = 100) -> dict[str, float
 def training_args(seed: int, epochs: float) -> dict:
     """The trainer arguments of every model here (generator, backbone, reward models): only seed and epochs vary."""
     s = SETTINGS
-    return trainer_arguments(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=seed, logging_steps=50)
+    return TrainingOptions(num_train_epochs=epochs, per_device_train_batch_size=s["batch_size"], learning_rate=s["lr"],
+                           seed=seed, logging_steps=50).trainer_kwargs()
 
 
 def run_row(

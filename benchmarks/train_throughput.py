@@ -14,7 +14,7 @@ learning-rate schedule:
   icrm        same, method="icrm" (λ=0.1 and the α=1 SFT term), cache warm
   *-packed    the same three with padding_free=True: the same batches, each run
               as one packed sequence (icrm.modeling.packing)
-  bt-grouped  bt with length-grouped batches (trainer_arguments(group_by_length=True));
+  bt-grouped  bt with length-grouped batches (TrainingOptions.trainer_kwargs(group_by_length=True));
               different batches from the rest
   genpass     the one-time generator pass: icrm.modeling.generator.cached_generation_weights
               on the whole training set with an empty cache dir (then once more,
@@ -350,12 +350,12 @@ def summarize(meter, spec: dict) -> dict:
 
 def training_arguments(spec: dict, group_by_length: bool = False) -> dict:
     """TrainingArguments fields shared by every trainer: icrm's own defaults, then ours."""
-    from icrm.commands.runs import trainer_arguments
+    from icrm.training import TrainingOptions
 
-    common = trainer_arguments(
-        max_steps=spec["steps"], batch_size=spec["batch_size"], lr=1e-5, seed=0, bf16=spec["bf16"], logging_steps=10,
-        group_by_length=group_by_length,
-    )
+    common = TrainingOptions(
+        max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"], learning_rate=1e-5, seed=0,
+        bf16=spec["bf16"], logging_steps=10,
+    ).trainer_kwargs(group_by_length)
     common.update(use_cpu=spec["device"] == "cpu", disable_tqdm=True, activation_checkpointing=False)
     return common
 
@@ -397,8 +397,8 @@ def train_trl(spec: dict, meter, workdir: Path) -> dict:
 
 def train_icrm(spec: dict, meter, workdir: Path) -> dict:
     from icrm import training
-    from icrm.commands.runs import ModelSpec
     from icrm.commands.train import train_reward_model
+    from icrm.modeling import ModelSpec
     from icrm.outputs import set_quiet
 
     set_quiet(True)

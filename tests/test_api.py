@@ -235,7 +235,7 @@ def test_bad_rows_and_options_are_one_line_errors(tmp_path, base):
                     eval_dataset=Dataset.from_list(FORMATS["unpaired"]))
     with pytest.raises(DataError, match="pass one split"):
         ICRMTrainer(str(base), config(tmp_path), train_dataset=DatasetDict(train=Dataset.from_list(FORMATS["standard"])))
-    with pytest.raises(ConfigError, match=r"--lambda must be in \[0, 1\], got 2.0 \(ICRMConfig.lambda_\)"):
+    with pytest.raises(ConfigError, match=r"^lambda_ must be in \[0, 1\], got 2.0$"):
         config(tmp_path, lambda_=2.0)
     with pytest.raises(ConfigError, match="ICRMConfig.eos_token is not supported"):
         config(tmp_path, eos_token="<|end|>")

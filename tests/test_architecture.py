@@ -20,7 +20,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "icrm"
 
 LAYERS = {
-    "base": ["errors", "exports", "threads", "outputs", "plots", "losses"],
+    "base": ["errors", "settings", "exports", "threads", "outputs", "plots", "losses"],
     "data": ["data"],
     "modeling": ["modeling"],
     "features": ["explain", "evaluation", "training", "policy", "serve"],

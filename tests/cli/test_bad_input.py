@@ -34,7 +34,7 @@ CASES = {
     "mixed formats": ([OK_PAIR, {"prompt": "q", "response": "a", "label": 1}], [], "data.jsonl:2: mixed formats"),
     "all rows too long": ([{"prompt": "q", "chosen": "word " * 200, "rejected": "other " * 200}], ["--max-length", "16"],
                           "every row is longer than --max-length 16"),
-    "unknown method": ([OK_PAIR], ["--method", "dpo"], "unknown method 'dpo'"),
+    "unknown method": ([OK_PAIR], ["--method", "dpo"], "--method must be one of bt, grm, icrm, icrm-nosft, prm, prm-icrm, got 'dpo'"),
     "lambda outside [0,1]": ([OK_PAIR], ["--lambda", "-0.1"], "--lambda must be in [0, 1]"),
     "model dir that is not a model": ([OK_PAIR], ["--model", "EMPTY_DIR"], "not a model directory"),
     "missing model dir": ([OK_PAIR], ["--model", "/nonexistent/model"], "error: /nonexistent/model: no such directory"),

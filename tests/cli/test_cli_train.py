@@ -157,7 +157,7 @@ def test_config_file_supplies_options_and_command_line_wins(tmp_path, hh_slice, 
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     saved = json.loads((tmp_path / "rm" / "icrm_config.json").read_text())
-    assert metrics["steps"] == 1 and saved["method"] == "bt" and saved["batch_size"] == 4
+    assert metrics["steps"] == 1 and saved["method"] == "bt" and saved["per_device_train_batch_size"] == 4
 
 
 @pytest.mark.parametrize(
@@ -166,7 +166,7 @@ def test_config_file_supplies_options_and_command_line_wins(tmp_path, hh_slice, 
         ([{"prompt": "q", "chosen": "a"}], [], "bad.jsonl:1: rejected: missing column"),
         ([{"prompt": "q", "chosen": "", "rejected": "b"}], [], "bad.jsonl:1: chosen: empty response"),
         (None, [], "bad.jsonl:2: invalid JSON"),
-        ([{"prompt": "q", "chosen": "a", "rejected": "b"}], ["--method", "ppo"], "unknown method 'ppo'"),
+        ([{"prompt": "q", "chosen": "a", "rejected": "b"}], ["--method", "ppo"], "--method must be one of bt, grm, icrm, icrm-nosft, prm, prm-icrm, got 'ppo'"),
         ([{"prompt": "q", "chosen": "a", "rejected": "b"}], ["--lambda", "1.5"], "--lambda must be in [0, 1]"),
     ],
 )

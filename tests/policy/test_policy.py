@@ -123,9 +123,9 @@ def test_load_prompts_rejects_bad_files(tmp_path, text, message):
 
 
 def test_sampling_config_validation(monkeypatch):
-    with pytest.raises(UserError, match="--n must be at least 1"):
+    with pytest.raises(UserError, match="^n must be at least 1"):
         SamplingConfig(n=0).validate()
-    with pytest.raises(UserError, match="--top-p"):
+    with pytest.raises(UserError, match="^top_p must be in"):
         SamplingConfig(top_p=0).validate()
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
     with pytest.raises(UserError, match="needs vLLM"):
@@ -238,16 +238,16 @@ def test_python_api_draws_no_library_progress_bars(loop, tmp_path, capfd):
     from transformers.utils import logging as hf_logging
 
     from icrm.commands.dpo import train_dpo
-    from icrm.commands.runs import trainer_arguments
     from icrm.modeling import RewardModel
     from icrm.policy import DPOSettings
+    from icrm.training import TrainingOptions
 
     hf_logging.enable_progress_bar()  # as in a fresh Python session (CLI tests switch them off)
     datasets.enable_progress_bars()
     capfd.readouterr()
     RewardModel.from_pretrained(str(loop / "rm"))
     train_dpo(str(loop / "sft"), str(loop / "pairs.jsonl"), tmp_path / "dpo",
-              trainer_arguments(max_steps=1, batch_size=4, lr=1e-4), DPOSettings(max_length=96))
+              TrainingOptions(max_steps=1, per_device_train_batch_size=4, learning_rate=1e-4).trainer_kwargs(), DPOSettings(max_length=96))
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "Tokenizing" not in err and "it/s]" not in err, err[-1000:]
     assert hf_logging.is_progress_bar_enabled() and not datasets.utils.are_progress_bars_disabled()  # restored

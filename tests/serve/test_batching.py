@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from icrm.commands.runs import trainer_arguments
 from icrm.data import PairExample, RewardCollator, RewardDataset, tokenize_examples
-from icrm.training import ICRMConfig, ICRMTrainer
+from icrm.training import ICRMConfig, ICRMTrainer, TrainingOptions
 
 PROMPTS = ["hello world", "the quick brown fox", "how are you today?", "lazy dog"]
 RESPONSES = [("the dog jumps over the fox", "dog"), ("hello", "the lazy dog is brown"), ("fine", "fine thanks, you?"),
@@ -22,7 +21,7 @@ def _dataset(rm):
 
 def _trainer(rm, tmp_path, group_by_length=False):
     config = ICRMConfig(output_dir=str(tmp_path), method="icrm", generator="self",
-                          **trainer_arguments(batch_size=2, group_by_length=group_by_length))
+                          **TrainingOptions(per_device_train_batch_size=2).trainer_kwargs(group_by_length))
     dataset = _dataset(rm)
     return ICRMTrainer(model=rm, args=config, train_dataset=dataset,
                        data_collator=RewardCollator(rm.tokenizer.pad_token_id)), dataset

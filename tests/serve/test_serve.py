@@ -110,7 +110,7 @@ def test_normalize_applies_the_training_mean_and_std(tiny_rm, monkeypatch):
 def test_normalize_without_reward_statistics_is_refused(tiny_rm):
     from icrm.errors import UserError
 
-    with pytest.raises(UserError, match="--normalize needs reward statistics"):
+    with pytest.raises(UserError, match=": normalize needs reward statistics"):
         create_app(tiny_rm, ServeConfig(normalize=True))
 
 

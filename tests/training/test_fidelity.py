@@ -9,10 +9,9 @@ import torch
 from helpers import write_jsonl
 
 from icrm import losses
-from icrm.commands.runs import trainer_arguments
 from icrm.data import PairExample, PointExample, RewardCollator, RewardDataset, tokenize_examples
 from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
-from icrm.training import ICRMConfig, ICRMTrainer, sft_examples
+from icrm.training import ICRMConfig, ICRMTrainer, TrainingOptions, sft_examples
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world, how are you today?"] * 20
 PAIRS = [("hello world", "the quick fox", "lazy dog"), ("how are you", "fine thanks", "the dog is brown")] * 4
@@ -41,7 +40,8 @@ def pair_dataset(rm: RewardModel) -> RewardDataset:
 
 def train_steps(rm: RewardModel, tmp_path, steps: int = 3, **config) -> ICRMTrainer:
     args = ICRMConfig(output_dir=str(tmp_path), **{"method": "icrm", "generator": "self", **config},
-                        disable_tqdm=True, **trainer_arguments(batch_size=4, lr=1e-2, max_steps=steps, warmup=0))
+                        disable_tqdm=True, **TrainingOptions(per_device_train_batch_size=4, learning_rate=1e-2, max_steps=steps,
+                                                         warmup_steps=0).trainer_kwargs())
     trainer = ICRMTrainer(model=rm, args=args, train_dataset=pair_dataset(rm),
                           data_collator=RewardCollator(rm.tokenizer.pad_token_id))
     trainer.train()

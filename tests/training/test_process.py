@@ -9,11 +9,10 @@ import torch
 from helpers import write_jsonl
 
 from icrm import losses
-from icrm.commands.runs import ModelSpec, trainer_arguments
 from icrm.commands.train import train_reward_model
 from icrm.data import RewardCollator, RewardDataset, StepExample, sigmoid, tokenize_examples
-from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
-from icrm.training import ConfigError, ICRMConfig, ICRMTrainer
+from icrm.modeling import ModelSpec, RewardModel, build_causal_lm, train_tokenizer
+from icrm.training import ConfigError, ICRMConfig, ICRMTrainer, TrainingOptions
 
 CHAINS = [
     ("hello", ["the fox", "jumps over", "the dog"], [1, 1, 0]),
@@ -41,7 +40,7 @@ def batch_of(rm: RewardModel) -> dict:
 
 def loss_of(rm: RewardModel, tmp_path, method: str, **config) -> tuple[torch.Tensor, torch.Tensor, dict]:
     args = ICRMConfig(output_dir=str(tmp_path), method=method, generator="uniform", disable_tqdm=True,
-                      **config, **trainer_arguments(batch_size=4, max_steps=1))
+                      **config, **TrainingOptions(per_device_train_batch_size=4, max_steps=1).trainer_kwargs())
     trainer = ICRMTrainer(model=rm, args=args, train_dataset=dataset_of(rm))
     rm.eval()  # no head dropout, no EMA update
     batch = batch_of(rm)
@@ -91,8 +90,8 @@ def test_outcome_methods_train_on_the_last_steps_label(rm, tmp_path):
 
 def test_prm_needs_stepwise_data(tmp_path):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "response": "b", "label": 1}] * 4)
-    config = ICRMConfig(output_dir=str(tmp_path / "rm"), method="prm", **trainer_arguments(max_steps=1))
-    with pytest.raises(ConfigError, match="--method prm needs stepwise data"):
+    config = ICRMConfig(output_dir=str(tmp_path / "rm"), method="prm", **TrainingOptions(max_steps=1).trainer_kwargs())
+    with pytest.raises(ConfigError, match="^method prm needs stepwise data"):
         train_reward_model(str(data), str(tmp_path / "rm"), config, ModelSpec("tiny"))
     assert not (tmp_path / "rm").exists()
 

@@ -46,10 +46,10 @@ def test_length_grouped_batches_depend_on_the_seed_and_epoch_alone(tmp_path, noi
     import torch
 
     from icrm import ICRMConfig, ICRMTrainer
-    from icrm.commands.runs import trainer_arguments
     from icrm.data import load_examples
+    from icrm.training import TrainingOptions
 
-    config = ICRMConfig(output_dir=str(tmp_path / "out"), **trainer_arguments(batch_size=8, seed=3, group_by_length=True))
+    config = ICRMConfig(output_dir=str(tmp_path / "out"), **TrainingOptions(seed=3).trainer_kwargs(group_by_length=True))
     trainer = ICRMTrainer("tiny", config, train_dataset=load_examples(str(noisy_data)))
 
     def batches(epoch: int) -> list:

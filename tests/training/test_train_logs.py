@@ -16,8 +16,8 @@ import icrm.evaluation
 import icrm.training.callbacks
 import icrm.training.config
 from icrm import ICRMConfig, ICRMTrainer, outputs
-from icrm.commands.runs import ModelSpec
 from icrm.commands.train import train_reward_model
+from icrm.modeling import ModelSpec
 from icrm.training import RichProgress
 
 TRL_METRICS = {"min_reward", "mean_reward", "max_reward", "margin", "accuracy", "num_tokens"}

@@ -6,6 +6,7 @@ wins). A user mistake prints one line and exits 2; any other failure exits 1.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -18,7 +19,13 @@ import typer
 import yaml
 
 from ..errors import TrainingStopped, UserError
+from ..modeling import ModelSpec
 from ..outputs import JSON_LOGS, console, set_quiet
+from ..policy import DPOSettings, GRPOSettings, SamplingConfig
+from ..serve import ServeConfig
+from ..settings import SettingError
+from ..training import ICRMArguments, TrainingOptions
+from .options import option
 
 # Plain click help (rich_markup_mode=None): rich's option table cuts long option names at 80 columns.
 app = typer.Typer(
@@ -46,6 +53,7 @@ def _load_config(ctx: typer.Context, param, value: Optional[Path]):
         raise typer.BadParameter(f"{value}: expected a mapping of option names to values")
     names = {}
     for p in ctx.command.params:
+        names[p.name] = p.name  # a settings field name (learning_rate) as well as its flag (lr)
         for opt in p.opts:
             names[opt.lstrip("-").replace("-", "_")] = p.name
     defaults = {}
@@ -70,6 +78,8 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except SettingError as err:  # the library names the field; the command line names the option
+            _fail(err.as_flag(), 2)
         except UserError as err:
             _fail(str(err), 2)
         except TrainingStopped as err:
@@ -161,36 +171,25 @@ def _quiet_libraries() -> None:
 
 # ----------------------------------------------------------------- options
 
-ModelOpt = typer.Option("tiny", "--model", "-m", help="tiny, small, a local model or checkpoint directory, or a hub id.")
-LoraROpt = typer.Option(0, "--lora-r", help="LoRA rank on all linear layers (0 = full fine-tuning).")
-LoraAlphaOpt = typer.Option(16, "--lora-alpha", help="LoRA alpha.")
-EpochsOpt = typer.Option(1.0, "--epochs", help="Training epochs.")
-MaxStepsOpt = typer.Option(-1, "--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")
-BatchOpt = typer.Option(8, "--batch-size", help="Examples (pairs) per device per step.")
-GradAccOpt = typer.Option(1, "--grad-accum", help="Gradient accumulation steps.")
-MaxLenOpt = typer.Option(1024, "--max-length", help="Max tokens of prompt+response.")
+ModelOpt = option(ModelSpec, "name", "-m")
+LoraROpt = option(ModelSpec, "lora_r")
+LoraAlphaOpt = option(ModelSpec, "lora_alpha")
+MaxLenOpt = option(DPOSettings, "max_length")
 ScoreMaxLenOpt = typer.Option(
     None, "--max-length", show_default=False,
     help="Max tokens of prompt+response; a longer prompt loses tokens from the left, a longer response is an error "
          "(or skipped with --skip-invalid) [default: the model's position limit].",
 )
-TruncOpt = typer.Option("left", "--truncation", help="left: cut the prompt's left; drop: skip over-long rows.")
-SeedOpt = typer.Option(0, "--seed", help="Random seed (the same seed gives the same result).")
+TruncOpt = option(ICRMArguments, "truncation")
+SeedOpt = option(TrainingOptions, "seed")
 SplitOpt = typer.Option(None, "--split", help="Split of a saved or hub dataset [default: train].")
 ScoreBatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass.")
-GradCkptOpt = typer.Option(
-    False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
-)
-SkipOpt = typer.Option(False, "--skip-invalid", help="Skip and count bad rows instead of stopping.")
-TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the checkpoint (unsafe).")
-PickleOpt = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights (unsafe).")
-Bf16Opt = typer.Option(False, "--bf16", help="bf16 mixed precision (GPU).")
-SaveStepsOpt = typer.Option(0, "--save-steps", help="Checkpoint every K steps (for --resume); 0 = only at the end.")
+GradCkptOpt = option(DPOSettings, "gradient_checkpointing")
+SkipOpt = option(DPOSettings, "skip_invalid")
+TrustOpt = option(ModelSpec, "trust_remote_code")
+PickleOpt = option(ModelSpec, "allow_pickle")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same command and output.")
-StepSepOpt = typer.Option(
-    "\n", "--step-separator", show_default="'\\n'",
-    help="Joins the steps of stepwise rows (and splits responses into steps); in bash, $'\\n\\n' is a blank line.",
-)
+StepSepOpt = option(ICRMArguments, "step_separator", show_default="'\\n'")
 OverwriteOpt = typer.Option(
     False, "--overwrite",
     help="Replace an existing --output file, or a folder this command did not write (without it, only an empty "
@@ -198,17 +197,16 @@ OverwriteOpt = typer.Option(
 )
 
 
-def _scheduler(default: str):
-    return typer.Option(default, "--scheduler", help="Learning-rate schedule: cosine, linear, constant, ...")
+PackingOpt = option(ICRMArguments, "padding_free", "--packing/--no-packing")
 
 
-def _logging_steps(default: int):
-    return typer.Option(default, "--logging-steps", help="Log the loss terms every K optimizer steps.")
-PackingOpt = typer.Option(
-    None, "--packing/--no-packing",
-    help="Run each batch as one packed sequence, no padding: same results, less compute "
-    "(default: on where the model's attention packs at no extra cost, e.g. SDPA or flash attention).",
-)
+def _training_options(command: str) -> dict:
+    """The ``TrainingArguments`` options of ``command``, with its recipe's defaults (:class:`TrainingOptions`)."""
+    recipe = TrainingOptions.recipe(command)
+    return {f.name: option(recipe, f.name) for f in dataclasses.fields(TrainingOptions)}
+
+
+TRAINING_OPTIONS = {command: _training_options(command) for command in ("train", "sft", "dpo", "grpo")}
 
 
 # ----------------------------------------------------------------- commands
@@ -222,18 +220,18 @@ def sft(
     model: str = ModelOpt,
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
-    epochs: float = EpochsOpt,
-    max_steps: int = MaxStepsOpt,
-    batch_size: int = BatchOpt,
-    grad_accum: int = GradAccOpt,
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
-    warmup: float = typer.Option(0.03, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
-    scheduler: str = _scheduler("cosine"),
+    num_train_epochs: float = TRAINING_OPTIONS["sft"]["num_train_epochs"],
+    max_steps: int = TRAINING_OPTIONS["sft"]["max_steps"],
+    per_device_train_batch_size: int = TRAINING_OPTIONS["sft"]["per_device_train_batch_size"],
+    gradient_accumulation_steps: int = TRAINING_OPTIONS["sft"]["gradient_accumulation_steps"],
+    learning_rate: float = TRAINING_OPTIONS["sft"]["learning_rate"],
+    warmup_steps: float = TRAINING_OPTIONS["sft"]["warmup_steps"],
+    lr_scheduler_type: str = TRAINING_OPTIONS["sft"]["lr_scheduler_type"],
     max_length: int = MaxLenOpt,
     truncation: str = TruncOpt,
-    seed: int = SeedOpt,
-    bf16: bool = Bf16Opt,
-    save_steps: int = SaveStepsOpt,
+    seed: int = TRAINING_OPTIONS["sft"]["seed"],
+    bf16: bool = TRAINING_OPTIONS["sft"]["bf16"],
+    save_steps: int = TRAINING_OPTIONS["sft"]["save_steps"],
     resume: bool = ResumeOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
@@ -254,13 +252,16 @@ def sft(
     """
     from transformers import TrainingArguments
 
-    from ..commands.runs import ModelSpec, trainer_arguments
     from ..commands.sft import train_sft
 
-    args = TrainingArguments(
-        output_dir=str(output),
-        **trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, 10, save_steps),
+    training = TrainingOptions(
+        num_train_epochs=num_train_epochs, max_steps=max_steps,
+        per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+        warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type, seed=seed, bf16=bf16,
+        save_steps=save_steps,
     )
+    args = TrainingArguments(output_dir=str(output), **training.trainer_kwargs())
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
     metrics = train_sft(
         data, str(output), args, spec, max_length, truncation, skip_invalid, resume, responses, step_separator, packing,
@@ -275,22 +276,14 @@ def train(
     data: str = typer.Option(..., "--data", "-d", help="Pairwise, pointwise or stepwise training data."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (the reward model)."),
     model: str = ModelOpt,
-    method: str = typer.Option(
-        "icrm", "--method", help="bt, grm, icrm, icrm-nosft; prm or prm-icrm (step labels, stepwise data)."
-    ),
-    generator: str = typer.Option("self", "--generator", help="PATH of a frozen causal LM, 'self' or 'uniform'."),
-    generator_temperature: Optional[float] = typer.Option(
-        None, "--generator-temperature", help="Temperature of w_t (default: 0.7 pointwise, 1 pairwise)."
-    ),
-    generator_top_p: Optional[float] = typer.Option(
-        None, "--generator-top-p", help="Top-p of w_t (default: 0.8 pointwise, 1 pairwise)."
-    ),
-    head_dropout: float = typer.Option(0.1, "--head-dropout", help="Dropout before the value head in training."),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="Consistency weight λ (overrides --method)."),
-    sft_weight: Optional[float] = typer.Option(None, "--sft-weight", help="SFT weight α (overrides --method)."),
-    sft_backbone_grad: float = typer.Option(
-        1e-3, "--sft-backbone-grad", help="Scale of the SFT gradient into the backbone (the SFT head gets all of it)."
-    ),
+    method: str = option(ICRMArguments, "method"),
+    generator: str = option(ICRMArguments, "generator"),
+    generator_temperature: Optional[float] = option(ICRMArguments, "generator_temperature"),
+    generator_top_p: Optional[float] = option(ICRMArguments, "generator_top_p"),
+    head_dropout: float = option(ICRMArguments, "head_dropout"),
+    lambda_: Optional[float] = option(ICRMArguments, "lambda_"),
+    sft_weight: Optional[float] = option(ICRMArguments, "sft_weight"),
+    sft_backbone_grad: float = option(ICRMArguments, "sft_backbone_grad"),
     center_rewards: float = typer.Option(
         0.0, "--center-rewards-coefficient", help="TRL's centering: adds c·mean((R_c + R_r)²) to pin the scale."
     ),
@@ -298,28 +291,26 @@ def train(
     step_separator: str = StepSepOpt,
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
-    epochs: float = EpochsOpt,
-    max_steps: int = MaxStepsOpt,
-    batch_size: int = BatchOpt,
-    grad_accum: int = GradAccOpt,
-    lr: float = typer.Option(1e-5, "--lr", help="Learning rate (reference: 1e-5; tiny models want ~1e-3)."),
-    warmup: float = typer.Option(0.03, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
-    scheduler: str = _scheduler("cosine"),
+    num_train_epochs: float = TRAINING_OPTIONS["train"]["num_train_epochs"],
+    max_steps: int = TRAINING_OPTIONS["train"]["max_steps"],
+    per_device_train_batch_size: int = TRAINING_OPTIONS["train"]["per_device_train_batch_size"],
+    gradient_accumulation_steps: int = TRAINING_OPTIONS["train"]["gradient_accumulation_steps"],
+    learning_rate: float = TRAINING_OPTIONS["train"]["learning_rate"],
+    warmup_steps: float = TRAINING_OPTIONS["train"]["warmup_steps"],
+    lr_scheduler_type: str = TRAINING_OPTIONS["train"]["lr_scheduler_type"],
     max_length: int = MaxLenOpt,
     truncation: str = TruncOpt,
-    seed: int = SeedOpt,
-    bf16: bool = Bf16Opt,
-    logging_steps: int = _logging_steps(10),
-    save_steps: int = SaveStepsOpt,
+    seed: int = TRAINING_OPTIONS["train"]["seed"],
+    bf16: bool = TRAINING_OPTIONS["train"]["bf16"],
+    logging_steps: int = TRAINING_OPTIONS["train"]["logging_steps"],
+    save_steps: int = TRAINING_OPTIONS["train"]["save_steps"],
     resume: bool = ResumeOpt,
     no_group_by_length: bool = typer.Option(
         False, "--no-group-by-length", help="Random batches instead of rows of similar length (more padding)."
     ),
-    cache_dir: Optional[str] = typer.Option(
-        None, "--cache-dir", help="Cache of generator probabilities [default: $ICRM_CACHE or ~/.cache/icrm]."
-    ),
-    gradient_checkpointing: bool = GradCkptOpt,
-    packing: Optional[bool] = PackingOpt,
+    cache_dir: Optional[str] = option(ICRMArguments, "cache_dir"),
+    activation_checkpointing: bool = GradCkptOpt,
+    padding_free: Optional[bool] = PackingOpt,
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -330,16 +321,15 @@ def train(
 
     Bradley–Terry (pairwise) or BCE (pointwise) loss, with the consistency and SFT regularizers.
     """
-    from ..commands.runs import ModelSpec, trainer_arguments
     from ..commands.train import train_reward_model
     from ..training import ICRMConfig
 
-    if warmup < 0:
+    if warmup_steps < 0:
         raise typer.BadParameter("--warmup must be >= 0")
     reward_config = ICRMConfig(
         output_dir=str(output),
         method=method,
-        lambda_=lam,
+        lambda_=lambda_,
         sft_weight=sft_weight,
         sft_backbone_grad=sft_backbone_grad,
         center_rewards_coefficient=center_rewards,
@@ -352,12 +342,15 @@ def train(
         truncation=truncation,
         step_separator=step_separator,
         eval_strategy="epoch" if eval_data else "no",
-        activation_checkpointing=gradient_checkpointing,
-        padding_free=packing,
-        **trainer_arguments(
-            epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps, save_steps,
-            not no_group_by_length,
-        ),
+        activation_checkpointing=activation_checkpointing,
+        padding_free=padding_free,
+        **TrainingOptions(
+            num_train_epochs=num_train_epochs, max_steps=max_steps,
+            per_device_train_batch_size=per_device_train_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+            warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type, seed=seed, bf16=bf16,
+            logging_steps=logging_steps, save_steps=save_steps,
+        ).trainer_kwargs(group_by_length=not no_group_by_length),
     )
     spec = ModelSpec(model, lora_r, lora_alpha, trust_remote_code, allow_pickle)
     metrics = train_reward_model(data, str(output), reward_config, spec, eval_data, skip_invalid, resume, overwrite)
@@ -621,14 +614,7 @@ def explain(
 
 # ------------------------------------------------------- policies (sample, DPO)
 
-SamplingOpts = dict(
-    n=typer.Option(4, "--n", help="Samples per prompt."),
-    temperature=typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
-    top_p=typer.Option(1.0, "--top-p", help="Nucleus sampling threshold."),
-    top_k=typer.Option(0, "--top-k", help="Top-k sampling (0 = off)."),
-    max_new_tokens=typer.Option(128, "--max-new-tokens", help="Longest response, in tokens."),
-    engine=typer.Option("hf", "--engine", help="hf (transformers generate) or vllm (if installed)."),
-)
+SamplingOpts = {f.name: option(SamplingConfig, f.name) for f in dataclasses.fields(SamplingConfig)}
 
 
 @app.command()
@@ -643,8 +629,8 @@ def sample(
     top_k: int = SamplingOpts["top_k"],
     max_new_tokens: int = SamplingOpts["max_new_tokens"],
     engine: str = SamplingOpts["engine"],
-    seed: int = SeedOpt,
-    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
+    seed: int = SamplingOpts["seed"],
+    batch_size: int = SamplingOpts["batch_size"],
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     overwrite: bool = OverwriteOpt,
@@ -655,7 +641,6 @@ def sample(
     Written as best-of-N candidates.
     """
     from ..commands.sample import sample_to_file
-    from ..policy import SamplingConfig
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     _report(sample_to_file(policy, prompts, output, sampling, trust_remote_code, allow_pickle, overwrite), {
@@ -706,22 +691,22 @@ def dpo(
     policy: str = typer.Option(..., "--policy", "-p", help="Starting policy (also the DPO reference)."),
     data: str = typer.Option(..., "--data", "-d", help="Pairwise data, e.g. from `icrm dpo-pairs`."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
-    beta: float = typer.Option(0.1, "--beta", help="DPO β: higher stays closer to the reference."),
-    loss_type: str = typer.Option("sigmoid", "--loss-type", help="TRL loss: sigmoid, ipo, hinge, robust, ..."),
+    beta: float = option(DPOSettings, "beta"),
+    loss_type: str = option(DPOSettings, "loss_type"),
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
-    epochs: float = EpochsOpt,
-    max_steps: int = MaxStepsOpt,
-    batch_size: int = BatchOpt,
-    grad_accum: int = GradAccOpt,
-    lr: float = typer.Option(1e-6, "--lr", help="Learning rate (TRL default 1e-6; tiny models want ~1e-4)."),
-    warmup: float = typer.Option(0.1, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
-    scheduler: str = _scheduler("linear"),
+    num_train_epochs: float = TRAINING_OPTIONS["dpo"]["num_train_epochs"],
+    max_steps: int = TRAINING_OPTIONS["dpo"]["max_steps"],
+    per_device_train_batch_size: int = TRAINING_OPTIONS["dpo"]["per_device_train_batch_size"],
+    gradient_accumulation_steps: int = TRAINING_OPTIONS["dpo"]["gradient_accumulation_steps"],
+    learning_rate: float = TRAINING_OPTIONS["dpo"]["learning_rate"],
+    warmup_steps: float = TRAINING_OPTIONS["dpo"]["warmup_steps"],
+    lr_scheduler_type: str = TRAINING_OPTIONS["dpo"]["lr_scheduler_type"],
     max_length: int = MaxLenOpt,
     gradient_checkpointing: bool = GradCkptOpt,
-    logging_steps: int = _logging_steps(10),
-    seed: int = SeedOpt,
-    bf16: bool = Bf16Opt,
+    logging_steps: int = TRAINING_OPTIONS["dpo"]["logging_steps"],
+    seed: int = TRAINING_OPTIONS["dpo"]["seed"],
+    bf16: bool = TRAINING_OPTIONS["dpo"]["bf16"],
     skip_invalid: bool = SkipOpt,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
@@ -733,10 +718,14 @@ def dpo(
     On chosen/rejected pairs, with the starting policy as the reference.
     """
     from ..commands.dpo import train_dpo
-    from ..commands.runs import trainer_arguments
-    from ..policy import DPOSettings
 
-    training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
+    training = TrainingOptions(
+        num_train_epochs=num_train_epochs, max_steps=max_steps,
+        per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+        warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type, seed=seed, bf16=bf16,
+        logging_steps=logging_steps,
+    ).trainer_kwargs()
     settings = DPOSettings(beta, loss_type, max_length, lora_r, lora_alpha, gradient_checkpointing, skip_invalid,
                            trust_remote_code, allow_pickle)
     metrics = train_dpo(policy, data, output, training, settings, overwrite)
@@ -761,8 +750,8 @@ def compare_policies_cmd(
     top_k: int = SamplingOpts["top_k"],
     max_new_tokens: int = SamplingOpts["max_new_tokens"],
     engine: str = SamplingOpts["engine"],
-    seed: int = SeedOpt,
-    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate / scoring call."),
+    seed: int = SamplingOpts["seed"],
+    batch_size: int = SamplingOpts["batch_size"],
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     overwrite: bool = OverwriteOpt,
@@ -773,7 +762,6 @@ def compare_policies_cmd(
     Samples from each policy are judged by a reward model or the true reward; win/tie/lose is vs the first policy.
     """
     from ..commands.compare_policies import compare_policies
-    from ..policy import SamplingConfig
 
     sampling = SamplingConfig(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size, engine)
     report = compare_policies(
@@ -802,19 +790,13 @@ def serve_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all interfaces, no auth)."),
     port: int = typer.Option(5000, "--port", help="Port (0: any free port; the URL is printed)."),
-    max_batch_size: Optional[int] = typer.Option(
-        None, "--max-batch-size", help="Most sequences per forward pass (default: 16 on a GPU, 1 on a CPU)."
-    ),
-    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Extra wait for a batch to fill (0: batch what queued)."),
-    max_length: Optional[int] = typer.Option(
-        None, "--max-length", help="Token limit per text (default: the model's position limit, else 2048)."
-    ),
-    max_items: int = typer.Option(1024, "--max-items", help="Most texts per request."),
-    max_body_size: Optional[int] = typer.Option(
-        None, "--max-body-size", help="Largest request body in bytes (default: 8 MiB); larger ones get 413 unread."
-    ),
-    normalize: bool = typer.Option(False, "--normalize", help="z-score with the training reward mean/std."),
-    packing: Optional[bool] = PackingOpt,
+    max_batch_size: Optional[int] = option(ServeConfig, "max_batch_size"),
+    max_wait_ms: float = option(ServeConfig, "max_wait_ms"),
+    max_length: Optional[int] = option(ServeConfig, "max_length"),
+    max_items: int = option(ServeConfig, "max_items"),
+    max_body_size: Optional[int] = option(ServeConfig, "max_body_size"),
+    normalize: bool = option(ServeConfig, "normalize"),
+    packing: Optional[bool] = option(ServeConfig, "packing", "--packing/--no-packing"),
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
@@ -824,7 +806,6 @@ def serve_cmd(
     Endpoints: /get_reward, /score, /health, /metrics.
     """
     from ..commands.serve import serve
-    from ..serve import ServeConfig
 
     def ready(url: str) -> None:
         _report({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
@@ -842,29 +823,29 @@ def grpo(
     reward_model: str = typer.Option(..., "--reward-model", "-r", help="Reward model directory (the judge)."),
     prompts: str = typer.Option(..., "--prompts", help="JSONL with `prompt` (text or messages), or any data file."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (a causal LM)."),
-    num_generations: int = typer.Option(8, "--num-generations", help="Completions per prompt (the GRPO group)."),
-    max_completion_length: int = typer.Option(256, "--max-completion-length", help="Longest completion, in tokens."),
-    beta: float = typer.Option(0.0, "--beta", help="KL weight to the starting policy (0: no reference model)."),
-    loss_type: str = typer.Option("dapo", "--loss-type", help="TRL loss: dapo, grpo, dr_grpo, bnpo, ..."),
-    epsilon: float = typer.Option(0.2, "--epsilon", help="Clipping range of the policy ratio."),
-    scale_rewards: str = typer.Option("group", "--scale-rewards", help="Divide advantages by the std of: group, batch, none."),
-    temperature: float = SamplingOpts["temperature"],
-    top_p: float = SamplingOpts["top_p"],
-    top_k: int = SamplingOpts["top_k"],
-    exclude_prompts: Optional[str] = typer.Option(None, "--exclude-prompts", help="Drop prompts that occur in this file (e.g. a test set)."),
+    num_generations: int = option(GRPOSettings, "num_generations"),
+    max_completion_length: int = option(GRPOSettings, "max_completion_length"),
+    beta: float = option(GRPOSettings, "beta"),
+    loss_type: str = option(GRPOSettings, "loss_type"),
+    epsilon: float = option(GRPOSettings, "epsilon"),
+    scale_rewards: str = option(GRPOSettings, "scale_rewards"),
+    temperature: float = option(GRPOSettings, "temperature"),
+    top_p: float = option(GRPOSettings, "top_p"),
+    top_k: int = option(GRPOSettings, "top_k"),
+    exclude_prompts: Optional[str] = option(GRPOSettings, "exclude_prompts"),
     lora_r: int = LoraROpt,
     lora_alpha: int = LoraAlphaOpt,
-    epochs: float = EpochsOpt,
-    max_steps: int = MaxStepsOpt,
-    batch_size: int = typer.Option(8, "--batch-size", help="Completions per device per step (x grad-accum: a multiple of --num-generations)."),
-    grad_accum: int = GradAccOpt,
-    lr: float = typer.Option(1e-6, "--lr", help="Learning rate (TRL default 1e-6; tiny models want ~1e-4)."),
-    warmup: float = typer.Option(0.0, "--warmup", help="Warmup: a ratio of all steps if < 1, else steps."),
-    scheduler: str = _scheduler("linear"),
-    gradient_checkpointing: bool = GradCkptOpt,
-    logging_steps: int = _logging_steps(1),
-    seed: int = SeedOpt,
-    bf16: bool = Bf16Opt,
+    num_train_epochs: float = TRAINING_OPTIONS["grpo"]["num_train_epochs"],
+    max_steps: int = TRAINING_OPTIONS["grpo"]["max_steps"],
+    per_device_train_batch_size: int = TRAINING_OPTIONS["grpo"]["per_device_train_batch_size"],
+    gradient_accumulation_steps: int = TRAINING_OPTIONS["grpo"]["gradient_accumulation_steps"],
+    learning_rate: float = TRAINING_OPTIONS["grpo"]["learning_rate"],
+    warmup_steps: float = TRAINING_OPTIONS["grpo"]["warmup_steps"],
+    lr_scheduler_type: str = TRAINING_OPTIONS["grpo"]["lr_scheduler_type"],
+    gradient_checkpointing: bool = option(GRPOSettings, "gradient_checkpointing"),
+    logging_steps: int = TRAINING_OPTIONS["grpo"]["logging_steps"],
+    seed: int = TRAINING_OPTIONS["grpo"]["seed"],
+    bf16: bool = TRAINING_OPTIONS["grpo"]["bf16"],
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     overwrite: bool = OverwriteOpt,
@@ -875,10 +856,14 @@ def grpo(
     The reward model is the reward function.
     """
     from ..commands.grpo import train_grpo
-    from ..commands.runs import trainer_arguments
-    from ..policy import GRPOSettings
 
-    training = trainer_arguments(epochs, max_steps, batch_size, grad_accum, lr, seed, bf16, warmup, scheduler, logging_steps)
+    training = TrainingOptions(
+        num_train_epochs=num_train_epochs, max_steps=max_steps,
+        per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+        warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type, seed=seed, bf16=bf16,
+        logging_steps=logging_steps,
+    ).trainer_kwargs()
     settings = GRPOSettings(
         num_generations, max_completion_length, beta, loss_type, epsilon, scale_rewards, temperature, top_p, top_k,
         lora_r, lora_alpha, gradient_checkpointing, exclude_prompts, trust_remote_code, allow_pickle,

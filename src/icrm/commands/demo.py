@@ -34,12 +34,12 @@ from ..data import (
     step_metrics,
 )
 from ..evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
+from ..modeling import ModelSpec
 from ..outputs import note, staged_directory, write_json
-from ..training import ICRMConfig
+from ..training import ICRMConfig, TrainingOptions
 from .bon import best_of_n
 from .data import write_task
 from .evaluate import evaluate_pairs
-from .runs import ModelSpec, trainer_arguments
 from .sft import train_sft
 from .train import train_reward_model
 
@@ -85,9 +85,10 @@ LABEL_FLIP = {"noisy": 0.25}  # share of training labels flipped per task (label
 
 
 def _train_args(settings: DemoSettings, epochs: float) -> dict:
-    return trainer_arguments(
-        epochs=epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, warmup=0.03, logging_steps=5
-    )
+    return TrainingOptions(
+        num_train_epochs=epochs, per_device_train_batch_size=settings.batch_size, learning_rate=settings.lr,
+        seed=settings.seed, warmup_steps=0.03, logging_steps=5,
+    ).trainer_kwargs()
 
 
 def _sft(data: Path, output: Path, settings: DemoSettings, responses: str, epochs: float | None = None) -> None:
@@ -318,7 +319,9 @@ def _dpo_stage(root: Path, settings: DemoSettings) -> dict:
             str(root / "models" / f"noisy-{method.lower()}"), str(work / "candidates.jsonl"), pairs_file,
             exclude_prompts=str(work / "heldout_prompts.jsonl"),
         )["pairs"]
-        training = trainer_arguments(epochs=2, batch_size=16, lr=1e-4, seed=settings.seed, logging_steps=5)
+        training = TrainingOptions(
+            num_train_epochs=2, per_device_train_batch_size=16, learning_rate=1e-4, seed=settings.seed, logging_steps=5
+        ).trainer_kwargs()
         output = root / "models" / f"noisy-dpo-{method.lower()}"
         train_dpo(str(policy), str(pairs_file), output, training, DPOSettings(max_length=settings.max_length))
         policies.append(str(output))

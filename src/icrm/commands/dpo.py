@@ -16,7 +16,7 @@ def train_dpo(
     """``icrm dpo``: DPO with TRL's ``DPOTrainer``; writes a plain causal-LM directory.
 
     ``training`` holds ``TrainingArguments`` fields (see
-    :func:`icrm.training.trainer_arguments`). The directory holds the policy
+    :meth:`icrm.training.TrainingOptions.trainer_kwargs`). The directory holds the policy
     (LoRA merged, so it loads with ``AutoModelForCausalLM.from_pretrained``),
     ``metrics.json``, ``config.yaml`` and ``losses.png``. ``output`` may be an
     earlier ``dpo`` output; anything else there needs ``overwrite``

@@ -26,7 +26,7 @@ def train_grpo(policy: str, reward_model: str, prompts: str, output: str | Path,
     """``icrm grpo``: GRPO with TRL's ``GRPOTrainer``; writes a plain causal-LM directory.
 
     ``training`` holds ``TrainingArguments`` fields (see
-    :func:`icrm.training.trainer_arguments`); its batch size counts
+    :meth:`icrm.training.TrainingOptions.trainer_kwargs`); its batch size counts
     completions, so batch size x gradient accumulation must be a multiple of
     ``num_generations`` (TRL's rule). Prompts whose :func:`~icrm.policy.prompt_key`
     occurs in ``settings.exclude_prompts`` are left out, as in ``dpo-pairs``.

@@ -1,7 +1,8 @@
-"""What the training commands share: the model they start from, their TrainingArguments, and a resumable run.
+"""What the training commands share: the model they start from and a resumable run.
 
 ``icrm train`` and ``icrm sft`` (and the demo and benchmarks that call them)
-set the same ``TrainingArguments`` fields from their options, train in a
+set the same ``TrainingArguments`` fields from their options
+(:class:`icrm.training.TrainingOptions`), train in a
 working directory next to the output that is renamed into place when the run
 succeeds, and resume from its last checkpoint after a crash or Ctrl-C.
 """
@@ -12,75 +13,13 @@ import contextlib
 import json
 import shutil
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from transformers import Trainer, TrainingArguments
 
 from ..errors import TrainingStopped, UserError
-from ..modeling import lora_config
 from ..outputs import mark_output, replace_path, write_json
 from ..training import ConfigError, GracefulInterrupt, WholeRunLoss, use_rich_progress
-
-
-def trainer_arguments(
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    lr: float = 1e-5,
-    seed: int = 0,
-    bf16: bool = False,
-    warmup: float = 0.03,
-    scheduler: str = "cosine",
-    logging_steps: int = 10,
-    save_steps: int = 0,
-    group_by_length: bool = False,
-) -> dict:
-    """The ``TrainingArguments`` fields icrm's commands set (warmup < 1 is a ratio).
-
-    ``save_steps`` > 0 keeps periodic checkpoints (model, optimizer, scheduler,
-    RNG and data position) for ``--resume``. ``group_by_length`` batches rows
-    of similar length together (less padding, faster; a different data order).
-    """
-    return dict(
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=lr,
-        lr_scheduler_type=scheduler,
-        warmup_steps=warmup,
-        seed=seed,
-        data_seed=seed,
-        bf16=bf16,
-        logging_steps=logging_steps,
-        save_strategy="steps" if save_steps > 0 else "no",
-        save_steps=save_steps if save_steps > 0 else 500,
-        save_total_limit=2 if save_steps > 0 else None,
-        report_to=[],
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
-    )
-
-
-@dataclass
-class ModelSpec:
-    """What ``--model`` names and how to adapt it."""
-
-    name: str = "tiny"
-    lora_r: int = 0
-    lora_alpha: int = 16
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-
-    def peft_config(self):
-        """``--lora-r/--lora-alpha`` as a peft config, or None."""
-        return lora_config(self.lora_r, self.lora_alpha)
 
 
 @contextlib.contextmanager

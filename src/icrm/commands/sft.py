@@ -9,6 +9,7 @@ from transformers import Trainer, TrainingArguments
 from ..data import DEFAULT_SEPARATOR, RewardDataset, example_texts, load_examples, tokenize_examples
 from ..modeling import (
     PRESETS,
+    ModelSpec,
     PackedSFTCollator,
     build_causal_lm,
     load_causal_lm,
@@ -17,7 +18,7 @@ from ..modeling import (
 )
 from ..outputs import check_output, progress, write_json
 from ..training import ConfigError, SFTCollator, sft_examples
-from .runs import ModelSpec, run_directory, run_trainer
+from .runs import run_directory, run_trainer
 
 
 def train_sft(
@@ -67,8 +68,8 @@ def train_sft(
     dataset = RewardDataset([chosen[i] for i in kept], items)
 
     resolved = {"data": data, "responses": responses, "model": asdict(spec), "max_length": max_length, "seed": args.seed,
-                "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "max_steps": args.max_steps,
-                "packing": packing}
+                "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
+                "max_steps": args.max_steps, "packing": packing}
     with run_directory(output, "sft", resume, resolved, args) as work:
         args.output_dir = str(work / "trainer")
         collator = PackedSFTCollator(tokenizer.pad_token_id) if packing else SFTCollator(tokenizer.pad_token_id)

@@ -14,9 +14,10 @@ from pathlib import Path
 import yaml
 
 from ..data import load_examples
+from ..modeling import ModelSpec
 from ..outputs import check_output, write_json
 from ..training import TRAINABLE_FORMATS, ICRMConfig, ICRMTrainer
-from .runs import ModelSpec, run_directory, run_trainer
+from .runs import run_directory, run_trainer
 
 
 def train_reward_model(

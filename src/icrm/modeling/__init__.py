@@ -16,4 +16,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "peft": ["add_lora", "add_peft", "lora_config"],
     "presets": ["CHAT_TEMPLATE", "PRESETS", "build_causal_lm", "train_tokenizer"],
     "reward_model": ["RewardModel"],
+    "spec": ["ModelSpec"],
 })

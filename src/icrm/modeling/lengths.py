@@ -23,8 +23,8 @@ from ..data import (
     responses_of,
     tokenize_examples,
 )
-from ..errors import UserError
 from ..outputs import progress, warn
+from ..settings import SettingError
 
 if TYPE_CHECKING:
     from .reward_model import RewardModel
@@ -53,9 +53,9 @@ def resolve_max_length(rm: RewardModel, max_length: int | None) -> int | None:
     if max_length is None:
         return limit
     if max_length < 8:
-        raise UserError(f"--max-length must be at least 8, got {max_length}")
+        raise SettingError(None, "max_length", f"must be at least 8, got {max_length}")
     if limit is not None and max_length > limit:
-        raise UserError(f"--max-length {max_length} exceeds the model's position limit of {limit} tokens")
+        raise SettingError(None, "max_length", f"{max_length} exceeds the model's position limit of {limit} tokens")
     return max_length
 
 

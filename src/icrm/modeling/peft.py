@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..settings import SettingError
 from .loading import ModelError
 
 
@@ -57,7 +57,7 @@ def add_peft(rm, peft_config):
 def add_lora(rm, r: int, alpha: int, dropout: float = 0.0):
     """LoRA on every linear layer of the backbone (``--lora-r``, at least 1); see :func:`add_peft`."""
     if r <= 0:
-        raise UserError(f"--lora-r must be at least 1 to add LoRA, got {r}")
+        raise SettingError(None, "lora_r", f"must be at least 1 to add LoRA, got {r}")
     return add_peft(rm, lora_config(r, alpha, dropout))
 
 

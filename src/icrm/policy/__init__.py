@@ -14,12 +14,12 @@ from ..exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "compare": ["TRUE_REWARD", "outcome_rates", "synthetic_task_of", "true_reward_judge"],
-    "dpo": ["DPO_LOSS_TYPES", "DPOSettings", "dpo_rows", "plot_dpo_loss", "run_dpo"],
-    "grpo": ["GRPOSettings", "GRPO_LOSS_TYPES", "SCALE_REWARDS", "check_group_size", "check_reward_model",
-        "plot_rewards", "run_grpo"],
+    "dpo": ["dpo_rows", "plot_dpo_loss", "run_dpo"],
+    "grpo": ["check_group_size", "check_reward_model", "plot_rewards", "run_grpo"],
     "pairs": ["Pick", "conversational_pair", "make_dpo_pairs", "pick_pair"],
     "prompts": ["Prompt", "load_prompts", "prompt_key", "prompt_keys", "prompt_value", "render_prompts"],
-    "sampling": ["ENGINES", "Samples", "SamplingConfig", "check_top_p_top_k", "generate_samples", "require_vllm",
-        "sample_hf"],
+    "sampling": ["Samples", "generate_samples", "sample_hf"],
+    "settings": ["DPOSettings", "DPO_LOSS_TYPES", "ENGINES", "GRPOSettings", "GRPO_LOSS_TYPES", "SCALE_REWARDS",
+        "SamplingConfig", "check_top_p_top_k", "require_vllm"],
     "trainers": ["train_with_trl", "training_summary", "write_run_record"],
 })

@@ -9,44 +9,13 @@ switched off instead).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import PairExample
-from ..errors import UserError
 from ..modeling import lora_config
 from .pairs import conversational_pair
+from .settings import DPOSettings
 from .trainers import train_with_trl
-
-# The losses TRL 1.x's DPOTrainer implements; it only rejects others mid-training.
-DPO_LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
-    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-)
-
-
-@dataclass
-class DPOSettings:
-    """``icrm dpo`` options that are not ``TrainingArguments`` fields."""
-
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    max_length: int = 1024
-    lora_r: int = 0
-    lora_alpha: int = 16
-    gradient_checkpointing: bool = False
-    skip_invalid: bool = False
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-
-    def validate(self) -> None:
-        """Fail before any model is loaded, with the option's name in the message."""
-        if self.beta <= 0:
-            raise UserError(f"--beta must be > 0, got {self.beta}")
-        if self.loss_type not in DPO_LOSS_TYPES:
-            raise UserError(f"--loss-type must be one of {', '.join(DPO_LOSS_TYPES)}, got {self.loss_type!r}")
-        if self.max_length < 8:
-            raise UserError(f"--max-length must be at least 8, got {self.max_length}")
 
 
 def dpo_rows(examples: list[PairExample]) -> list[dict]:
@@ -58,7 +27,7 @@ def run_dpo(model, tokenizer, examples: list[PairExample], training: dict, setti
     """Train ``model`` with DPO on ``examples`` and save the policy (LoRA merged) in ``directory``.
 
     ``training`` holds ``TrainingArguments`` fields (see
-    :func:`icrm.training.trainer_arguments`). Returns the trainer, whose
+    :meth:`icrm.training.TrainingOptions.trainer_kwargs`). Returns the trainer, whose
     ``train_dataset`` holds the pairs that fit ``max_length``, and
     ``train()``'s result.
     """

@@ -21,55 +21,13 @@ its own for that reason), so use icrm checkpoints as the judge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
 from ..modeling import lora_config
 from .prompts import Prompt
-from .sampling import check_top_p_top_k
+from .settings import GRPOSettings
 from .trainers import train_with_trl
-
-# What TRL 1.x's GRPOConfig accepts (it only rejects others mid-training).
-GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
-SCALE_REWARDS = ("group", "batch", "none")
-
-
-@dataclass
-class GRPOSettings:
-    """``icrm grpo`` options that are not ``TrainingArguments`` fields (TRL's names and defaults)."""
-
-    num_generations: int = 8
-    max_completion_length: int = 256
-    beta: float = 0.0
-    loss_type: str = "dapo"
-    epsilon: float = 0.2
-    scale_rewards: str = "group"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    lora_r: int = 0
-    lora_alpha: int = 16
-    gradient_checkpointing: bool = False
-    exclude_prompts: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-
-    def validate(self) -> None:
-        """Fail before any model is loaded, with the option's name in the message."""
-        if self.num_generations < 2:
-            raise UserError(f"--num-generations must be at least 2 (GRPO compares completions), got {self.num_generations}")
-        if self.max_completion_length < 1:
-            raise UserError(f"--max-completion-length must be at least 1, got {self.max_completion_length}")
-        if self.beta < 0:
-            raise UserError(f"--beta must be >= 0, got {self.beta}")
-        if self.loss_type not in GRPO_LOSS_TYPES:
-            raise UserError(f"--loss-type must be one of {', '.join(GRPO_LOSS_TYPES)}, got {self.loss_type!r}")
-        if self.scale_rewards not in SCALE_REWARDS:
-            raise UserError(f"--scale-rewards must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}")
-        if self.temperature <= 0:
-            raise UserError(f"--temperature must be > 0 (GRPO needs distinct samples), got {self.temperature}")
-        check_top_p_top_k(self.top_p, self.top_k)
 
 
 def check_group_size(training: dict, num_generations: int) -> None:
@@ -101,7 +59,7 @@ def run_grpo(model, tokenizer, prompts: list[Prompt], reward_model: str, trainin
     """Train ``model`` with GRPO on ``prompts`` judged by ``reward_model``; save it (LoRA merged) in ``directory``.
 
     ``training`` holds ``TrainingArguments`` fields (see
-    :func:`icrm.training.trainer_arguments`); its batch size counts
+    :meth:`icrm.training.TrainingOptions.trainer_kwargs`); its batch size counts
     completions (:func:`check_group_size`). Returns the trainer and
     ``train()``'s result.
     """

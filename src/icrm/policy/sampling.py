@@ -6,63 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UserError
 from ..outputs import progress
 from .prompts import Prompt, render_prompts
-
-ENGINES = ("hf", "vllm")
-
-
-@dataclass
-class SamplingConfig:
-    """How to sample: N per prompt, the decoding knobs, the seed, the batch and the engine.
-
-    ``temperature=0`` means greedy decoding (then all N samples are equal).
-    ``top_k=0`` disables top-k, so plain temperature/top-p sampling is the
-    same under transformers (whose own default is top-k 50) and vLLM.
-    """
-
-    n: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 128
-    seed: int = 0
-    batch_size: int = 16
-    engine: str = "hf"
-
-    def validate(self) -> None:
-        """Fail before any model is loaded, with the option's name in the message."""
-        if self.n < 1:
-            raise UserError(f"--n must be at least 1, got {self.n}")
-        if self.temperature < 0:
-            raise UserError(f"--temperature must be >= 0, got {self.temperature}")
-        check_top_p_top_k(self.top_p, self.top_k)
-        if self.max_new_tokens < 1:
-            raise UserError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.engine not in ENGINES:
-            raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.engine == "vllm":
-            require_vllm()
-
-
-def check_top_p_top_k(top_p: float, top_k: int) -> None:
-    """The nucleus and top-k limits every sampler here accepts: top-p in (0, 1], top-k >= 0 (0 = off)."""
-    if not 0 < top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
-    if top_k < 0:
-        raise UserError(f"--top-k must be >= 0 (0 = off), got {top_k}")
-
-
-def require_vllm():
-    """The vllm module, or a one-line error saying how to get it (it is an optional dependency)."""
-    try:
-        import vllm
-    except ImportError as err:
-        raise UserError("--engine vllm needs vLLM, which is not installed (pip install vllm), or use --engine hf") from err
-    return vllm
+from .settings import SamplingConfig, require_vllm
 
 
 @dataclass

@@ -40,9 +40,9 @@ def train_with_trl(trainer_cls, config_cls, what: str, config: dict, staging: Pa
 
 
 def training_summary(training: dict) -> dict:
-    """The ``TrainingArguments`` fields a policy run's config.yaml records."""
-    kept = ("learning_rate", "num_train_epochs", "max_steps", "seed")
-    return {**{k: training[k] for k in kept if k in training}, "batch_size": training.get("per_device_train_batch_size")}
+    """The ``TrainingArguments`` fields a policy run's config.yaml records, under their names."""
+    kept = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "seed")
+    return {k: training[k] for k in kept if k in training}
 
 
 def write_run_record(directory: Path, config: dict, metrics: dict) -> None:

@@ -6,8 +6,9 @@ The command that loads a model and listens is ``icrm.commands.serve``.
 from ..exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "app": ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_MAX_LENGTH", "ServeConfig", "create_app", "default_batch_size"],
+    "app": ["create_app", "default_batch_size"],
     "batching": ["DynamicBatcher", "pick_batch"],
+    "config": ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_MAX_LENGTH", "ServeConfig"],
     "metrics": ["Metrics", "percentile"],
     "requests": ["RequestError", "ScoreItem", "score_items", "text_sequences"],
 })

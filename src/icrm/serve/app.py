@@ -34,45 +34,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from ..data import token_texts
-from ..errors import UserError
 from ..modeling import RewardModel, resolve_max_length
+from ..settings import SettingError
 from .batching import DynamicBatcher
+from .config import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_LENGTH, ServeConfig
 from .metrics import Metrics
 from .requests import RequestError, bool_field, json_object, list_field, score_items, string_field, text_sequences
 
-DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len), for a model without position limit
-DEFAULT_MAX_BODY_SIZE = 8 * 2**20  # bytes: room for thousands of long conversations per request
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ServeConfig:
-    """Batching and limits; ``None`` picks the default for the model's device (see :func:`create_app`)."""
-
-    max_batch_size: int | None = None
-    max_wait_ms: float = 0.0
-    max_length: int | None = None
-    max_items: int = 1024
-    normalize: bool = False
-    packing: bool | None = None  # padding-free batches (see RewardModel); None: where they cost nothing extra
-    max_body_size: int | None = None  # bytes per request body; None: DEFAULT_MAX_BODY_SIZE
-
-    def validate(self) -> None:
-        """Fail before the model is loaded, with the option's name in the message."""
-        if self.max_batch_size is not None and self.max_batch_size < 1:
-            raise UserError(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
-        if not 0 <= self.max_wait_ms <= 60_000:
-            raise UserError(f"--max-wait-ms must be between 0 and 60000, got {self.max_wait_ms}")
-        if self.max_length is not None and self.max_length < 8:
-            raise UserError(f"--max-length must be at least 8, got {self.max_length}")
-        if self.max_items < 1:
-            raise UserError(f"--max-items must be at least 1, got {self.max_items}")
-        if self.max_body_size is not None and self.max_body_size < 1:
-            raise UserError(f"--max-body-size must be at least 1 byte, got {self.max_body_size}")
 
 
 def default_batch_size(rm: RewardModel) -> int:
@@ -96,7 +68,9 @@ def create_app(rm: RewardModel, config: ServeConfig, model_name: str = ""):
 
     config.validate()
     if config.normalize and not rm.reward_stats:
-        raise UserError(f"{model_name or 'the model'}: --normalize needs reward statistics, which only icrm checkpoints store")
+        raise SettingError(
+            config, "normalize", f"{model_name or 'the model'}: {{field}} needs reward statistics, which only icrm checkpoints store"
+        )
     max_length = resolve_max_length(rm, config.max_length) or DEFAULT_MAX_LENGTH
     rm.eval().use_padding_free(config.packing)
     tokenizer = rm.tokenizer

@@ -9,14 +9,15 @@ loss the outcome term is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import RewardConfig
 
-from ..data import DEFAULT_SEPARATOR
 from ..errors import UserError
 from ..outputs import note
+from ..settings import SettingError
+from .arguments import ICRMArguments
 
 METHODS = {
     # name: (λ consistency weight, α SFT weight)
@@ -47,8 +48,12 @@ class ConfigError(UserError):
     """An option value that cannot work."""
 
 
+class ConfigFieldError(ConfigError, SettingError):
+    """A field of :class:`ICRMConfig` whose value cannot work: the message names the field, the CLI its flag."""
+
+
 @dataclass
-class ICRMConfig(RewardConfig):
+class ICRMConfig(ICRMArguments, RewardConfig):
     r"""Configuration of :class:`ICRMTrainer`: TRL's ``RewardConfig`` plus ICRM's options.
 
     Every field of TRL's ``RewardConfig`` and of ``transformers.TrainingArguments``
@@ -102,52 +107,24 @@ class ICRMConfig(RewardConfig):
       extra cost (SDPA, flash attention), padded otherwise.
     """
 
-    method: str = field(default="icrm", metadata={"help": "bt, grm, icrm, icrm-nosft, prm or prm-icrm"})
-    lambda_: float | None = field(default=None, metadata={"help": "consistency weight λ (default: the method's)"})
-    sft_weight: float | None = field(default=None, metadata={"help": "SFT weight α (default: the method's)"})
-    sft_backbone_grad: float = field(default=1e-3, metadata={"help": "gradient scale of L_SFT into the backbone"})
-    generator: str = field(default="self", metadata={"help": "PATH of a frozen causal LM, 'self' or 'uniform'"})
-    generator_temperature: float | None = field(
-        default=None, metadata={"help": "temperature of w_t (default: 0.7 for pointwise data, as the reference; else 1)"}
-    )
-    generator_top_p: float | None = field(
-        default=None, metadata={"help": "top-p of w_t (default: 0.8 for pointwise data, as the reference; else 1)"}
-    )
-    generator_batch_size: int = 16
-    head_dropout: float = field(default=0.1, metadata={"help": "dropout before the value head in training (TRL's ValueHead)"})
-    cache_dir: str | None = None
-    truncation: str = field(default="left", metadata={"help": "over-long rows: left (cut the prompt) or drop"})
-    allow_pickle: bool = field(default=False, metadata={"help": "also load pickle (.bin) weights"})
-    step_separator: str = field(
-        default=DEFAULT_SEPARATOR, metadata={"help": "joins the steps of stepwise rows (as in TRL's PRMConfig)"}
-    )
-    padding_free: bool | None = field(
-        default=None, metadata={"help": "pack each batch into one sequence, no padding (default: where free)"}
-    )
-    # TRL's default (True) goes to activation_checkpointing in __post_init__: set here, it would warn.
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "deprecated alias of activation_checkpointing (default: on, as in TRL)"}
-    )
-
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+            raise ConfigFieldError(self, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         checks = [
-            ("--lambda", "lambda_", 0.0 <= self.consistency_weight <= 1.0, f"must be in [0, 1], got {self.consistency_weight}"),
-            ("--sft-weight", "sft_weight", self.sft_coef >= 0, f"must be >= 0, got {self.sft_coef}"),
-            ("--truncation", "truncation", self.truncation in ("left", "drop"), f"must be left or drop, got {self.truncation!r}"),
-            ("--max-length", "max_length", self.max_length is None or self.max_length >= 8,
-             f"must be at least 8, got {self.max_length}"),
-            ("--generator-temperature", "generator_temperature",
-             self.generator_temperature is None or self.generator_temperature > 0, f"must be > 0, got {self.generator_temperature}"),
-            ("--generator-top-p", "generator_top_p", self.generator_top_p is None or 0.0 < self.generator_top_p <= 1.0,
+            ("lambda_", 0.0 <= self.consistency_weight <= 1.0, f"must be in [0, 1], got {self.consistency_weight}"),
+            ("sft_weight", self.sft_coef >= 0, f"must be >= 0, got {self.sft_coef}"),
+            ("truncation", self.truncation in ("left", "drop"), f"must be left or drop, got {self.truncation!r}"),
+            ("max_length", self.max_length is None or self.max_length >= 8, f"must be at least 8, got {self.max_length}"),
+            ("generator_temperature", self.generator_temperature is None or self.generator_temperature > 0,
+             f"must be > 0, got {self.generator_temperature}"),
+            ("generator_top_p", self.generator_top_p is None or 0.0 < self.generator_top_p <= 1.0,
              f"must be in (0, 1], got {self.generator_top_p}"),
-            ("--head-dropout", "head_dropout", 0.0 <= self.head_dropout < 1.0, f"must be in [0, 1), got {self.head_dropout}"),
-            ("--step-separator", "step_separator", bool(self.step_separator), "must not be empty"),
+            ("head_dropout", 0.0 <= self.head_dropout < 1.0, f"must be in [0, 1), got {self.head_dropout}"),
+            ("step_separator", bool(self.step_separator), "must not be empty"),
         ]
-        for option, name, ok, message in checks:
+        for name, ok, problem in checks:
             if not ok:
-                raise ConfigError(f"{option} {message} (ICRMConfig.{name})")
+                raise ConfigFieldError(self, name, problem)
         for name, why in UNSUPPORTED.items():
             if getattr(self, name):
                 raise ConfigError(f"ICRMConfig.{name} is not supported by icrm: {why}")
@@ -174,8 +151,8 @@ class ICRMConfig(RewardConfig):
     def check_format(self, data_format: str) -> None:
         """Process-supervised methods need step labels."""
         if self.process_supervised and data_format != "stepwise":
-            raise ConfigError(
-                f"--method {self.method} needs stepwise data (prompt, completions, labels), got {data_format}"
+            raise ConfigFieldError(
+                self, "method", f"{self.method} needs stepwise data (prompt, completions, labels), got {data_format}"
             )
 
     @property
@@ -191,10 +168,11 @@ class ICRMConfig(RewardConfig):
         return METHODS[self.method][1] if self.sft_weight is None else self.sft_weight
 
     def settings(self) -> dict:
-        """The options that define a run: saved in ``icrm_config.json``, compared by ``--resume``."""
+        """The options that define a run, under their field names: saved in ``icrm_config.json``, compared by
+        ``--resume``. ``lambda_`` and ``sft_weight`` are the resolved weights, not ``None``."""
         return {
             "method": self.method,
-            "lambda": self.consistency_weight,
+            "lambda_": self.consistency_weight,
             "sft_weight": self.sft_coef,
             "sft_backbone_grad": self.sft_backbone_grad,
             "center_rewards_coefficient": self.center_rewards_coefficient or 0.0,
@@ -208,12 +186,12 @@ class ICRMConfig(RewardConfig):
             "step_separator": self.step_separator,
             "padding_free": self.padding_free,
             "learning_rate": self.learning_rate,
-            "epochs": self.num_train_epochs,
+            "num_train_epochs": self.num_train_epochs,
             "max_steps": self.max_steps,
-            "batch_size": self.per_device_train_batch_size,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "lr_scheduler": str(self.lr_scheduler_type),
-            "warmup": self.warmup_steps,
+            "lr_scheduler_type": str(self.lr_scheduler_type),
+            "warmup_steps": self.warmup_steps,
             "seed": self.seed,
         }
 

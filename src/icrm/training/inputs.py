@@ -24,7 +24,7 @@ from ..data import (
 )
 from ..modeling import PRESETS, RewardModel, build_causal_lm, load_tokenizer, prepare_tokenizer, train_tokenizer
 from ..outputs import progress
-from .config import TRAINABLE_FORMATS, ConfigError, ICRMConfig
+from .config import TRAINABLE_FORMATS, ConfigError, ConfigFieldError, ICRMConfig
 
 
 def model_name(model) -> str:
@@ -136,7 +136,7 @@ def tokenize_dataset(data: LoadedData, tokenizer, args: ICRMConfig, label: str) 
         with progress(f"tokenizing {label}", len(data.examples)) as advance:
             items, kept, stats = tokenize_examples(data.examples, tokenizer, max_length, args.truncation, advance)
     if not items:
-        raise ConfigError(f"{data.source}: every row is longer than --max-length {max_length} (max_length)")
+        raise ConfigFieldError(args, "max_length", f"{data.source}: every row is longer than {{field}} {max_length}")
     counts = {
         "examples": len(items), "skipped_rows": data.skipped, "truncated": stats.truncated,
         "dropped_over_length": stats.dropped,

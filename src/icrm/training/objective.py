@@ -16,7 +16,7 @@ import torch
 
 from .. import losses
 from ..modeling import RewardModel, head_generation_weights
-from .config import ConfigError, ICRMConfig
+from .config import ConfigFieldError, ICRMConfig
 
 
 @dataclass
@@ -101,7 +101,7 @@ def consistency_term(rm: RewardModel, inputs, rewards, hidden, args: ICRMConfig,
 def process_term(inputs, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The PRM loss and the step accuracy (σ(r) > 0.5 agrees with the step label)."""
     if "step_positions" not in inputs:
-        raise ConfigError("--method prm and prm-icrm need stepwise data (prompt, completions, labels)")
+        raise ConfigFieldError(ICRMConfig, "method", "prm and prm-icrm need stepwise data (prompt, completions, labels)")
     positions, labels = inputs["step_positions"], inputs["step_labels"]
     valid = positions >= 0
     picked = losses.gather_steps(rewards, positions)[valid]

@@ -7,7 +7,7 @@ a policy) on the responses chosen here, with the loss on response tokens only.
 from __future__ import annotations
 
 from ..data import PairExample, PointExample, RewardCollator
-from .config import ConfigError
+from .config import ConfigFieldError
 
 
 class SFTCollator(RewardCollator):
@@ -41,7 +41,7 @@ def sft_examples(examples: list, responses: str) -> list[PointExample]:
     will weigh, good and bad.
     """
     if responses not in SFT_RESPONSES:
-        raise ConfigError(f"--responses must be one of {', '.join(SFT_RESPONSES)}, got {responses!r}")
+        raise ConfigFieldError(None, "responses", f"must be one of {', '.join(SFT_RESPONSES)}, got {responses!r}")
     sides, labels = SFT_RESPONSES[responses]
     out = []
     for ex in examples:
