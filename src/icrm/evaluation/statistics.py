@@ -1,4 +1,4 @@
-"""The numbers every score metric shares: σ of a reward, average ranks with ties, and AUROC.
+"""Numbers the score metrics share: σ of a reward, average ranks with ties, and AUROC.
 
 Pure functions of numbers, used by the step metrics, by ``icrm eval``'s outcome
 AUROC and by the explanation's rank correlation.
