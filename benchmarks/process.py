@@ -15,7 +15,7 @@ with the same seed and settings, so rows are paired by seed:
   probability of each step (``σ(r) = p_gen(step | prefix)``, a local
   plausibility check), and random step scores.
 
-Metrics on the held-out test chains (:func:`icrm.data.steps.step_metrics`): step
+Metrics on the held-out test chains (:func:`icrm.evaluation.step_metrics`): step
 AUROC, first-error F1 (threshold 0.5), localisation, and the outcome AUROC;
 best-of-8 accuracy on held-out prompts with the step scores aggregated by
 ``last`` (= the outcome reward), ``min`` and ``mean``. Reported as mean ± std
@@ -53,8 +53,8 @@ from transformers import TrainingArguments
 from icrm.commands.data import write_task
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
-from icrm.data import aggregate, auroc, encode_steps, load_examples, split_steps, step_metrics
-from icrm.evaluation import bon_metrics
+from icrm.data import encode_steps, load_examples, split_steps
+from icrm.evaluation import AGGREGATES, aggregate, auroc, bon_metrics, step_metrics
 from icrm.modeling import ModelSpec, RewardModel
 from icrm.training import ICRMConfig, TrainingOptions
 
@@ -73,7 +73,6 @@ from .harness import (
 
 SETTINGS = steps_settings()  # the demo's process stage; --epochs and --quick change it
 BON_NS = [1, 2, 4, 8]
-AGGREGATES = ("last", "min", "mean")
 
 
 @dataclass(frozen=True)

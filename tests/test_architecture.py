@@ -23,7 +23,7 @@ LAYERS = {
     "base": ["errors", "settings", "exports", "threads", "outputs", "plots", "losses"],
     "data": ["data"],
     "modeling": ["modeling"],
-    "features": ["explain", "evaluation", "training", "policy", "serve"],
+    "features": ["evaluation", "explain", "training", "policy", "serve"],
     "commands": ["commands"],
     "cli": ["cli"],
 }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 import typer.main
@@ -69,3 +71,10 @@ def test_every_option_is_used_by_its_command(path):
     read = {node.id for statement in body for node in ast.walk(statement) if isinstance(node, ast.Name)}
     unused = [name for name in inspect.signature(function).parameters if name not in read and name != "config"]
     assert unused == []
+
+
+def test_importing_the_cli_loads_neither_numpy_nor_torch():
+    """``icrm --help`` and ``icrm data`` start fast: the CLI's defaults come from numpy-free modules."""
+    code = "import sys, icrm.cli; print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]

@@ -10,7 +10,8 @@ from helpers import write_jsonl
 
 from icrm import losses
 from icrm.commands.train import train_reward_model
-from icrm.data import RewardCollator, RewardDataset, StepExample, sigmoid, tokenize_examples
+from icrm.data import RewardCollator, RewardDataset, StepExample, tokenize_examples
+from icrm.evaluation import sigmoid
 from icrm.modeling import ModelSpec, RewardModel, build_causal_lm, train_tokenizer
 from icrm.training import ConfigError, ICRMConfig, ICRMTrainer, TrainingOptions
 
@@ -155,8 +156,8 @@ def test_score_per_step_ends_in_the_outcome_reward(steps_run, cli):
 
 
 def test_bon_aggregates_step_scores(steps_run, cli):
-    from icrm.data import aggregate, load_examples, split_steps
-    from icrm.evaluation import bon_metrics
+    from icrm.data import load_examples, split_steps
+    from icrm.evaluation import aggregate, bon_metrics
 
     root = steps_run
     reports = {}

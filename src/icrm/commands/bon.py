@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import (
-    AGGREGATES,
-    DEFAULT_SEPARATOR,
-    BonExample,
-    aggregate,
-    canonical_answer,
-    extract_answer,
-    load_examples,
-    split_steps,
-)
+from ..data import DEFAULT_SEPARATOR, BonExample, canonical_answer, extract_answer, load_examples, split_steps
 from ..errors import UserError
-from ..evaluation import bon_metrics, load_reward_model, per_example, plot_bon_curve, score_sequences, score_steps
+from ..evaluation import (
+    AGGREGATES,
+    aggregate,
+    bon_metrics,
+    load_reward_model,
+    per_example,
+    plot_bon_curve,
+    score_sequences,
+    score_steps,
+)
 from ..modeling import fit_examples, resolve_max_length
 from ..outputs import check_output, write_json
 

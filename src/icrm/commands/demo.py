@@ -22,18 +22,16 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..data import (
-    BAD_WORDS,
-    BON_CANDIDATES,
-    GOOD_WORDS,
-    LENGTH_GAP,
-    SUFFIX,
+from ..data import BAD_WORDS, BON_CANDIDATES, GOOD_WORDS, LENGTH_GAP, SUFFIX
+from ..evaluation import (
     first_error,
+    plot_accuracy_bars,
+    plot_bon_comparison,
+    plot_loss_terms,
     predicted_first_error,
     sigmoid,
     step_metrics,
 )
-from ..evaluation import plot_accuracy_bars, plot_bon_comparison, plot_loss_terms
 from ..modeling import ModelSpec
 from ..outputs import note, staged_directory, write_json
 from ..training import ICRMConfig, TrainingOptions

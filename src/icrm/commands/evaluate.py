@@ -4,28 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import (
-    DEFAULT_SEPARATOR,
-    BonExample,
-    DataError,
-    StepExample,
-    auroc,
-    load_examples,
-    plot_step_profile,
-    sigmoid,
-    step_metrics,
-)
+from ..data import DEFAULT_SEPARATOR, BonExample, DataError, StepExample, load_examples
 from ..errors import UserError
 from ..evaluation import (
     TIES,
+    auroc,
     load_reward_model,
     pairwise_metrics,
     parse_ties_id,
     per_example,
     plot_margin_histogram,
+    plot_step_profile,
     rewardbench2_metrics,
     score_sequences,
     score_steps,
+    sigmoid,
+    step_metrics,
 )
 from ..modeling import RewardModel, fit_examples, resolve_max_length
 from ..outputs import check_output, write_json
@@ -124,7 +118,7 @@ def evaluate_steps(
     extra: dict | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Step-level metrics (:func:`icrm.data.step_metrics`, under ``"steps"``) and the outcome's.
+    """Step-level metrics (:func:`icrm.evaluation.step_metrics`, under ``"steps"``) and the outcome's.
 
     The outcome is the last step's score (the reward ``score`` gives):
     ``outcome.auroc`` separates right from wrong chains, ``outcome.accuracy``

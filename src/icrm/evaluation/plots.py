@@ -1,4 +1,5 @@
-"""The evaluation figures: reward margins, best-of-N curves, accuracy bars and training-loss panels.
+"""The evaluation figures: reward margins, best-of-N curves, accuracy bars, training-loss panels and step
+scores around the first wrong step.
 
 Each takes numbers a metric or a training log produced and writes one PNG
 through :mod:`icrm.plots` (Agg canvas, all-or-nothing files); training, the
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..plots import new_figure, save_png
 from .pairwise import as_finite_array, pair_credit
+from .process import first_error, step_profile
 
 
 def plot_margin_histogram(
@@ -165,3 +167,30 @@ def plot_loss_curves(
 ) -> Path:
     """Training curves of one run, one panel each (``histories[term] = [(step, value), ...]``)."""
     return plot_loss_terms({"": dict(histories)}, path, title)
+
+
+def plot_step_profile(step_scores, step_labels, path, title: str = "Step scores") -> Path:
+    """Two panels of :func:`step_profile`: where σ(r) falls on chains with an error, and right chains."""
+    profile = step_profile(step_scores, step_labels)
+    figure = new_figure(width=9.0, height=3.6)
+    panels = (
+        ("erroneous", "chains with an error", "step − first wrong step", "tab:red"),
+        ("correct", "right chains", "step (0 = first)", "tab:green"),
+    )
+    for i, (kind, name, xlabel, colour) in enumerate(panels, start=1):
+        ax = figure.add_subplot(1, 2, i)
+        points = profile[kind]
+        if points:
+            xs = list(points)
+            ax.plot(xs, [points[x][0] for x in xs], marker="o", color=colour)
+            ax.set_xticks(xs)
+        if kind == "erroneous":
+            ax.axvline(-0.5, color="gray", linestyle=":", linewidth=1)
+        ax.axhline(0.5, color="black", linestyle="--", linewidth=0.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean σ(r) at the step's end")
+        n = sum(1 for labels in step_labels if (first_error(labels) >= 0) == (kind == "erroneous"))
+        ax.set_title(f"{title}: {name} (n={n})", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    return save_png(figure, path)

@@ -11,7 +11,7 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from ..data import average_ranks
+from ..evaluation import average_ranks
 
 
 def decisive_share(delta: Seq[float], decisive: Seq[bool]) -> float:

@@ -12,7 +12,8 @@ import html
 import math
 from typing import Sequence as Seq
 
-from ..data import Message, sigmoid
+from ..data import Message
+from ..evaluation import sigmoid
 from .colours import colour_of, page_scale, text_colour
 from .record import Explained
 

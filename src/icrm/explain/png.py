@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence as Seq
 
-from ..data import sigmoid
+from ..evaluation import sigmoid
 from ..plots import save_png
 from .colours import NEGATIVE_RGB, POSITIVE_RGB, colour_of, page_scale, text_colour
 from .record import Explained
