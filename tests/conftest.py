@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import HH_FILE, write_jsonl
+from helpers import HH_FILE, QA, write_jsonl
 
 os.environ.setdefault("ICRM_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -77,3 +77,15 @@ def cli():
 def env(tmp_path):
     """The environment of a CLI subprocess: a private generator cache, one thread."""
     return {**os.environ, "ICRM_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A tiny causal LM and its tokenizer, saved as a hub checkpoint would be."""
+    from icrm.modeling import build_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("base")
+    tok = train_tokenizer([" ".join(row) for row in QA] * 20, 400)
+    build_causal_lm("tiny", tok, seed=0).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root

@@ -13,53 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from test_cli_train import hf_score
+from helpers import FORMATS, QA, ROWS, config, hf_score, user
 
-from icrm import DataError, ICRMConfig, ICRMTrainer, RewardModel
+from icrm import DataError, ICRMTrainer, RewardModel
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-QA = [("What color is the sky?", "Blue, mostly.", "Green."), ("Where is the sun?", "In the sky.", "Under the sea."),
-      ("How many legs has a dog?", "Four.", "Seven.")]
-ROWS = QA * 2  # 6 rows: two batches of 4 (the second short)
-
-
-def user(text):
-    return [{"role": "user", "content": text}]
-
-
-def assistant(text):
-    return [{"role": "assistant", "content": text}]
-
-
-# TRL's dataset formats (https://huggingface.co/docs/trl/dataset_formats), as the rows of a datasets.Dataset
-FORMATS = {
-    "standard": [{"prompt": q, "chosen": c, "rejected": r, "margin": 0.5} for q, c, r in ROWS],
-    "conversational": [{"prompt": user(q), "chosen": assistant(c), "rejected": assistant(r)} for q, c, r in ROWS],
-    "implicit prompt": [{"chosen": user(q) + assistant(c), "rejected": user(q) + assistant(r)} for q, c, r in ROWS],
-    "implicit prompt, standard": [{"chosen": f"{q} {c}", "rejected": f"{q} {r}"} for q, c, r in ROWS],
-    "unpaired": [{"prompt": q, "completion": text, "label": label} for q, c, r in ROWS
-                 for text, label in ((c, True), (r, False))],
-}
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    """A tiny causal LM and its tokenizer, saved as a hub checkpoint would be."""
-    from icrm.modeling import build_causal_lm, train_tokenizer
-
-    root = tmp_path_factory.mktemp("base")
-    tok = train_tokenizer([" ".join(row) for row in QA] * 20, 400)
-    build_causal_lm("tiny", tok, seed=0).save_pretrained(root)
-    tok.save_pretrained(root)
-    return root
-
-
-def config(tmp_path, **options) -> ICRMConfig:
-    """A few CPU steps; everything else TRL's (and icrm's) defaults."""
-    return ICRMConfig(**{"output_dir": str(tmp_path / "out"), "use_cpu": True, "max_steps": 2,
-                         "per_device_train_batch_size": 4, **options})
-
-
 def saved_weights(directory) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

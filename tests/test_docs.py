@@ -177,3 +177,25 @@ def test_names_and_paths_the_design_cites_exist():
     missing += [path for path in REPO_PATH.findall(text) if not (REPO / path).exists()]
     assert checked >= 20  # the patterns still find the design's references
     assert not missing, f"docs/design.md names what the code does not have: {missing}"
+
+
+def test_the_readme_layout_lists_every_module_of_the_tree():
+    """The README's layout block names each base module and, per package, exactly the modules it holds."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("\nsrc/icrm/\n"):]
+    block = block[: block.index("```")]
+    src = REPO / "src" / "icrm"
+    listed = {}
+    for line in block.splitlines()[1:]:
+        if match := re.match(r"  (\w+)/\s+(.*)", line):
+            listed[match.group(1)] = set(re.findall(r"\b(\w+)\b", match.group(2).split("(")[0]))
+        elif line.startswith("  ") and ".py" in line:
+            listed[""] = set(re.findall(r"(\w+)\.py", line))
+    base = {p.stem for p in src.glob("*.py") if p.stem != "__init__"}
+    assert listed.pop("") == base
+    packages = {p.name for p in src.iterdir() if (p / "__init__.py").exists()}
+    assert set(listed) == packages
+    for package, modules in listed.items():
+        present = {p.stem for p in (src / package).glob("*.py") if p.stem not in ("__init__", "__main__")}
+        present |= {p.name for p in (src / package).iterdir() if (p / "__init__.py").exists()}
+        assert modules == present, package

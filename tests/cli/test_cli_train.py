@@ -6,21 +6,9 @@ import json
 
 import pytest
 import torch
-from helpers import write_jsonl
+from helpers import hf_score, write_jsonl
 
 FAST = ["--max-steps", "3", "--batch-size", "4", "--max-length", "192", "--lr", "1e-3"]
-
-
-def hf_score(directory, prompt_messages, response) -> float:
-    """Score the way a plain transformers / RewardBench user would."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
-    text = tok.apply_chat_template(prompt_messages + [{"role": "assistant", "content": response}], tokenize=False)
-    ids = tok(text, add_special_tokens=False, return_tensors="pt")
-    with torch.no_grad():
-        return model(**ids).logits[0, 0].item()
 
 
 @pytest.fixture(scope="module")

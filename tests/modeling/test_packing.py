@@ -249,7 +249,7 @@ def test_scoring_commands_give_the_same_numbers_packed(tmp_path, hh_slice, token
 
 
 def test_serve_with_packing_answers_as_offline_scoring(tokenizer):
-    from test_serve import PROMPTS, RESPONSES, post, rendered
+    from helpers import PROMPTS, RESPONSES, post, rendered
 
     from icrm.serve import ServeConfig, create_app
 

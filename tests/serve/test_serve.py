@@ -10,32 +10,11 @@ import asyncio
 import json
 import socket
 
-import httpx
 import pytest
-from helpers import PROMPTS, RESPONSES, rendered, write_jsonl
+from helpers import PROMPTS, RESPONSES, post, rendered, talk, write_jsonl
 
 from icrm import RewardModel
 from icrm.serve import Metrics, ServeConfig, create_app, percentile, pick_batch
-
-
-def talk(app, body):
-    """Run ``body(client)`` against the app, with its lifespan (startup and shutdown)."""
-
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://icrm", timeout=60) as client:
-                return await body(client)
-
-    return asyncio.run(main())
-
-
-def post(app, path, payload):
-    async def body(client):
-        return await client.post(path, json=payload)
-
-    return talk(app, body)
-
 
 # ---------------------------------------------------------------- protocol
 

@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 from datasets import Dataset
+from helpers import FORMATS, config
 from rich.console import Console
-from test_api import FORMATS, base, config  # noqa: F401  (base: the tiny saved model fixture)
 
 import icrm.evaluation
 import icrm.training.callbacks

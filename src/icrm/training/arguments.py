@@ -110,6 +110,7 @@ class TrainingOptions:
             "train_sampling_strategy": "group_by_length" if group_by_length else "random",
         }
 
+
 # Each command's defaults that differ from TrainingOptions' (icrm train's). sft trains tiny generators and
 # policies from scratch in the demo; dpo and grpo take TRL's DPOConfig/GRPOConfig learning rate and schedule.
 RECIPES: dict[str, dict] = {
