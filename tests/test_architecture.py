@@ -150,6 +150,19 @@ def test_commands_are_imported_module_by_module():
     assert violations(graph, ["commands", "cli"]) == []
 
 
+def test_a_command_may_be_a_package_of_modules():
+    graph = {
+        "cli.main": [("commands.demo", ["run_demo"], 4)],
+        "commands.demo.run": [("commands.demo.report", ["render_report"], 2), ("data", ["SUFFIX"], 3)],
+        "commands.demo.report": [("commands.bon", ["best_of_n"], 5)],
+    }
+    assert violations(graph, ["data", "commands", "cli"]) == []
+    graph["commands.demo.report"].append(("commands.demo.run", ["_private"], 6))
+    assert violations(graph, ["data", "commands", "cli"]) == [
+        "commands.demo.report:6 imports commands.demo.run's private _private",
+        "cycle: commands.demo.report -> commands.demo.run -> commands.demo.report"]
+
+
 def test_imports_inside_functions_and_relative_levels_are_read(tmp_path):
     (tmp_path / "policy").mkdir()
     module = tmp_path / "policy" / "pairs.py"

@@ -7,15 +7,16 @@ import pytest
 
 def test_demo_dpo_section_and_plot(tmp_path):
     """The full demo's policy-loop section and bar chart, from a metrics["dpo"] entry (no training)."""
-    from icrm.commands.demo import _dpo_report, _plot_dpo
+    from icrm.commands.demo.figures import plot_dpo
+    from icrm.commands.demo.report import dpo_report
 
     policy = {"mean_reward": 0.5, "std_reward": 1.0, "mean_words": 20.0, "win_rate": 0.3, "tie_rate": 0.4,
               "lose_rate": 0.3}
     dpo = {"prompts": 200, "samples_per_prompt": 4, "pairs": {"BT": 150, "ICRM": 151},
            "policies": {name: dict(policy) for name in ("SFT", "DPO-BT", "DPO-ICRM")}}
-    _plot_dpo(dpo, tmp_path / "dpo.png")
+    plot_dpo(dpo, tmp_path / "dpo.png")
     assert (tmp_path / "dpo.png").stat().st_size > 0
-    text = "\n".join(_dpo_report(dpo))
+    text = "\n".join(dpo_report(dpo))
     assert "| DPO-ICRM | 0.500 ± 1.00 | 0.30 / 0.40 / 0.30 | 20.0 |" in text and "![dpo](dpo.png)" in text
 
 
@@ -43,7 +44,8 @@ def test_demo_chain_is_the_first_that_goes_wrong_in_its_middle():
 
 def test_demo_process_section_and_plot(tmp_path):
     """The full demo's process-reward section from a metrics["process"] entry (no training), values by hand."""
-    from icrm.commands.demo import _plot_process, _process_report
+    from icrm.commands.demo.figures import plot_process
+    from icrm.commands.demo.report import process_report
 
     process = {
         "chain": {"id": "steps-test-00007", "prompt": "It is Monday. Count forward 1 day, then 2, then 1. What day is it?",
@@ -57,9 +59,9 @@ def test_demo_process_section_and_plot(tmp_path):
         "n_test": 300,
         "n_train": 1000,
     }
-    _plot_process(process, tmp_path / "steps.png")
+    plot_process(process, tmp_path / "steps.png")
     assert (tmp_path / "steps.png").stat().st_size > 0
-    text = "\n".join(_process_report(process))
+    text = "\n".join(process_report(process))
     # σ(−2) = 0.119, σ(1) = 0.731, σ(−1) = 0.269
     assert "| 2 | 2 days after Tuesday is Friday | ✗ wrong | 0.12 | 0.73 | 0.27 |" in text
     assert "| 1 | 1 day after Monday is Tuesday | ✓ right | 0.27 | 0.62 | 0.88 |" in text
@@ -69,7 +71,7 @@ def test_demo_process_section_and_plot(tmp_path):
     assert "| BT | outcome labels | 0.500 | n/a | 0.250 |" in text
     assert "below chance" not in text  # 0.5 is not below
     process["test"]["BT"]["step_auroc"] = 0.46
-    text = "\n".join(_process_report(process))
+    text = "\n".join(process_report(process))
     assert "* BT's step AUROC, 0.460, is below chance (0.5, the dotted line in the plot)" in text
     assert "nothing trains its scores of unfinished chains" in text and "PRM's step AUROC" not in text
     assert "| PRM | step labels | 0.900 | 0.800 | 0.850 |" in text
@@ -90,10 +92,10 @@ def _lead_metrics(length: dict, noisy: tuple[float, float], bon: dict | None = N
 
 def test_demo_lead_says_where_bt_and_icrm_differ_and_where_they_tie():
     """The report's first section, from a run's numbers (no training): a lead, a tie, and a lead that did not show."""
-    from icrm.commands.demo import _lead
+    from icrm.commands.demo.report import lead
 
     ahead = {"BT": {"test_mixed": 0.5, "test_reversed": 0.018}, "ICRM": {"test_mixed": 0.53, "test_reversed": 0.078}}
-    text = "\n".join(_lead(_lead_metrics(ahead, (0.74, 0.725))))
+    text = "\n".join(lead(_lead_metrics(ahead, (0.74, 0.725))))
     assert text.startswith("## BT against ICRM in this run")
     assert "**Length shortcut: ICRM follows it less than BT in this run**: `length/test_mixed` BT 0.500, ICRM 0.530 " \
            "(+3.0 points); `length/test_reversed` BT 0.018, ICRM 0.078 (+6.0 points)" in text
@@ -103,12 +105,12 @@ def test_demo_lead_says_where_bt_and_icrm_differ_and_where_they_tie():
     assert "Best-of-N verifiers (without `--quick`): they tie" in text
 
     behind = {"BT": {"test_mixed": 0.55, "test_reversed": 0.05}, "ICRM": {"test_mixed": 0.54, "test_reversed": 0.09}}
-    text = "\n".join(_lead(_lead_metrics(behind, (0.70, 0.80))))
+    text = "\n".join(lead(_lead_metrics(behind, (0.70, 0.80))))
     assert "this run does not show ICRM's lead over BT" in text and "**Noisy labels: ICRM leads**" in text
 
 
 def test_demo_bon_report_says_why_the_verifiers_tie():
-    from icrm.commands.demo import _bon_report, _lead
+    from icrm.commands.demo.report import bon_report, lead
 
     def result(accuracy: list[float]) -> dict:
         ns = ["1", "2", "4", "8"]
@@ -117,10 +119,17 @@ def test_demo_bon_report_says_why_the_verifiers_tie():
 
     bon = {"BT": result([0.4, 0.62, 0.83, 0.95]), "ICRM": result([0.4, 0.62, 0.83, 0.95])}
     agreement = {"same_order": 100, "problems": 100, "distinct_candidates": 3.18, "mean_abs_score_gap": 0.8}
-    text = "\n".join(_bon_report(bon, agreement))
+    text = "\n".join(bon_report(bon, agreement))
     assert "* The two verifiers differ by at most 0.000 at any n" in text
     assert "(their scores differ by 0.80 on average), but they put the right and the wrong candidates in the same " \
            "order in 100 of 100 problems" in text and "8 candidates hold 3.2 distinct ones on average" in text
     ahead = {"BT": {"test_mixed": 0.5, "test_reversed": 0.0}, "ICRM": {"test_mixed": 0.6, "test_reversed": 0.1}}
-    lead = "\n".join(_lead({**_lead_metrics(ahead, (0.7, 0.7), bon), "mode": "full"}))
-    assert "* **Best-of-8 verifiers: they tie** (BT 0.950, ICRM 0.950)" in lead
+    text = "\n".join(lead({**_lead_metrics(ahead, (0.7, 0.7), bon), "mode": "full"}))
+    assert "* **Best-of-8 verifiers: they tie** (BT 0.950, ICRM 0.950)" in text
+
+
+def test_demo_package_exports_what_the_cli_and_the_benchmarks_import():
+    import icrm.commands.demo as demo
+
+    assert [name for name in demo.__all__ if not hasattr(demo, name)] == []
+    assert {"run_demo", "run_verification", "FULL", "QUICK", "LABEL_FLIP", "DemoSettings", "demo_chain"} <= set(demo.__all__)

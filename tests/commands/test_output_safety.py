@@ -69,12 +69,12 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def no_demo_run(monkeypatch):
     """The demo fails at its first stage, as a missing model fails the others, so a test never runs it whole."""
-    import icrm.commands.demo
+    import icrm.commands.demo.run
 
     def stop(*args, **kwargs):
         raise UserError("demo stopped by the test")
 
-    monkeypatch.setattr(icrm.commands.demo, "_preference_task", stop)
+    monkeypatch.setattr(icrm.commands.demo.run, "preference_task", stop)
 
 
 def snapshot(root) -> dict:

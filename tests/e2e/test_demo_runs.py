@@ -58,13 +58,14 @@ def test_demo_process_stage_trains_three_models_and_shows_one_chain(tmp_path):
     """The process stage at a toy size: the shown chain is the data's, its rewards are each saved model's."""
     from dataclasses import replace
 
-    from icrm.commands.demo import FULL, QUICK, _process_stage, demo_chain
+    from icrm.commands.demo import FULL, QUICK, demo_chain
+    from icrm.commands.demo.process import process_stage
     from icrm.data import load_examples
     from icrm.modeling import RewardModel
 
     assert FULL.process and not QUICK.process
     settings = replace(FULL, steps_train=64, steps_test=40, steps_epochs=1.0)
-    process = _process_stage(tmp_path, settings)
+    process = process_stage(tmp_path, settings)
     test = load_examples(str(tmp_path / "data" / "steps" / "test.jsonl")).examples
     shown = test[demo_chain(test)]
     assert (process["chain"]["steps"], process["chain"]["labels"]) == (shown.steps, shown.labels)

@@ -1,0 +1,26 @@
+"""``icrm demo``: the embedded end-to-end run, on a CPU, with no downloads.
+
+It generates the noisy-preference task (and, in full mode, the spurious-feature probes), trains a
+tiny generator by SFT on the chosen and rejected responses (the reference's generator), trains BT,
+GRM and ICRM reward models initialised from it (the generator supplies the consistency weights),
+evaluates every model on every split, trains pointwise verifiers on step-checked addition and runs
+best-of-N with them, then writes ``report.md``, PNG plots and ``metrics.json``. Full mode also
+closes the policy loop on the noisy task: samples from an SFT policy (trained on the chosen
+responses only), DPO pairs ranked by the BT and by the ICRM reward model, one DPO policy per
+ranking, and the three policies judged by the task's true reward. And it reads process rewards: on
+the day-counting ``steps`` task, BT and ICRM trained on outcome labels and a PRM trained on step
+labels score every step of the same held-out chain, next to the chain's true step labels.
+
+One module per part: ``settings`` (the modes and the methods compared), ``training`` (the models
+every stage trains), one module per stage (``preference``, ``verification``, ``policy``,
+``process``), ``figures`` and ``report`` (from the metrics alone), and ``run`` (the stages in turn).
+"""
+
+from ...exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "process": ["demo_chain"],
+    "run": ["run_demo"],
+    "settings": ["DemoSettings", "FULL", "LABEL_FLIP", "QUICK"],
+    "verification": ["run_verification"],
+})
