@@ -185,15 +185,18 @@ def test_the_readme_layout_lists_every_module_of_the_tree():
     block = text[text.index("\nsrc/icrm/\n"):]
     block = block[: block.index("```")]
     src = REPO / "src" / "icrm"
-    listed = {}
+    listed, package = {}, ""
     for line in block.splitlines()[1:]:
-        if match := re.match(r"  (\w+)/\s+(.*)", line):
-            listed[match.group(1)] = set(re.findall(r"\b(\w+)\b", match.group(2).split("(")[0]))
+        if match := re.match(r"  (\w+)/\s+(.*)", line):  # a package and its modules
+            package = match.group(1)
+            listed[package] = set(re.findall(r"\b(\w+)\b", match.group(2).split("(")[0]))
+        elif match := re.match(r"    (\w+)/\s+(.*)", line):  # a subpackage of the package above
+            listed[f"{package}/{match.group(1)}"] = set(re.findall(r"\b(\w+)\b", match.group(2)))
         elif line.startswith("  ") and ".py" in line:
             listed[""] = set(re.findall(r"(\w+)\.py", line))
     base = {p.stem for p in src.glob("*.py") if p.stem != "__init__"}
     assert listed.pop("") == base
-    packages = {p.name for p in src.iterdir() if (p / "__init__.py").exists()}
+    packages = {str(p.parent.relative_to(src)) for p in src.glob("*/**/__init__.py")}
     assert set(listed) == packages
     for package, modules in listed.items():
         present = {p.stem for p in (src / package).glob("*.py") if p.stem not in ("__init__", "__main__")}
