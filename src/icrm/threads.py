@@ -2,8 +2,7 @@
 
 torch starts one intra-op thread per core, and its OpenMP threads spin while
 they wait for each other. As soon as another busy process shares the cores,
-the threads oversubscribe them and a run slows down several-fold
-(BENCHMARKS.md §8).
+the threads oversubscribe them and a run slows down several-fold.
 icrm's tiny and small models gain little from many threads, so the default is
 the number of cores that are actually free, from the load average, capped.
 
