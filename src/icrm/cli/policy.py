@@ -11,12 +11,11 @@ import typer
 from ..outputs import JSON_LOGS, console
 from ..policy import DPOSettings, GRPOSettings, SamplingConfig
 from ..training import TrainingOptions
-from .app import SKIPPED_NOTE, ConfigOption, app, guarded, print_summary
+from .app import SKIPPED_NOTE, ConfigOption, command, print_summary
 from .options import OverwriteOpt, PickleOpt, ScoreBatchOpt, SkipOpt, TrustOpt, settings_options
 
 
-@app.command()
-@guarded
+@command()
 @settings_options(sampling=SamplingConfig)
 def sample(
     *,
@@ -42,8 +41,7 @@ def sample(
     })
 
 
-@app.command("dpo-pairs")
-@guarded
+@command("dpo-pairs")
 def dpo_pairs(
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory (the judge)."),
     data: str = typer.Option(..., "--data", "-d", help="Best-of-N candidates, e.g. from `icrm sample`."),
@@ -77,8 +75,7 @@ def dpo_pairs(
     })
 
 
-@app.command()
-@guarded
+@command()
 @settings_options(settings=DPOSettings, training=TrainingOptions.recipe("dpo"), exclude={"training": ("save_steps",)})
 def dpo(
     *,
@@ -103,8 +100,7 @@ def dpo(
     print_summary(summary)
 
 
-@app.command("compare-policies")
-@guarded
+@command("compare-policies")
 @settings_options(sampling=SamplingConfig)
 def compare_policies_cmd(
     *,
@@ -143,8 +139,7 @@ def compare_policies_cmd(
         console.print(f"[bold]output[/bold]: {output}")
 
 
-@app.command()
-@guarded
+@command()
 @settings_options(settings=GRPOSettings, training=TrainingOptions.recipe("grpo"), exclude={"training": ("save_steps",)})
 def grpo(
     *,

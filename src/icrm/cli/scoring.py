@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import ConfigOption, app, guarded, length_summary, print_summary
+from .app import ConfigOption, command, length_summary, print_summary
 from .options import (
     OverwriteOpt,
     ScoringOptions,
@@ -21,8 +21,7 @@ from .options import (
 )
 
 
-@app.command("eval")
-@guarded
+@command("eval")
 @settings_options(scoring=ScoringOptions)
 def eval_cmd(
     *,
@@ -68,8 +67,7 @@ def _rounded(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value, 4)
 
 
-@app.command()
-@guarded
+@command()
 @settings_options(scoring=ScoringOptions)
 def score(
     *,
@@ -99,8 +97,7 @@ def score(
     print_summary({"rows": counts["rows"], **shown, "output": str(output)}, notes)
 
 
-@app.command()
-@guarded
+@command()
 @settings_options(scoring=ScoringOptions)
 def bon(
     *,
@@ -138,8 +135,7 @@ def bon(
     print_summary(summary, notes)
 
 
-@app.command()
-@guarded
+@command()
 def explain(
     model: list[str] = typer.Option(..., "--model", "-m", help="Reward model dir; repeat to compare models row by row."),
     output: Path = typer.Option(..., "--output", "-o", help="HTML page (or a directory, with --data)."),

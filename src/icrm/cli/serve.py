@@ -9,12 +9,11 @@ from typing import Optional
 import typer
 
 from ..serve import ServeConfig
-from .app import ConfigOption, app, guarded, print_summary
+from .app import ConfigOption, command, print_summary
 from .options import PickleOpt, TrustOpt, settings_options
 
 
-@app.command("serve")
-@guarded
+@command("serve")
 @settings_options(settings=ServeConfig)
 def serve_cmd(
     *,

@@ -11,7 +11,7 @@ import typer
 from ..modeling import ModelSpec
 from ..policy import DPOSettings
 from ..training import ICRMArguments, TrainingOptions
-from .app import ConfigOption, app, guarded, print_summary
+from .app import ConfigOption, command, print_summary
 from .options import (
     MaxLenOpt,
     OverwriteOpt,
@@ -24,8 +24,7 @@ from .options import (
 )
 
 
-@app.command()
-@guarded
+@command()
 @settings_options(model=ModelSpec, training=TrainingOptions.recipe("sft"), exclude={"training": ("logging_steps",)})
 def sft(
     *,
@@ -63,8 +62,7 @@ def sft(
     print_summary({"output": str(output), "train_loss": round(metrics["train_loss"], 4), "steps": metrics["steps"]})
 
 
-@app.command()
-@guarded
+@command()
 @settings_options(
     model=ModelSpec, icrm=ICRMArguments, training=TrainingOptions.recipe("train"),
     # API-only: the generator pass's batch, --allow-pickle (the model's), the deprecated gradient_checkpointing
