@@ -12,6 +12,7 @@ these dataclasses without importing torch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import UserError
@@ -77,3 +78,13 @@ class SettingError(UserError):
 
     def _worded(self, name: str) -> str:
         return self.problem.replace("{field}", name) if "{field}" in self.problem else f"{name} {self.problem}"
+
+
+def check_settings(
+    settings: object, checks: Iterable[tuple[str, bool, str]], error: type[SettingError] = SettingError
+) -> None:
+    """Fail on the first ``(field, ok, problem)`` row that is not ok, naming its field: each settings dataclass
+    lists its checks as one table, so a new field's check is one row."""
+    for name, ok, problem in checks:
+        if not ok:
+            raise error(settings, name, problem)

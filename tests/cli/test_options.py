@@ -124,3 +124,25 @@ def test_trl_parsers_read_icrm_config_with_the_cli_spelling_too():
     (by_flag,) = parser.parse_args_into_dataclasses(["--output_dir", "out", "--use_cpu", "--lambda", "0.3"])
     (by_name,) = parser.parse_args_into_dataclasses(["--output_dir", "out", "--use_cpu", "--lambda_", "0.3"])
     assert by_flag.lambda_ == by_name.lambda_ == 0.3
+
+
+def test_settings_options_build_each_dataclass_from_its_options():
+    """One option per offered field, where the keyword stands; the command gets the dataclasses, recipe defaults kept."""
+    from typer.testing import CliRunner
+
+    from icrm.cli.options import settings_options
+
+    seen = {}
+    single = typer.Typer()
+
+    @single.command()
+    @settings_options(training=TrainingOptions.recipe("grpo"), serve=ServeConfig, exclude={"training": ("save_steps",)})
+    def run(*, training: TrainingOptions, out: str = typer.Option("x", "--out"), serve: ServeConfig):
+        seen.update(training=training, out=out, serve=serve)
+
+    result = CliRunner().invoke(single, ["--lr", "0.5", "--no-packing", "--max-items", "3"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"training": dataclasses.replace(TrainingOptions.recipe("grpo"), learning_rate=0.5), "out": "x",
+                    "serve": ServeConfig(max_items=3, packing=False)}
+    names = [p.name for p in typer.main.get_command(single).params]
+    assert "save_steps" not in names and names.index("out") == len(dataclasses.fields(TrainingOptions)) - 1

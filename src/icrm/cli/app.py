@@ -65,6 +65,11 @@ ConfigOption = typer.Option(
 )
 
 
+def command(name: Optional[str] = None, group: typer.Typer = app):
+    """Register a command on ``group`` (``icrm`` itself unless named), its errors reported as :func:`guarded` does."""
+    return lambda fn: group.command(name)(guarded(fn))
+
+
 def guarded(fn):
     """Run a command, mapping user errors to one line + exit 2, others to exit 1."""
 

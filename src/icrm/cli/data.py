@@ -7,12 +7,11 @@ from typing import Optional
 
 import typer
 
-from .app import ConfigOption, data_app, guarded, print_summary
+from .app import ConfigOption, command, data_app, print_summary
 from .options import OverwriteOpt, SeedOpt
 
 
-@data_app.command("synth")
-@guarded
+@command("synth", data_app)
 def data_synth(
     task: str = typer.Option(..., "--task", help="noisy, length, suffix, arithmetic, addition or steps."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the JSONL files."),
@@ -30,8 +29,7 @@ def data_synth(
     print_summary({"task": info["task"], "files": info["files"], "output": str(output)})
 
 
-@data_app.command("gsm8k-bon")
-@guarded
+@command("gsm8k-bon", data_app)
 def data_gsm8k_bon(
     data: str = typer.Option(..., "--data", "-d", help="GSM8K example_model_solutions.jsonl(.gz)."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for bon_/pointwise_ train/test files."),
@@ -49,8 +47,7 @@ def data_gsm8k_bon(
     print_summary({"questions": counts, "output": str(output)})
 
 
-@data_app.command("gsm8k-sft")
-@guarded
+@command("gsm8k-sft", data_app)
 def data_gsm8k_sft(
     data: str = typer.Option(..., "--data", "-d", help="GSM8K train.jsonl(.gz) with question/answer."),
     output: Path = typer.Option(..., "--output", "-o", help="Pointwise JSONL (label 1) for icrm sft."),
@@ -62,8 +59,7 @@ def data_gsm8k_sft(
     print_summary({"rows": gsm8k_sft(data, output, overwrite), "output": str(output)})
 
 
-@data_app.command("split")
-@guarded
+@command("split", data_app)
 def data_split(
     data: str = typer.Option(..., "--data", "-d", help="Any pairwise/pointwise/best-of-N file."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for train.jsonl and test.jsonl."),

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .app import app, guarded, print_summary
+from .app import command, print_summary
 from .options import OverwriteOpt
 
 
-@app.command()
-@guarded
+@command()
 def demo(
     output: Path = typer.Option(Path("icrm-demo"), "--output", "-o", help="Report directory."),
     quick: bool = typer.Option(False, "--quick", help="Smaller run: no probes, no DPO loop, no process rewards (about a minute on 2 cores)."),

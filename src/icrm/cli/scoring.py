@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .app import ConfigOption, app, guarded, length_summary, print_summary
+from .app import ConfigOption, command, length_summary, print_summary
 from .options import (
     OverwriteOpt,
-    PackingOpt,
-    PickleOpt,
-    ScoreBatchOpt,
-    ScoreMaxLenOpt,
+    ScoringOptions,
     SeedOpt,
     SkipOpt,
     SplitOpt,
     StepSepOpt,
-    TrustOpt,
+    option,
+    settings_options,
 )
 
 
-@app.command("eval")
-@guarded
+@command("eval")
+@settings_options(scoring=ScoringOptions)
 def eval_cmd(
+    *,
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     data: str = typer.Option(..., "--data", "-d", help="Pairwise rows, or RewardBench 2 rows (chosen/rejected lists)."),
     output: Optional[Path] = typer.Option(
@@ -38,13 +38,8 @@ def eval_cmd(
     ),
     step_separator: str = StepSepOpt,
     split: Optional[str] = SplitOpt,
-    batch_size: int = ScoreBatchOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
-    max_length: Optional[int] = ScoreMaxLenOpt,
-    packing: Optional[bool] = PackingOpt,
-    skip_invalid: bool = SkipOpt,
-    trust_remote_code: bool = TrustOpt,
-    allow_pickle: bool = PickleOpt,
+    scoring: ScoringOptions,
     overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
@@ -56,9 +51,8 @@ def eval_cmd(
     from ..commands.evaluate import evaluate_pairs
 
     metrics = evaluate_pairs(
-        model, data, output, split=split, batch_size=batch_size, limit=limit, max_length=max_length,
-        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, ties=ties,
-        step_threshold=step_threshold, step_separator=step_separator, packing=packing, overwrite=overwrite,
+        model, data, output, split=split, limit=limit, ties=ties, step_threshold=step_threshold,
+        step_separator=step_separator, overwrite=overwrite, **dataclasses.asdict(scoring),
     )
     if "steps" in metrics:
         summary = {k: _rounded(metrics["steps"][k]) for k in ("step_auroc", "first_error_f1", "localization")}
@@ -73,9 +67,10 @@ def _rounded(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value, 4)
 
 
-@app.command()
-@guarded
+@command()
+@settings_options(scoring=ScoringOptions)
 def score(
+    *,
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     data: str = typer.Option(..., "--data", "-d", help="Pairwise, pointwise or best-of-N data."),
     output: Path = typer.Option(..., "--output", "-o", help="JSONL with a reward per response."),
@@ -87,12 +82,7 @@ def score(
     ),
     step_separator: str = StepSepOpt,
     split: Optional[str] = SplitOpt,
-    batch_size: int = ScoreBatchOpt,
-    max_length: Optional[int] = ScoreMaxLenOpt,
-    packing: Optional[bool] = PackingOpt,
-    skip_invalid: bool = SkipOpt,
-    trust_remote_code: bool = TrustOpt,
-    allow_pickle: bool = PickleOpt,
+    scoring: ScoringOptions,
     overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
@@ -100,18 +90,17 @@ def score(
     from ..commands.score import score_file
 
     counts = score_file(
-        model, data, output, normalize=normalize, split=split, batch_size=batch_size, max_length=max_length,
-        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        per_token=per_token, generator=generator, per_step=per_step, step_separator=step_separator, packing=packing,
-        overwrite=overwrite,
+        model, data, output, normalize=normalize, split=split, per_token=per_token, generator=generator,
+        per_step=per_step, step_separator=step_separator, overwrite=overwrite, **dataclasses.asdict(scoring),
     )
     shown, notes = length_summary(counts)
     print_summary({"rows": counts["rows"], **shown, "output": str(output)}, notes)
 
 
-@app.command()
-@guarded
+@command()
+@settings_options(scoring=ScoringOptions)
 def bon(
+    *,
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory (icrm or any HF sequence classifier)."),
     data: str = typer.Option(..., "--data", "-d", help="Best-of-N data: prompt, candidates, labels and/or answer."),
     n: Optional[str] = typer.Option(None, "--n", help="Comma-separated n values (default 1,2,4,... up to all)."),
@@ -122,12 +111,7 @@ def bon(
     ),
     step_separator: str = StepSepOpt,
     seed: int = SeedOpt,
-    batch_size: int = ScoreBatchOpt,
-    max_length: Optional[int] = ScoreMaxLenOpt,
-    packing: Optional[bool] = PackingOpt,
-    skip_invalid: bool = SkipOpt,
-    trust_remote_code: bool = TrustOpt,
-    allow_pickle: bool = PickleOpt,
+    scoring: ScoringOptions,
     overwrite: bool = OverwriteOpt,
     config: Optional[Path] = ConfigOption,
 ):
@@ -139,9 +123,8 @@ def bon(
     from ..commands.bon import best_of_n
 
     report = best_of_n(
-        model, data, output, ns=n, n_draws=draws, seed=seed, batch_size=batch_size, max_length=max_length,
-        skip_invalid=skip_invalid, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        aggregate_steps=aggregate, step_separator=step_separator, packing=packing, overwrite=overwrite,
+        model, data, output, ns=n, n_draws=draws, seed=seed, aggregate_steps=aggregate, step_separator=step_separator,
+        overwrite=overwrite, **dataclasses.asdict(scoring),
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
     for metric in ("random", "majority", "pass"):
@@ -152,8 +135,7 @@ def bon(
     print_summary(summary, notes)
 
 
-@app.command()
-@guarded
+@command()
 def explain(
     model: list[str] = typer.Option(..., "--model", "-m", help="Reward model dir; repeat to compare models row by row."),
     output: Path = typer.Option(..., "--output", "-o", help="HTML page (or a directory, with --data)."),
@@ -163,7 +145,7 @@ def explain(
     limit: int = typer.Option(20, "--limit", help="With --data: the first N rows."),
     generator: Optional[str] = typer.Option(None, "--generator", help="Show generator probabilities w (PATH or self)."),
     png: bool = typer.Option(False, "--png", help="Also render PNGs with matplotlib."),
-    max_length: Optional[int] = ScoreMaxLenOpt,
+    max_length: Optional[int] = option(ScoringOptions, "max_length"),
     per_step: bool = typer.Option(
         False, "--per-step", help="Mark step boundaries and scores (stepwise rows always; others split at --step-separator)."
     ),

@@ -9,23 +9,18 @@ from typing import Optional
 import typer
 
 from ..serve import ServeConfig
-from .app import ConfigOption, app, guarded, print_summary
-from .options import PickleOpt, TrustOpt, option
+from .app import ConfigOption, command, print_summary
+from .options import PickleOpt, TrustOpt, settings_options
 
 
-@app.command("serve")
-@guarded
+@command("serve")
+@settings_options(settings=ServeConfig)
 def serve_cmd(
+    *,
     model: str = typer.Option(..., "--model", "-m", help="Reward model directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all interfaces, no auth)."),
     port: int = typer.Option(5000, "--port", help="Port (0: any free port; the URL is printed)."),
-    max_batch_size: Optional[int] = option(ServeConfig, "max_batch_size"),
-    max_wait_ms: float = option(ServeConfig, "max_wait_ms"),
-    max_length: Optional[int] = option(ServeConfig, "max_length"),
-    max_items: int = option(ServeConfig, "max_items"),
-    max_body_size: Optional[int] = option(ServeConfig, "max_body_size"),
-    normalize: bool = option(ServeConfig, "normalize"),
-    packing: Optional[bool] = option(ServeConfig, "packing", "--packing/--no-packing"),
+    settings: ServeConfig,
     trust_remote_code: bool = TrustOpt,
     allow_pickle: bool = PickleOpt,
     config: Optional[Path] = ConfigOption,
@@ -40,6 +35,5 @@ def serve_cmd(
         print_summary({"model": model, "url": url, "get_reward": f"{url}/get_reward"})
         sys.stdout.flush()
 
-    settings = ServeConfig(max_batch_size, max_wait_ms, max_length, max_items, normalize, packing, max_body_size)
     serve(model, host, port, settings, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, on_ready=ready)
     print_summary({"stopped": model})

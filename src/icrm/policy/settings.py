@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..modeling import ModelSpec
-from ..settings import SettingError, help_of, setting
+from ..settings import SettingError, check_settings, help_of, setting
 
 ENGINES = ("hf", "vllm")
 # The losses TRL 1.x's DPOTrainer implements; it only rejects others mid-training.
@@ -44,27 +44,26 @@ class SamplingConfig:
 
     def validate(self) -> None:
         """Fail before any model is loaded, naming the field."""
-        if self.n < 1:
-            raise SettingError(self, "n", f"must be at least 1, got {self.n}")
-        if self.temperature < 0:
-            raise SettingError(self, "temperature", f"must be >= 0, got {self.temperature}")
+        check_settings(self, [
+            ("n", self.n >= 1, f"must be at least 1, got {self.n}"),
+            ("temperature", self.temperature >= 0, f"must be >= 0, got {self.temperature}"),
+        ])
         check_top_p_top_k(self, self.top_p, self.top_k)
-        if self.max_new_tokens < 1:
-            raise SettingError(self, "max_new_tokens", f"must be at least 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise SettingError(self, "batch_size", f"must be at least 1, got {self.batch_size}")
-        if self.engine not in ENGINES:
-            raise SettingError(self, "engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        check_settings(self, [
+            ("max_new_tokens", self.max_new_tokens >= 1, f"must be at least 1, got {self.max_new_tokens}"),
+            ("batch_size", self.batch_size >= 1, f"must be at least 1, got {self.batch_size}"),
+            ("engine", self.engine in ENGINES, f"must be one of {', '.join(ENGINES)}, got {self.engine!r}"),
+        ])
         if self.engine == "vllm":
             require_vllm()
 
 
 def check_top_p_top_k(settings: object, top_p: float, top_k: int) -> None:
     """The nucleus and top-k limits every sampler here accepts: top-p in (0, 1], top-k >= 0 (0 = off)."""
-    if not 0 < top_p <= 1:
-        raise SettingError(settings, "top_p", f"must be in (0, 1], got {top_p}")
-    if top_k < 0:
-        raise SettingError(settings, "top_k", f"must be >= 0 (0 = off), got {top_k}")
+    check_settings(settings, [
+        ("top_p", 0 < top_p <= 1, f"must be in (0, 1], got {top_p}"),
+        ("top_k", top_k >= 0, f"must be >= 0 (0 = off), got {top_k}"),
+    ])
 
 
 def require_vllm():
@@ -92,12 +91,12 @@ class DPOSettings:
 
     def validate(self) -> None:
         """Fail before any model is loaded, naming the field."""
-        if self.beta <= 0:
-            raise SettingError(self, "beta", f"must be > 0, got {self.beta}")
-        if self.loss_type not in DPO_LOSS_TYPES:
-            raise SettingError(self, "loss_type", f"must be one of {', '.join(DPO_LOSS_TYPES)}, got {self.loss_type!r}")
-        if self.max_length < 8:
-            raise SettingError(self, "max_length", f"must be at least 8, got {self.max_length}")
+        check_settings(self, [
+            ("beta", self.beta > 0, f"must be > 0, got {self.beta}"),
+            ("loss_type", self.loss_type in DPO_LOSS_TYPES,
+             f"must be one of {', '.join(DPO_LOSS_TYPES)}, got {self.loss_type!r}"),
+            ("max_length", self.max_length >= 8, f"must be at least 8, got {self.max_length}"),
+        ])
 
 
 @dataclass
@@ -122,20 +121,16 @@ class GRPOSettings:
 
     def validate(self) -> None:
         """Fail before any model is loaded, naming the field."""
-        if self.num_generations < 2:
-            raise SettingError(
-                self, "num_generations", f"must be at least 2 (GRPO compares completions), got {self.num_generations}"
-            )
-        if self.max_completion_length < 1:
-            raise SettingError(self, "max_completion_length", f"must be at least 1, got {self.max_completion_length}")
-        if self.beta < 0:
-            raise SettingError(self, "beta", f"must be >= 0, got {self.beta}")
-        if self.loss_type not in GRPO_LOSS_TYPES:
-            raise SettingError(self, "loss_type", f"must be one of {', '.join(GRPO_LOSS_TYPES)}, got {self.loss_type!r}")
-        if self.scale_rewards not in SCALE_REWARDS:
-            raise SettingError(
-                self, "scale_rewards", f"must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}"
-            )
-        if self.temperature <= 0:
-            raise SettingError(self, "temperature", f"must be > 0 (GRPO needs distinct samples), got {self.temperature}")
+        check_settings(self, [
+            ("num_generations", self.num_generations >= 2,
+             f"must be at least 2 (GRPO compares completions), got {self.num_generations}"),
+            ("max_completion_length", self.max_completion_length >= 1,
+             f"must be at least 1, got {self.max_completion_length}"),
+            ("beta", self.beta >= 0, f"must be >= 0, got {self.beta}"),
+            ("loss_type", self.loss_type in GRPO_LOSS_TYPES,
+             f"must be one of {', '.join(GRPO_LOSS_TYPES)}, got {self.loss_type!r}"),
+            ("scale_rewards", self.scale_rewards in SCALE_REWARDS,
+             f"must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}"),
+            ("temperature", self.temperature > 0, f"must be > 0 (GRPO needs distinct samples), got {self.temperature}"),
+        ])
         check_top_p_top_k(self, self.top_p, self.top_k)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import SettingError, setting
+from ..settings import check_settings, setting
 
 DEFAULT_MAX_LENGTH = 2048  # OpenRLHF's serve_rm default (--data.max_len), for a model without position limit
 DEFAULT_MAX_BODY_SIZE = 8 * 2**20  # bytes: room for thousands of long conversations per request
@@ -34,13 +34,12 @@ class ServeConfig:
 
     def validate(self) -> None:
         """Fail before the model is loaded, naming the field."""
-        if self.max_batch_size is not None and self.max_batch_size < 1:
-            raise SettingError(self, "max_batch_size", f"must be at least 1, got {self.max_batch_size}")
-        if not 0 <= self.max_wait_ms <= 60_000:
-            raise SettingError(self, "max_wait_ms", f"must be between 0 and 60000, got {self.max_wait_ms}")
-        if self.max_length is not None and self.max_length < 8:
-            raise SettingError(self, "max_length", f"must be at least 8, got {self.max_length}")
-        if self.max_items < 1:
-            raise SettingError(self, "max_items", f"must be at least 1, got {self.max_items}")
-        if self.max_body_size is not None and self.max_body_size < 1:
-            raise SettingError(self, "max_body_size", f"must be at least 1 byte, got {self.max_body_size}")
+        check_settings(self, [
+            ("max_batch_size", self.max_batch_size is None or self.max_batch_size >= 1,
+             f"must be at least 1, got {self.max_batch_size}"),
+            ("max_wait_ms", 0 <= self.max_wait_ms <= 60_000, f"must be between 0 and 60000, got {self.max_wait_ms}"),
+            ("max_length", self.max_length is None or self.max_length >= 8, f"must be at least 8, got {self.max_length}"),
+            ("max_items", self.max_items >= 1, f"must be at least 1, got {self.max_items}"),
+            ("max_body_size", self.max_body_size is None or self.max_body_size >= 1,
+             f"must be at least 1 byte, got {self.max_body_size}"),
+        ])

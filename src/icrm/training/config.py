@@ -16,7 +16,7 @@ from trl import RewardConfig
 
 from ..errors import UserError
 from ..outputs import note
-from ..settings import SettingError
+from ..settings import SettingError, check_settings
 from .arguments import ICRMArguments
 
 METHODS = {
@@ -122,9 +122,7 @@ class ICRMConfig(ICRMArguments, RewardConfig):
             ("head_dropout", 0.0 <= self.head_dropout < 1.0, f"must be in [0, 1), got {self.head_dropout}"),
             ("step_separator", bool(self.step_separator), "must not be empty"),
         ]
-        for name, ok, problem in checks:
-            if not ok:
-                raise ConfigFieldError(self, name, problem)
+        check_settings(self, checks, ConfigFieldError)
         for name, why in UNSUPPORTED.items():
             if getattr(self, name):
                 raise ConfigError(f"ICRMConfig.{name} is not supported by icrm: {why}")
