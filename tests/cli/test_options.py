@@ -9,10 +9,11 @@ import pytest
 import typer
 
 from icrm.cli import app
+from icrm.evaluation import ScoringOptions
 from icrm.modeling import ModelSpec
 from icrm.policy import DPOSettings, GRPOSettings, SamplingConfig
 from icrm.serve import ServeConfig
-from icrm.settings import SettingError, flag_of
+from icrm.settings import SettingError, flag_of, help_of
 from icrm.training import ICRMArguments, ICRMConfig, TrainingOptions
 
 # The settings each command's options come from; an option spelled as one of their fields is tied to it.
@@ -73,6 +74,12 @@ def test_options_come_from_their_settings(name):
         expected = getattr(settings, field.name) if not isinstance(settings, type) else field.default
         assert param.default == expected, param.name
         assert param.help == field.metadata["help"], param.name
+
+
+def test_scoring_options_word_packing_and_skip_invalid_as_training_does():
+    # ScoringOptions lives below training and policy, so it cannot borrow their help texts: it repeats them.
+    assert help_of(ScoringOptions, "packing") == help_of(ICRMArguments, "padding_free")
+    assert help_of(ScoringOptions, "skip_invalid") == help_of(DPOSettings, "skip_invalid")
 
 
 def test_every_training_options_field_is_an_option_of_train():

@@ -15,14 +15,14 @@ import dataclasses
 import functools
 import inspect
 import typing
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import typer
 
+from ..evaluation import ScoringOptions
 from ..modeling import ModelSpec
 from ..policy import DPOSettings
-from ..settings import default_of, flag_of, help_of, setting
+from ..settings import default_of, flag_of, help_of
 from ..training import ICRMArguments, TrainingOptions
 
 # The one-letter spellings of options made from settings (the others are written with their option).
@@ -100,27 +100,12 @@ def _field_parameters(settings: type | object, names: list[str]) -> list[inspect
     return parameters
 
 
-@dataclass
-class ScoringOptions:
-    """How ``eval``, ``score`` and ``bon`` load and run a reward model: their runners' keywords of the same names."""
-
-    batch_size: int = setting(16, "Sequences per forward pass.")
-    max_length: int | None = setting(
-        None, "Max tokens of prompt+response; a longer prompt loses tokens from the left, a longer response is an "
-        "error (or skipped with --skip-invalid) [default: the model's position limit]."
-    )
-    packing: bool | None = setting(None, help_of(ICRMArguments, "padding_free"))
-    skip_invalid: bool = setting(False, help_of(DPOSettings, "skip_invalid"))
-    trust_remote_code: bool = setting(False, help_of(ModelSpec, "trust_remote_code"))
-    allow_pickle: bool = setting(False, help_of(ModelSpec, "allow_pickle"))
+# The options several commands share.
 OverwriteOpt = typer.Option(
     False, "--overwrite",
     help="Replace an existing --output file, or a folder this command did not write (without it, only an empty "
     "folder or this command's earlier output folder is replaced).",
 )
-
-
-# The options several commands share.
 MaxLenOpt = option(DPOSettings, "max_length")
 SeedOpt = option(TrainingOptions, "seed")
 SplitOpt = typer.Option(None, "--split", help="Split of a saved or hub dataset [default: train].")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..evaluation import ScoringOptions
 from .app import ConfigOption, command, length_summary, print_summary
 from .options import (
     OverwriteOpt,
-    ScoringOptions,
     SeedOpt,
     SkipOpt,
     SplitOpt,
@@ -52,7 +51,7 @@ def eval_cmd(
 
     metrics = evaluate_pairs(
         model, data, output, split=split, limit=limit, ties=ties, step_threshold=step_threshold,
-        step_separator=step_separator, overwrite=overwrite, **dataclasses.asdict(scoring),
+        step_separator=step_separator, scoring=scoring, overwrite=overwrite,
     )
     if "steps" in metrics:
         summary = {k: _rounded(metrics["steps"][k]) for k in ("step_auroc", "first_error_f1", "localization")}
@@ -91,7 +90,7 @@ def score(
 
     counts = score_file(
         model, data, output, normalize=normalize, split=split, per_token=per_token, generator=generator,
-        per_step=per_step, step_separator=step_separator, overwrite=overwrite, **dataclasses.asdict(scoring),
+        per_step=per_step, step_separator=step_separator, scoring=scoring, overwrite=overwrite,
     )
     shown, notes = length_summary(counts)
     print_summary({"rows": counts["rows"], **shown, "output": str(output)}, notes)
@@ -124,7 +123,7 @@ def bon(
 
     report = best_of_n(
         model, data, output, ns=n, n_draws=draws, seed=seed, aggregate_steps=aggregate, step_separator=step_separator,
-        overwrite=overwrite, **dataclasses.asdict(scoring),
+        scoring=scoring, overwrite=overwrite,
     )
     summary = {f"accuracy@{k}": round(v, 4) for k, v in report["accuracy"].items()}
     for metric in ("random", "majority", "pass"):

@@ -8,15 +8,15 @@ from ..data import DEFAULT_SEPARATOR, BonExample, canonical_answer, extract_answ
 from ..errors import UserError
 from ..evaluation import (
     AGGREGATES,
+    ScoringOptions,
     aggregate,
     bon_metrics,
-    load_reward_model,
+    load_and_fit,
     per_example,
     plot_bon_curve,
     score_sequences,
     score_steps,
 )
-from ..modeling import fit_examples, resolve_max_length
 from ..outputs import check_output, write_json
 
 
@@ -42,14 +42,9 @@ def best_of_n(
     ns: list[int] | str | None = None,
     n_draws: int = 32,
     seed: int = 0,
-    batch_size: int = 16,
-    max_length: int | None = None,
-    skip_invalid: bool = False,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
     aggregate_steps: str = "last",
     step_separator: str = DEFAULT_SEPARATOR,
-    packing: bool | None = None,
+    scoring: ScoringOptions | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Best-of-N verification: accuracy@n, pass@n, random@n (+ majority@n with answers).
@@ -59,6 +54,7 @@ def best_of_n(
     by their step rewards aggregated with ``aggregate_steps`` (steps: the
     candidate split at ``step_separator``): ``last`` is the outcome reward,
     ``min`` the weakest step (PRM papers' usual choice), ``mean`` the mean σ(r).
+    ``scoring``: how the model is loaded and run (default: :class:`~icrm.evaluation.ScoringOptions`'s).
     ``output`` (report.json, with its curve beside it as PNG) replaces existing
     files only with ``overwrite``.
     """
@@ -67,7 +63,8 @@ def best_of_n(
         check_output(Path(output).with_suffix(".png"), None, overwrite)
     if aggregate_steps not in AGGREGATES:
         raise UserError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate_steps!r}")
-    loaded = load_examples(data, expect=("bon",), skip_invalid=skip_invalid)
+    scoring = scoring or ScoringOptions()
+    loaded = load_examples(data, expect=("bon",), skip_invalid=scoring.skip_invalid)
     examples: list[BonExample] = loaded.examples
     labels = []
     for ex in examples:
@@ -84,19 +81,18 @@ def best_of_n(
     for ex in examples:
         if ns[-1] > len(ex.candidates):
             raise UserError(f"{data}:{ex.line}: candidates: n={ns[-1]} exceeds the {len(ex.candidates)} candidates")
-    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
-    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
+    rm, fitted = load_and_fit(model, loaded, scoring)
     labels = [labels[i] for i in fitted.kept]
     examples = fitted.examples
     answers = None
     if all(ex.answer is not None for ex in examples):
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
     if aggregate_steps == "last":  # the last step's score is the outcome reward: no need to split
-        flat = score_sequences(rm, fitted.sequences, batch_size)
+        flat = score_sequences(rm, fitted.sequences, scoring.batch_size)
     else:
         prompts = [ex.prompt for ex in examples for _ in ex.candidates]
         chains = [split_steps(text, step_separator) for ex in examples for text in ex.candidates]
-        scored = score_steps(rm, prompts, chains, step_separator, batch_size, fitted.max_length)
+        scored = score_steps(rm, prompts, chains, step_separator, scoring.batch_size, fitted.max_length)
         flat = [aggregate(row, aggregate_steps) for row in scored]
     scores = per_example(flat, examples)
     try:

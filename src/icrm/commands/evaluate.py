@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..data import DEFAULT_SEPARATOR, BonExample, DataError, StepExample, load_examples
 from ..errors import UserError
 from ..evaluation import (
     TIES,
+    ScoringOptions,
     auroc,
-    load_reward_model,
+    load_and_fit,
     pairwise_metrics,
     parse_ties_id,
     per_example,
@@ -21,7 +23,7 @@ from ..evaluation import (
     sigmoid,
     step_metrics,
 )
-from ..modeling import RewardModel, fit_examples, resolve_max_length
+from ..modeling import RewardModel
 from ..outputs import check_output, write_json
 
 
@@ -31,13 +33,8 @@ def evaluate_pairs(
     output: Path | None,
     *,
     split: str | None = None,
-    batch_size: int = 16,
     limit: int | None = None,
-    max_length: int | None = None,
-    skip_invalid: bool = False,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
-    packing: bool | None = None,
+    scoring: ScoringOptions | None = None,
     ties: str = "half",
     step_threshold: float = 0.5,
     step_separator: str = DEFAULT_SEPARATOR,
@@ -53,29 +50,32 @@ def evaluate_pairs(
     Stepwise rows (TRL stepwise supervision, ProcessBench) get
     :func:`evaluate_steps`. Other rows are tokenized as in training (see
     :func:`fit_examples`), so on the same pairwise file, given the training
-    ``--max-length``, this is the ``eval_accuracy`` a training run reports. An existing ``output`` (or plot
+    ``--max-length``, this is the ``eval_accuracy`` a training run reports. ``scoring``: how the model is
+    loaded and run (default: :class:`~icrm.evaluation.ScoringOptions`'s). An existing ``output`` (or plot
     beside it) is replaced only with ``overwrite``.
     """
+    scoring = scoring or ScoringOptions()
     if output is not None:
         check_output(output, None, overwrite)  # first: a folder has no name to put the plots beside
         for plot in ("_margins.png", "_steps.png"):
             check_output(Path(output).with_name(Path(output).stem + plot), None, overwrite)
     if ties not in TIES:
         raise UserError(f"--ties must be {' or '.join(TIES)}, got {ties!r}")
-    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, limit=limit, step_separator=step_separator)
+    loaded = load_examples(data, split=split, skip_invalid=scoring.skip_invalid, limit=limit,
+                           step_separator=step_separator)
     if loaded.format == "pointwise":
         raise DataError(data, "pointwise rows (response/label) give icrm eval nothing to compare: score them with "
                         "icrm score, or group each prompt's responses into a best-of-N row (candidates, labels) for "
                         "icrm bon", loaded.examples[0].line)
     if loaded.format == "bon":
         num_correct = [_chosen_first(ex, data) for ex in loaded.examples]
-    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
-    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
+    rm, fitted = load_and_fit(model, loaded, scoring)
     if loaded.format == "stepwise":
         extra = {"skipped_rows": loaded.skipped, **fitted.counts(), "model": model, "data": data}
-        return evaluate_steps(rm, fitted.examples, output, threshold=step_threshold, batch_size=batch_size,
-                              max_length=fitted.max_length, extra=extra, overwrite=overwrite)
-    scores = score_sequences(rm, fitted.sequences, batch_size)
+        return evaluate_steps(rm, fitted.examples, output, threshold=step_threshold,
+                              scoring=dataclasses.replace(scoring, max_length=fitted.max_length), extra=extra,
+                              overwrite=overwrite)
+    scores = score_sequences(rm, fitted.sequences, scoring.batch_size)
     subsets = [ex.subset for ex in fitted.examples]
     named_subsets = subsets if any(s is not None for s in subsets) else None
     try:
@@ -113,8 +113,7 @@ def evaluate_steps(
     output: Path | None = None,
     *,
     threshold: float = 0.5,
-    batch_size: int = 16,
-    max_length: int | None = None,
+    scoring: ScoringOptions | None = None,
     extra: dict | None = None,
     overwrite: bool = False,
 ) -> dict:
@@ -122,8 +121,9 @@ def evaluate_steps(
 
     The outcome is the last step's score (the reward ``score`` gives):
     ``outcome.auroc`` separates right from wrong chains, ``outcome.accuracy``
-    counts ``σ(R) > 0.5`` as "right". ``max_length`` cuts prompts from the
-    left (:func:`score_steps`). With ``output``, also writes
+    counts ``σ(R) > 0.5`` as "right". The model is loaded already, so of
+    ``scoring`` only ``batch_size`` and ``max_length`` apply; ``max_length``
+    cuts prompts from the left (:func:`score_steps`). With ``output``, also writes
     ``<stem>_steps.png``: σ(r) around the first wrong step and along right chains;
     existing files are replaced only with ``overwrite``.
     """
@@ -134,8 +134,10 @@ def evaluate_steps(
         raise UserError(f"--step-threshold must be in (0, 1), got {threshold}")
     if not examples:
         raise UserError("no chains to evaluate")
+    scoring = scoring or ScoringOptions()
     prompts = [ex.prompt for ex in examples]
-    scores = score_steps(rm, prompts, [ex.steps for ex in examples], examples[0].separator, batch_size, max_length)
+    scores = score_steps(rm, prompts, [ex.steps for ex in examples], examples[0].separator, scoring.batch_size,
+                         scoring.max_length)
     labels = [ex.labels for ex in examples]
     outcome = [row[-1] for row in scores]
     metrics = {

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from ..data import DEFAULT_SEPARATOR, BonExample, PairExample, load_examples, responses_of
 from ..errors import UserError
-from ..evaluation import chains_of, load_reward_model, per_example, score_sequences, score_steps
+from ..evaluation import ScoringOptions, chains_of, load_and_fit, per_example, score_sequences, score_steps
 from ..explain import explain_responses
-from ..modeling import Fitted, RewardModel, fit_examples, load_generator, resolve_max_length
+from ..modeling import Fitted, RewardModel, load_generator
 from ..outputs import check_output, progress, write_jsonl
 
 
@@ -19,12 +19,7 @@ def score_file(
     *,
     normalize: bool = False,
     split: str | None = None,
-    batch_size: int = 16,
-    max_length: int | None = None,
-    skip_invalid: bool = False,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
-    packing: bool | None = None,
+    scoring: ScoringOptions | None = None,
     per_token: bool = False,
     generator: str | None = None,
     per_step: bool = False,
@@ -37,7 +32,8 @@ def score_file(
     input; the scores are added beside them (same-named columns are replaced):
     ``chosen_reward``/``rejected_reward`` for pairs, ``reward`` for pointwise
     and stepwise rows (no ``label`` needed), ``rewards`` for best-of-N rows (in
-    candidate order; RewardBench 2 rows: chosen, then rejected).
+    candidate order; RewardBench 2 rows: chosen, then rejected). ``scoring``:
+    how the model is loaded and run (default: :class:`~icrm.evaluation.ScoringOptions`'s).
 
     With ``per_token`` every row also gets ``token_rewards``: one entry per
     response (in the row's order), with the token texts, the prefix rewards
@@ -48,14 +44,14 @@ def score_file(
     ``chosen_step_rewards``/``rejected_step_rewards``. An existing ``output``
     is replaced only with ``overwrite``.
     """
+    scoring = scoring or ScoringOptions()
     check_output(output, None, overwrite)
-    loaded = load_examples(data, split=split, skip_invalid=skip_invalid, step_separator=step_separator,
+    loaded = load_examples(data, split=split, skip_invalid=scoring.skip_invalid, step_separator=step_separator,
                            require_labels=False)
-    rm = load_reward_model(model, trust_remote_code, allow_pickle, packing)
-    fitted = fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, max_length), skip_invalid)
+    rm, fitted = load_and_fit(model, loaded, scoring)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
-    scores = score_sequences(rm, fitted.sequences, batch_size)
+    scores = score_sequences(rm, fitted.sequences, scoring.batch_size)
     mean, std = (rm.reward_stats["mean"], rm.reward_stats["std"]) if normalize else (0.0, 1.0)
     scores = [(s - mean) / std for s in scores]
     rows = [{**loaded.rows[i], **_score_columns(ex, row)}
@@ -63,7 +59,7 @@ def score_file(
     if per_token:
         _add_token_rewards(rm, fitted, rows, generator)
     if per_step:
-        _add_step_rewards(rm, fitted, rows, step_separator, batch_size, (mean, std))
+        _add_step_rewards(rm, fitted, rows, step_separator, scoring.batch_size, (mean, std))
     write_jsonl(output, rows)
     return {"rows": len(rows), "skipped_rows": loaded.skipped, **fitted.counts()}
 

@@ -1,5 +1,6 @@
-"""Evaluating reward models: scoring responses, and the metrics on the scores (pairwise, RewardBench 1 and 2,
-best-of-N, process rewards) with their plots, the aggregation of step scores and the statistics they share."""
+"""Evaluating reward models: scoring responses and the settings of scoring a file, and the metrics on the scores
+(pairwise, RewardBench 1 and 2, best-of-N, process rewards) with their plots, the aggregation of step scores and
+the statistics they share."""
 
 from ..exports import lazy_exports
 
@@ -12,6 +13,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "process": ["first_error", "first_error_f1", "localization", "predicted_first_error", "step_metrics", "step_profile"],
     "rewardbench": ["TIES", "parse_ties_id", "rewardbench2_metrics", "rewardbench2_subsets",
         "rewardbench_example_counts", "rewardbench_sections"],
-    "scoring": ["chains_of", "load_reward_model", "per_example", "score_responses", "score_sequences", "score_steps"],
+    "scoring": ["chains_of", "load_and_fit", "load_reward_model", "per_example", "score_responses", "score_sequences",
+        "score_steps"],
+    "settings": ["ScoringOptions"],
     "statistics": ["auroc", "average_ranks", "sigmoid"],
 })

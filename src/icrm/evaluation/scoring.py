@@ -7,10 +7,11 @@ scores are pure functions in the other modules of this package.
 
 from __future__ import annotations
 
-from ..data import DEFAULT_SEPARATOR, Sequence, StepExample, encode, responses_of, split_steps
+from ..data import DEFAULT_SEPARATOR, LoadedData, Sequence, StepExample, encode, responses_of, split_steps
 from ..errors import UserError
-from ..modeling import RewardModel
+from ..modeling import Fitted, RewardModel, fit_examples, resolve_max_length
 from ..outputs import progress
+from .settings import ScoringOptions
 
 
 def load_reward_model(
@@ -21,6 +22,15 @@ def load_reward_model(
     rm = RewardModel.from_pretrained(path, trust_remote_code, allow_pickle)
     rm.eval()
     return rm.use_padding_free(packing)
+
+
+def load_and_fit(model: str, loaded: LoadedData, scoring: ScoringOptions) -> tuple[RewardModel, Fitted]:
+    """The reward model as ``scoring`` loads it, and ``loaded``'s examples tokenized to fit its length limit.
+
+    The first steps of every runner that scores a file, so ``score``, ``eval`` and ``bon`` read lengths alike.
+    """
+    rm = load_reward_model(model, scoring.trust_remote_code, scoring.allow_pickle, scoring.packing)
+    return rm, fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, scoring.max_length), scoring.skip_invalid)
 
 
 def score_sequences(rm: RewardModel, seqs: list[Sequence], batch_size: int = 16) -> list[float]:
