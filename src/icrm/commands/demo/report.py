@@ -11,6 +11,11 @@ from ...evaluation import first_error, predicted_first_error, sigmoid
 from .settings import SHORTCUT_SPLITS, STEP_METHODS, STEP_METRICS
 
 
+def figure(alt: str, file: str) -> list[str]:
+    """A figure of the report: its markdown image between blank lines."""
+    return ["", f"![{alt}]({file})", ""]
+
+
 def render_report(metrics: dict, elapsed: float) -> str:
     """``report.md``: the lead, then one section per stage that ran, from the run's metrics."""
     results = metrics["accuracy"]
@@ -33,9 +38,7 @@ def render_report(metrics: dict, elapsed: float) -> str:
         *accuracy_table(metrics["shortcut"]["accuracy"]),
         "",
         f"ICRM: λ = {metrics['shortcut']['lambda']}. `length/train` is scored against the training labels.",
-        "",
-        "![shortcut](shortcut.png)",
-        "",
+        *figure("shortcut", "shortcut.png"),
         "## Pairwise accuracy",
         "",
         "`noisy/test` is the main generalization test: clean held-out pairs, while 25% of training labels are "
@@ -45,7 +48,7 @@ def render_report(metrics: dict, elapsed: float) -> str:
         "",
         *accuracy_table(results),
     ]
-    lines += ["", "![accuracy](accuracy.png)", ""]
+    lines += figure("accuracy", "accuracy.png")
     if any(split.startswith("suffix/") for split in splits):
         lines += probe_report(results)
     if metrics["bon"]:
@@ -205,7 +208,7 @@ def bon_report(bon: dict, agreement: dict | None = None) -> list[str]:
             f"{ns[-1]} candidates hold {agreement['distinct_candidates']:.1f} distinct ones on average), which leaves "
             "few orders to disagree on, and best-of-n only asks whether the top-scored candidate is right."
         )
-    return lines + ["", "![best-of-N](bon.png)", ""]
+    return lines + figure("best-of-N", "bon.png")
 
 
 def attribution_report(attribution: dict) -> list[str]:
@@ -224,9 +227,7 @@ def attribution_report(attribution: dict) -> list[str]:
            if max(shares.values()) < 2 * attribution["decisive_token_share"] else ".")
         + " BENCHMARKS.md §2 measures this over 5 seeds: ICRM (λ = 0.3) moves a few points of Σ|Δr| towards the "
         "decisive words, on every seed, but every model stays near chance.",
-        "",
-        "![explain](explain.png)",
-        "",
+        *figure("explain", "explain.png"),
     ]
 
 
@@ -251,9 +252,7 @@ def dpo_report(dpo: dict) -> list[str]:
         rates = "baseline" if i == 0 else " / ".join(f"{p[k]:.2f}" for k in ("win_rate", "tie_rate", "lose_rate"))
         lines.append(f"| {name} | {p['mean_reward']:.3f} ± {p['std_reward']:.2f} | {rates} | {p['mean_words']:.1f} |")
     return lines + [
-        "",
-        "![dpo](dpo.png)",
-        "",
+        *figure("dpo", "dpo.png"),
         "One seed; benchmarks/DPO.md has the 5-seed comparison (no measurable difference between DPO-BT and DPO-ICRM).",
         "",
     ]
@@ -315,14 +314,10 @@ def process_report(process: dict) -> list[str]:
         lines.append(f"* {method}'s step AUROC, {auroc:.3f}, is below chance (0.5, the dotted line in the plot): it "
                      f"ranks a wrong prefix above a right one slightly more often than the reverse. {why}")
     return lines + [
-        "",
-        "![steps](steps.png)",
-        "",
+        *figure("steps", "steps.png"),
         "Per-token rewards on the same chain, each step's end marked with its σ(r) and true label "
         "(interactive version: [steps-explain.html](steps-explain.html)):",
-        "",
-        "![steps-explain](steps-explain.png)",
-        "",
+        *figure("steps-explain", "steps-explain.png"),
         "One seed; BENCHMARKS.md §7 has 5 seeds (outcome-label ICRM stays far from a PRM there; the consistency "
         "term added to a PRM helps it).",
         "",
@@ -347,4 +342,4 @@ def loss_report(losses: dict) -> list[str]:
     ]
     if moved:
         lines[-1] += " In this run " + "; ".join(moved) + " (first and last logged values)."
-    return lines + ["", "![losses](losses.png)", ""]
+    return lines + figure("losses", "losses.png")
