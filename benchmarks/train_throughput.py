@@ -105,9 +105,14 @@ def prepare(args, workdir: Path) -> dict:
 
     modeling.PRESETS.setdefault("large", LARGE_PRESET)  # only this process builds models by preset name
     loaded = load_examples(args.hh_data)
-    tokenizer = modeling.train_tokenizer(example_texts(loaded.examples), modeling.PRESETS[args.preset]["vocab_size"])
+    if args.model_dir:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    else:
+        tokenizer = modeling.train_tokenizer(example_texts(loaded.examples), modeling.PRESETS[args.preset]["vocab_size"])
     for name, seed in (("model", 0), ("generator", 1)):  # the RM's initial backbone; a frozen generator
-        lm = modeling.build_causal_lm(args.preset, tokenizer, seed)
+        lm = model_of(args.model_dir, seed) if args.model_dir else modeling.build_causal_lm(args.preset, tokenizer, seed)
         lm.save_pretrained(workdir / name)
         tokenizer.save_pretrained(workdir / name)
 
@@ -122,7 +127,10 @@ def prepare(args, workdir: Path) -> dict:
     words = single_token_words(tokenizer)
     rng = random.Random(0)
     n_response = args.max_length // 2
-    n_prompt = args.max_length - n_response - 4  # <|user|> … <|end|><|assistant|> … <|end|>
+    from icrm.data import PairExample, encode
+
+    template = encode(tokenizer, [{"role": "user", "content": " " + words[0]}], " " + words[0]).length - 2
+    n_prompt = args.max_length - n_response - template  # the chat template's own tokens around the two texts
 
     def text(n: int) -> str:
         return "".join(" " + rng.choice(words) for _ in range(n))
@@ -131,8 +139,6 @@ def prepare(args, workdir: Path) -> dict:
         {"prompt": [{"role": "user", "content": text(n_prompt)}], "chosen": text(n_response), "rejected": text(n_response)}
         for _ in range(args.synthetic_pairs)
     ]
-    from icrm.data import PairExample, encode
-
     lengths = {encode(tokenizer, r["prompt"], r[k]).length for r in synthetic for k in ("chosen", "rejected")}
     assert lengths == {args.max_length}, f"synthetic sequences are not all {args.max_length} tokens: {sorted(lengths)[:5]}"
     write_jsonl(workdir / "synthetic.jsonl", synthetic)
@@ -146,6 +152,31 @@ def prepare(args, workdir: Path) -> dict:
         "vocab": len(tokenizer),
         "hh_epoch": {sampler: epoch_tokens(pair_lengths, args.batch_size, sampler) for sampler in ("random", "grouped")},
     }
+
+
+def model_of(model_dir: str, seed: int):
+    """The causal LM of ``model_dir``: its weights, or (a folder with only ``config.json``) a seeded random init.
+
+    Speed and memory do not depend on the weights' values, so a model's architecture and tokenizer are enough
+    for a speed benchmark where its weights cannot be had (a machine without the file).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if any(Path(model_dir).glob("*.safetensors")):
+        return AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+
+
+def response_marker(tokenizer) -> list[int]:
+    """The token ids the chat template puts before an assistant's response (its generation prompt)."""
+    turn = [{"role": "user", "content": "hi"}]
+    with_prompt = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True)
+    without = tokenizer.apply_chat_template(turn, tokenize=True, return_dict=True)
+    marker = list(with_prompt["input_ids"])[len(without["input_ids"]):]
+    assert marker, "the chat template adds no generation prompt"
+    return marker
 
 
 def epoch_tokens(pair_lengths: list[list[int]], batch_size: int, sampler: str, seeds: int = 5) -> dict:
@@ -200,7 +231,7 @@ def check_same_tokens(tokenizer, examples) -> None:
 # ------------------------------------------------------------ measuring a run
 
 
-def make_meter(device: str, assistant_id: int, profile: bool = False):
+def make_meter(device: str, marker: list[int], profile: bool = False):
     """A TrainerCallback that times train(), and collator/forward wrappers that count."""
     import torch
     from transformers import TrainerCallback
@@ -276,9 +307,10 @@ def make_meter(device: str, assistant_id: int, profile: bool = False):
             batch = self.inner(features)
             self.meter.collate_seconds += time.perf_counter() - start
             ids, mask = batch["input_ids"], batch["attention_mask"]
-            # the response starts after the last <|assistant|> (same rule for both trainers)
-            positions = torch.arange(ids.shape[1])
-            start = (positions * (ids == assistant_id)).argmax(-1) + 1
+            # the response starts after the chat template's last assistant header (same rule for both trainers)
+            k = len(marker)
+            found = (ids.unfold(1, k, 1) == torch.tensor(marker)).all(-1)
+            start = (torch.arange(found.shape[1]) * found).argmax(-1) + k
             response = (mask.sum(-1) - start).clamp(min=0)
             run = batch["packed"]["input_ids"] if "packed" in batch else ids
             stats = {
@@ -517,8 +549,8 @@ def run_worker(spec: dict) -> dict:
         elif spec["method"] == "scoring":
             result = scoring_pass(spec)
         else:
-            assistant_id = AutoTokenizer.from_pretrained(spec["model_dir"]).convert_tokens_to_ids("<|assistant|>")
-            meter = make_meter(spec["device"], assistant_id, profile=spec.get("profile", False))
+            marker = response_marker(AutoTokenizer.from_pretrained(spec["model_dir"]))
+            meter = make_meter(spec["device"], marker, profile=spec.get("profile", False))
             train = train_trl if spec["method"] == "trl" else train_icrm
             extra = train(spec, meter, workdir)
             result = {**summarize(meter, spec), **extra}
@@ -565,7 +597,7 @@ def base_spec(args, workdir: Path) -> dict:
         "max_length": args.max_length,
         "threads": args.threads,
         "device": args.device,
-        "bf16": args.device == "cuda" and args.preset == "large",
+        "bf16": args.device == "cuda" and (args.preset == "large" or bool(args.model_dir)),
         "scoring_pairs": args.scoring_pairs,
     }
 
@@ -586,6 +618,8 @@ def run_spec(base: dict, workdir: Path, case: str, method: str, **extra) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
+    parser.add_argument("--model-dir", default=None,
+                        help="a causal LM folder (config.json and tokenizer; weights optional) instead of --preset")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
@@ -678,7 +712,8 @@ def run_benchmark(args, workdir: Path) -> None:
         "runs": runs,
     }
     report["summary"] = summarize_runs(runs, data_info)
-    results = Path(args.results or RESULTS / f"throughput-{args.device}-{args.preset}.json")
+    model = Path(args.model_dir).name if args.model_dir else args.preset
+    results = Path(args.results or RESULTS / f"throughput-{args.device}-{model}.json")
     write_json(results, report)
     write_markdown(Path(args.markdown), report)
     print(f"wrote {results} and {args.markdown}")
