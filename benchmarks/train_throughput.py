@@ -49,6 +49,7 @@ the whole-process ``resource.getrusage(...).ru_maxrss``; GPU --
 
     python -m benchmarks.train_throughput                       # CPU, preset small
     python -m benchmarks.train_throughput --device cuda --preset large --steps 50
+    python -m benchmarks.train_throughput --model-dir DIR --cases hh   # a real architecture and tokenizer (DIR: a causal-LM folder)
     python -m benchmarks.train_throughput --cases hh --profile bt   # torch.profiler table of one train()
     python -m benchmarks.train_throughput --summarize benchmarks/results/throughput-cpu-small.json
     python -m benchmarks.train_throughput --whole-process --preset tiny --repeats 3   # `icrm train` vs a TRL script, wall time
