@@ -38,6 +38,7 @@ import torch
 
 from ..data import RewardCollator, Sequence
 from ..errors import UserError
+from .gguf import resolve_model
 from .loading import load_causal_lm
 
 logger = logging.getLogger(__name__)
@@ -261,6 +262,7 @@ def cached_generation_weights(
     vocabularies); a hub id is loaded and keyed by its weights.
     """
     model = None
+    generator = resolve_model(generator)  # a GGUF generator is keyed by its converted folder
     if Path(generator).is_dir():
         generator_key = files_fingerprint(Path(generator))
     else:

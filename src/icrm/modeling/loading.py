@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..outputs import library_bars_off
+from .gguf import resolve_model
 from .presets import CHAT_TEMPLATE
 
 PAD_TOKEN = "<|pad|>"
@@ -81,7 +82,7 @@ def require_safetensors(path: str, allow_pickle: bool) -> None:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
-    """The tokenizer of a local directory or hub id (every model loader starts here).
+    """The tokenizer of a local directory, hub id, GGUF file or GGUF preset (every model loader starts here).
 
     A missing local path is reported as such (:func:`check_model_path`), not
     after the hub's retries or as its complaint about an invalid repo id.
@@ -89,6 +90,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | N
     from huggingface_hub import is_offline_mode
     from transformers import AutoTokenizer
 
+    path = resolve_model(path)
     check_model_path(path)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
@@ -105,13 +107,14 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | N
 def load_causal_lm(
     path: str, trust_remote_code: bool = False, allow_pickle: bool = False, tokenizer=None, **model_kwargs
 ):
-    """A pretrained causal LM and its prepared tokenizer (the saved one unless given), from a path or hub id.
+    """A pretrained causal LM and its prepared tokenizer (the saved one unless given), from a path, hub id or GGUF.
 
     ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (``dtype``,
     ``revision``, ``attn_implementation``...); ``revision`` also picks the tokenizer's.
     """
     from transformers import AutoModelForCausalLM
 
+    path = resolve_model(path)
     require_safetensors(path, allow_pickle)
     tokenizer = tokenizer or load_tokenizer(path, trust_remote_code, model_kwargs.get("revision"))
     try:

@@ -11,7 +11,10 @@ from ..settings import setting
 class ModelSpec:
     """The model a training command starts from, its LoRA adapters and what loading it may do."""
 
-    name: str = setting("tiny", "tiny, small, a local model or checkpoint directory, or a hub id.", flag="--model")
+    name: str = setting(
+        "tiny", "tiny, small, smollm2-135m, a local model or checkpoint directory, a .gguf file, or a hub id.",
+        flag="--model",
+    )
     lora_r: int = setting(0, "LoRA rank on all linear layers (0 = full fine-tuning).")
     lora_alpha: int = setting(16, "LoRA alpha.")
     trust_remote_code: bool = setting(False, "Allow model code from the checkpoint (unsafe).")
