@@ -125,3 +125,18 @@ def post(app, path, payload):
         return await client.post(path, json=payload)
 
     return talk(app, body)
+
+
+def sft_embedding_grad(rm, batch, scale: float):
+    """Gradient of the SFT term alone on the input embeddings, the backbone's share scaled by ``scale``."""
+    import torch
+
+    from icrm import losses
+
+    positions = torch.zeros_like(batch["response_mask"])
+    positions[:, :-1] = batch["response_mask"][:, 1:]
+    rm.zero_grad()
+    _, _, logits = rm(batch["input_ids"], batch["attention_mask"], lm_positions=positions, lm_grad_scale=scale)
+    targets = batch["input_ids"][:, 1:][positions[:, :-1]]
+    losses.sft_nll(logits, targets).backward()
+    return rm.decoder.get_input_embeddings().weight.grad.clone()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import torch
-from helpers import write_jsonl
+from helpers import sft_embedding_grad, write_jsonl
 
-from icrm import losses
 from icrm.data import PairExample, PointExample, RewardCollator, RewardDataset, tokenize_examples
 from icrm.modeling import RewardModel, build_causal_lm, train_tokenizer
 from icrm.training import ICRMConfig, ICRMTrainer, TrainingOptions, sft_examples
@@ -70,18 +69,6 @@ def test_sft_head_trains_under_lora(tmp_path):
     assert torch.equal(rm.lm_head.weight, lm_head_before)
 
 
-def sft_embedding_grad(rm: RewardModel, scale: float) -> torch.Tensor:
-    """Gradient of the SFT term alone on the input embeddings, backbone gradient scaled by ``scale``."""
-    batch = RewardCollator(rm.tokenizer.pad_token_id)([pair_dataset(rm)[0]])
-    positions = torch.zeros_like(batch["response_mask"])
-    positions[:, :-1] = batch["response_mask"][:, 1:]
-    rm.zero_grad()
-    _, _, logits = rm(batch["input_ids"], batch["attention_mask"], lm_positions=positions, lm_grad_scale=scale)
-    targets = batch["input_ids"][:, 1:][positions[:, :-1]]
-    losses.sft_nll(logits, targets).backward()
-    return rm.decoder.get_input_embeddings().weight.grad.clone()
-
-
 def test_tied_embeddings_get_only_the_scaled_sft_gradient():
     """With tie_word_embeddings the LM head *is* the embedding matrix: the SFT term must reach it only
     through the backbone, scaled like the rest (before: 1 → 1e-3 shrank the gradient only 0.69×)."""
@@ -89,7 +76,8 @@ def test_tied_embeddings_get_only_the_scaled_sft_gradient():
     rm.prepare_training_heads(sft=True, self_generator=True)
     assert rm.tied_lm_head and rm.lm_head.weight.requires_grad  # still trains as the input embedding
     assert rm.sft_head.weight.data_ptr() != rm.lm_head.weight.data_ptr()
-    full, scaled = sft_embedding_grad(rm, 1.0), sft_embedding_grad(rm, 1e-3)
+    batch = RewardCollator(rm.tokenizer.pad_token_id)([pair_dataset(rm)[0]])
+    full, scaled = sft_embedding_grad(rm, batch, 1.0), sft_embedding_grad(rm, batch, 1e-3)
     assert full.abs().sum() > 0
     torch.testing.assert_close(scaled, 1e-3 * full, rtol=1e-3, atol=1e-9)
 

@@ -9,6 +9,7 @@ from . import scoring  # noqa: F401
 from . import demo  # noqa: F401
 from . import policy  # noqa: F401
 from . import serve  # noqa: F401
+from . import convert  # noqa: F401
 from . import data  # noqa: F401
 # isort: on
 from .app import app

@@ -6,7 +6,7 @@ from ..exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "checkpoint": ["ICRM_CONFIG", "ICRM_STATE", "LM_HEAD_FILE", "WEIGHTS_FILE", "model_kind"],
-    "gguf": ["GGUF_PRESETS", "resolve_model"],
+    "gguf": ["GGUF_PRESETS", "gguf_file", "resolve_model"],
     "generator": ["EDGE_BYTES", "GenerationWeights", "cached_generation_weights", "files_fingerprint",
         "head_generation_weights", "load_generator", "next_token_logprobs", "token_logprobs"],
     "lengths": ["Fitted", "fit_examples", "resolve_max_length"],

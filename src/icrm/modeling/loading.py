@@ -30,12 +30,19 @@ def prepare_tokenizer(tokenizer) -> bool:
 
     HF sequence classifiers find the last token by searching for
     ``pad_token_id``; with pad == EOS they would read the token before EOS.
-    Returns True when a token was added (the embeddings must grow).
+    An unknown-token that is neither EOS nor BOS (SmolLM2's ``<|endoftext|>``)
+    becomes the pad token as it is: a byte-level vocabulary never emits it, and
+    the vocabulary, the embeddings and a generator's token ids stay the model's.
+    Otherwise a pad token is added. Returns True when one was (the embeddings must grow).
     """
     added = False
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-        added = True
+        unk = tokenizer.unk_token_id
+        if unk is not None and unk not in (tokenizer.eos_token_id, tokenizer.bos_token_id):
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+            added = True
     if not tokenizer.chat_template:
         eos = tokenizer.eos_token or ""
         tokenizer.chat_template = CHAT_TEMPLATE.replace("<|end|>", eos)

@@ -1,0 +1,29 @@
+"""``icrm convert``: write a GGUF model (a ``.gguf`` file or an offline preset) as a normal model folder.
+
+Every command already takes a GGUF model as ``--model`` through the cache; this
+puts the same folder (float32 safetensors, config, tokenizer with its chat
+template) where the user asks, for tools that read a plain transformers folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import UserError
+from ..modeling import gguf_file, resolve_model
+from ..outputs import check_output, staged_directory
+
+
+def convert_model(model: str, output: str | Path, overwrite: bool = False, cache_dir: str | None = None) -> dict:
+    """Copy the converted folder of GGUF ``model`` into ``output`` (all or nothing); return what was written."""
+    if gguf_file(model) is None:
+        raise UserError(f"--model {model}: not a .gguf file or a GGUF preset; only GGUF models need converting")
+    check_output(output, "convert", overwrite)
+    converted = Path(resolve_model(model, cache_dir))
+    with staged_directory(output, "convert", overwrite) as staging:
+        for item in converted.iterdir():
+            if not item.name.startswith("."):
+                shutil.copyfile(item, staging / item.name)
+    files = sorted(p.name for p in converted.iterdir() if not p.name.startswith("."))
+    return {"model": model, "files": files, "output": str(Path(output).absolute())}
