@@ -119,6 +119,8 @@ def prepare(args, workdir: Path) -> dict:
 
     # hh: the raw rows whose chosen and rejected both fit in max_length
     items, kept, _ = tokenize_examples(loaded.examples, tokenizer, args.max_length, truncation="drop")
+    if args.hh_pairs:  # the first N that fit: one epoch is then the timed run (a real model's generator pass is slow)
+        items, kept = items[: args.hh_pairs], kept[: args.hh_pairs]
     raw = read_rows(args.hh_data)
     write_jsonl(workdir / "hh.jsonl", [raw[i].data for i in kept])
     rows = [loaded.examples[i] for i in kept]
@@ -147,6 +149,7 @@ def prepare(args, workdir: Path) -> dict:
 
     pair_lengths = [[s.length for s in it] for it in items]
     return {
+        "flops_per_token": model_flops_per_token(workdir / "model"),
         "hh_rows_total": len(loaded.examples),
         "hh_rows_kept": len(rows),
         "synthetic_rows": len(synthetic),
@@ -168,6 +171,39 @@ def model_of(model_dir: str, seed: int):
         return AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+
+
+def model_flops_per_token(model_dir: Path) -> int:
+    """Training FLOPs per token of the backbone's matrix multiplications: 6 × the non-embedding weight matrices.
+
+    The usual estimate (forward 2, backward 4 per weight): attention's own
+    ``T²`` products, norms, the value head and the SFT term's LM head are left
+    out, so the achieved FLOP/s it gives is a slight underestimate.
+    """
+    from safetensors import safe_open
+
+    total = 0
+    for file in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(file), "pt") as f:
+            for name in f.keys():
+                shape = f.get_slice(name).get_shape()
+                if len(shape) == 2 and "embed" not in name and "lm_head" not in name:
+                    total += shape[0] * shape[1]
+    return 6 * total
+
+
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 8) -> dict:
+    """The CPU's (or GPU's) float32 matrix-multiply rate on large square matrices: the roofline for dense layers."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return {"gemm_gflops": 2 * n**3 / statistics.median(times) / 1e9, "gemm_n": n, "threads": threads}
 
 
 def response_marker(tokenizer) -> list[int]:
@@ -547,6 +583,8 @@ def run_worker(spec: dict) -> dict:
     try:
         if spec["method"] == "genpass":
             result = generator_pass(spec, workdir)
+        elif spec["method"] == "gemm":
+            result = gemm_peak(spec["threads"])
         elif spec["method"] == "scoring":
             result = scoring_pass(spec)
         else:
@@ -636,6 +674,7 @@ def main() -> None:
                         help=f"time whole `icrm train` processes vs a TRL script instead ({', '.join(WHOLE_PROCESS)})")
     parser.add_argument("--synthetic-pairs", type=int, default=None, help="default: steps × batch size")
     parser.add_argument("--hh-data", default=str(HH_DATA))
+    parser.add_argument("--hh-pairs", type=int, default=None, help="keep only the first N hh pairs that fit (default: all)")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a new temporary one)")
     parser.add_argument("--results", default=None, help="JSON output (default benchmarks/results/throughput-<device>-<preset>.json)")
     parser.add_argument("--markdown", default=str(HERE / "THROUGHPUT.md"))
@@ -687,6 +726,8 @@ def run_benchmark(args, workdir: Path) -> None:
     configs = [(case, method) for case in cases for method in methods]
     if not args.no_genpass:
         configs.append(("hh", "genpass"))
+    if args.device == "cpu":
+        configs.append(("hh", "gemm"))
     if not args.no_scoring:
         configs.append(("hh", "scoring"))
     runs = []
@@ -700,6 +741,8 @@ def run_benchmark(args, workdir: Path) -> None:
                 rate = f"{result['pairs_per_s']:.2f} pairs/s"
             elif method == "genpass":
                 rate = f"{result['cold_seconds']:.1f} s cold, {result['warm_seconds']:.3f} s warm"
+            elif method == "gemm":
+                rate = f"{result['gemm_gflops']:.1f} GFLOP/s"
             else:
                 rate = f"{result['padded_seconds']:.1f} s padded, {result['packed_seconds']:.1f} s packed"
             print(f"repeat {repeat} {case:9s} {method:17s} {rate}  (load {result['loadavg_1m_before']:.2f})", flush=True)
@@ -712,7 +755,7 @@ def run_benchmark(args, workdir: Path) -> None:
         "data": data_info,
         "runs": runs,
     }
-    report["summary"] = summarize_runs(runs, data_info)
+    report["summary"] = summarize_runs(runs, data_info, real=bool(args.model_dir))
     model = Path(args.model_dir).name if args.model_dir else args.preset
     results = Path(args.results or RESULTS / f"throughput-{args.device}-{model}.json")
     write_json(results, report)
@@ -830,7 +873,7 @@ def resummarize(results: Path, markdown: Path) -> None:
         settings = argparse.Namespace(**report["settings"])
         with tempfile.TemporaryDirectory() as scratch:
             report["data"] = prepare(settings, Path(scratch))
-    report["summary"] = summarize_runs(report["runs"], report["data"])
+    report["summary"] = summarize_runs(report["runs"], report["data"], real=bool(report["settings"].get("model_dir")))
     write_json(results, report)
     write_markdown(markdown, report)
     print(f"rewrote {results} and {markdown}")
@@ -857,8 +900,8 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def summarize_runs(runs: list[dict], data_info: dict) -> dict:
-    """Medians per configuration and median paired (same-repeat) ratios."""
+def summarize_runs(runs: list[dict], data_info: dict, real: bool = False) -> dict:
+    """Medians per configuration and median paired (same-repeat) ratios; ``real``: issue 24's targets."""
     med = statistics.median
     by_config: dict = {}
     epoch = data_info.get("hh_epoch")
@@ -875,6 +918,9 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
             r["epoch_pairs_per_s"] = r["padded_tokens_per_s"] * e["pairs"] / run
     summary: dict = {"configs": {}, "ratios": {}}
     for (case, method), rs in by_config.items():
+        if method == "gemm":
+            summary["gemm_gflops"] = med([r["gemm_gflops"] for r in rs])
+            continue
         if method == "genpass":
             summary["genpass"] = {k: med([r[k] for r in rs]) for k in ("cold_seconds", "warm_seconds", "peak_rss_mb")}
             summary["genpass"].update(sequences=rs[0]["sequences"], tokens=rs[0]["tokens"], pairs=rs[0]["pairs"])
@@ -927,13 +973,46 @@ def summarize_runs(runs: list[dict], data_info: dict) -> dict:
         same = [by_config[(case, m)][0]["batch_real_tokens"] for m in METHODS + PACKED if (case, m) in by_config]
         summary[f"{case}_same_batches_all_trainers"] = all(s == same[0] for s in same)
 
+    if "flops_per_token" in data_info:
+        for entry in summary["configs"].values():
+            entry["gflops"] = data_info["flops_per_token"] * entry["real_tokens_per_s"] / 1e9
+            if "gemm_gflops" in summary:
+                entry["gemm_fraction"] = entry["gflops"] / summary["gemm_gflops"]
+    bt = summary["configs"].get("hh/bt-packed") or summary["configs"].get("hh/bt")
+    if bt and "genpass" in summary:
+        epoch_seconds = summary["genpass"]["pairs"] / bt["pairs_per_s"]
+        summary["genpass"]["bt_epoch_seconds"] = epoch_seconds
+        summary["genpass"]["cold_over_epoch"] = summary["genpass"]["cold_seconds"] / epoch_seconds
     bt = summary["configs"].get("hh/bt")
     if bt and "genpass" in summary:
         epoch_forward = bt["forward_seconds_per_pair"] * summary["genpass"]["pairs"]
         summary["genpass"]["bt_epoch_forward_seconds"] = epoch_forward
         summary["genpass"]["cold_over_epoch_forward"] = summary["genpass"]["cold_seconds"] / epoch_forward
-    summary["targets"] = targets(summary)
+    summary["targets"] = real_targets(summary) if real else targets(summary)
     return summary
+
+
+def real_targets(summary: dict) -> list[dict]:
+    """Issue 24's goals on a real pretrained model (``--model-dir``), icrm's default (packed) trainers."""
+    ratios, configs, out = summary["ratios"], summary["configs"], []
+
+    def goal(name, value, ok, text):
+        if value is not None:
+            out.append({"target": name, "goal": text, "measured": value, "measured_cpu": None, "met": bool(ok(value)),
+                        "met_cpu": None})
+
+    goal("icrm BT (packed) / TRL, pairs/s", ratios.get("hh: bt-packed/trl pairs/s"), lambda v: v >= 2.5, "≥ 2.50")
+    goal("icrm BT (packed): achieved share of the GEMM peak", configs.get("hh/bt-packed", {}).get("gemm_fraction"),
+         lambda v: v >= 0.6, "≥ 60 %")
+    for method, limit in (("icrm-nosft-packed", 1.03), ("icrm-packed", 1.07)):
+        speed = ratios.get(f"hh: {method}/bt-packed pairs/s")
+        goal(f"{method} time / bt-packed time", None if speed is None else 1 / speed, lambda v, limit=limit: v <= limit,
+             f"≤ {limit:.2f}")
+    goal("icrm-packed / bt-packed peak RSS", ratios.get("hh: icrm-packed/bt-packed peak RSS (train)"),
+         lambda v: v <= 1.1, "≤ 1.10")
+    goal("generator pass (cold) / one epoch of BT training", summary.get("genpass", {}).get("cold_over_epoch"),
+         lambda v: v <= 0.5, "≤ 0.50")
+    return out
 
 
 def targets(summary: dict) -> list[dict]:
@@ -978,13 +1057,14 @@ def _slowdown(speed_ratio):
 
 def write_markdown(path: Path, report: dict) -> None:
     s, m, st = report["summary"], report["machine"], report["settings"]
+    model = f"model `{Path(st['model_dir']).name}`" if st.get("model_dir") else f"preset `{st['preset']}`"
     lines = [
         BEGIN,
         (f"Run {report['date']} on {m['cpu']} ({cores(m)} CPUs){', ' + m['gpu'] if 'gpu' in m else ''}; "
         f"python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, trl {m['trl']}, icrm {m.get('icrm', '?')} "
         f"at {m.get('commit', '?')}."),
         "",
-        (f"Settings: preset `{st['preset']}`, device `{st['device']}`, {st['threads']} threads, {st['steps']} steps × "
+        (f"Settings: {model}, device `{st['device']}`, {st['threads']} threads, {st['steps']} steps × "
         f"{st['batch_size']} pairs, max length {st['max_length']}, {st['repeats']} interleaved repeats (median; "
         f"1-minute load average before each run: {_range([r['loadavg_1m_before'] for r in report['runs']])})."),
         (f"Data: hh = {report['data']['hh_rows_kept']} of {report['data']['hh_rows_total']} HH harmless-base test pairs "
@@ -1000,9 +1080,9 @@ def write_markdown(path: Path, report: dict) -> None:
         "Linux VmHWM over train() (reset at its start), and the process's `ru_maxrss`."),
         "",
         "| case | trainer | pairs/s | pairs/s, each repeat | pairs/CPU-s | epoch pairs/s | response tok/s | real tok/s | run tok/s "
-        "| real | forward s/pair | collate ms/step | peak RSS in train() MB | peak RSS process MB |"
+        "| real | forward s/pair | collate ms/step | peak RSS in train() MB | peak RSS process MB | GFLOP/s | of GEMM peak |"
         + (" GPU peak MB |" if st["device"] == "cuda" else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if st["device"] == "cuda" else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if st["device"] == "cuda" else ""),
     ]
     for name, c in s["configs"].items():
         case, method = name.split("/")
@@ -1012,11 +1092,17 @@ def write_markdown(path: Path, report: dict) -> None:
             f"| {case} | {method} | {c['pairs_per_s']:.2f} | {', '.join(f'{v:.2f}' for v in c['pairs_per_s_all'])} | "
             f"{c.get('pairs_per_cpu_s', float('nan')):.2f} | {epoch} | {c['response_tokens_per_s']:.0f} | {c['real_tokens_per_s']:.0f} | {c['padded_tokens_per_s']:.0f} | "
             f"{1 - c['padding_fraction']:.0%} | {c['forward_seconds_per_pair']:.3f} | {collate} | "
-            f"{c['peak_rss_train_mb']:.0f} | {c['peak_rss_process_mb']:.0f} |"
+            f"{c['peak_rss_train_mb']:.0f} | {c['peak_rss_process_mb']:.0f} | {_number(c.get('gflops'), '.1f')} | "
+            f"{_number(c.get('gemm_fraction'), '.0%')} |"
         )
         if st["device"] == "cuda":
             row += f" {c.get('cuda_peak_allocated_mb', float('nan')):.0f} |"
         lines.append(row)
+    if "gemm_gflops" in s:
+        lines += ["", (f"GFLOP/s = {report['data']['flops_per_token'] / 1e6:.0f} MFLOP per real token (6 × the "
+                       f"backbone's weight matrices; attention's T² products and the LM head left out) × real tok/s; "
+                       f"GEMM peak = float32 {2048}² matmul on the same threads, measured in the same run "
+                       f"(interleaved): {s['gemm_gflops']:.1f} GFLOP/s.")]
     if "hh_epoch" in report["data"]:
         e = report["data"]["hh_epoch"]
         lines += ["", (f"hh, one epoch of {e['random']['pairs']} pairs in batches of {st['batch_size']}: "
@@ -1037,8 +1123,11 @@ def write_markdown(path: Path, report: dict) -> None:
             "",
             (f"One-time generator pass (hh, {g['sequences']} sequences, {g['tokens']} tokens, batch 16): "
             f"cold {g['cold_seconds']:.1f} s (load + fingerprint + forward + write), warm (cache hit) "
-            f"{g['warm_seconds']:.3f} s, peak RSS {g['peak_rss_mb']:.0f} MB; one epoch of BT training forwards "
-            f"≈ {g.get('bt_epoch_forward_seconds', float('nan')):.1f} s (forward s/pair × {g['pairs']} pairs)."),
+            f"{g['warm_seconds']:.3f} s, peak RSS {g['peak_rss_mb']:.0f} MB"
+            + (f"; one epoch of BT training forwards ≈ {g['bt_epoch_forward_seconds']:.1f} s (forward s/pair × "
+               f"{g['pairs']} pairs)" if "bt_epoch_forward_seconds" in g else "")
+            + (f"; one epoch of BT training ≈ {g['bt_epoch_seconds']:.1f} s" if "bt_epoch_seconds" in g else "")
+            + "."),
         ]
     if "scoring" in s:
         c = s["scoring"]
@@ -1089,6 +1178,10 @@ def replace_generated(path: Path, lines: list[str], place) -> None:
     else:
         text = place(old, generated)
     write_text(path, text)
+
+
+def _number(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _range(values: list[float]) -> str:
