@@ -133,3 +133,14 @@ def test_demo_package_exports_what_the_cli_and_the_benchmarks_import():
 
     assert [name for name in demo.__all__ if not hasattr(demo, name)] == []
     assert {"run_demo", "run_verification", "FULL", "QUICK", "LABEL_FLIP", "DemoSettings", "demo_chain"} <= set(demo.__all__)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--real needs --data-dir (or $ICRM_SHARED_DATA)"),
+    (["--data-dir", "nowhere"], "alpacaeval-prefs/train.jsonl.gz: not found; --data-dir must be the shared data folder"),
+])
+def test_real_demo_without_its_data_is_one_line_exit_2(cli, tmp_path, monkeypatch, args, message):
+    monkeypatch.delenv("ICRM_SHARED_DATA", raising=False)
+    result = cli("demo", "--real", "--output", tmp_path / "demo", *args)
+    assert result.exit_code == 2 and result.stderr.strip().startswith("error: ") and message in result.stderr
+    assert not (tmp_path / "demo").exists()

@@ -247,3 +247,31 @@ def test_tied_embeddings_get_only_the_scaled_sft_gradient():
     full, scaled = sft_embedding_grad(rm, batch, 1.0), sft_embedding_grad(rm, batch, 1e-3)
     assert full.abs().sum() > 0
     torch.testing.assert_close(scaled, 1e-3 * full, rtol=1e-3, atol=1e-9)
+
+
+def test_real_demo_trains_bt_and_icrm_and_writes_its_report(tmp_path):
+    """``icrm demo --real``'s stage on a smaller slice: every file, every accuracy, probes built from the held-out pairs."""
+    from dataclasses import replace
+
+    from helpers import SHARED
+
+    from icrm.commands.demo import REAL, run_real_demo
+    from icrm.data import VERBOSITY_PADDING
+
+    settings = replace(REAL, n_train=4, n_test=4, llmbar_per_subset=1, batch_size=4)
+    metrics = run_real_demo(tmp_path / "demo", SHARED, settings=settings)
+    root = tmp_path / "demo"
+    for name in ("report.md", "metrics.json", "accuracy.png", "explain.html", "explain.png"):
+        assert (root / name).stat().st_size > 0, name
+    assert metrics["pairs"] == {"train": 4, "heldout": 4, "reversed": metrics["pairs"]["reversed"], "verbosity": 4,
+                                "llmbar": 5}
+    heldout = [json.loads(x) for x in (root / "data" / "heldout.jsonl").read_text().splitlines()]
+    attacked = [json.loads(x) for x in (root / "data" / "verbosity.jsonl").read_text().splitlines()]
+    assert [r["rejected"] + VERBOSITY_PADDING for r in heldout] == [r["rejected"] for r in attacked]
+    train_prompts = {json.loads(x)["prompt"] for x in (root / "data" / "train.jsonl").read_text().splitlines()}
+    assert not train_prompts & {r["prompt"] for r in heldout}  # held-out instructions only
+    for method in ("BT", "ICRM"):
+        assert set(metrics["accuracy"][method]) == {"heldout", "reversed", "verbosity", "llmbar"}
+        assert all(0.0 <= a <= 1.0 for a in metrics["accuracy"][method].values())
+    report = (root / "report.md").read_text()
+    assert "| ICRM |" in report and "![explain](explain.png)" in report

@@ -15,6 +15,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
         "responses_of"],
     "formats": ["FORMAT_FIELDS", "detect_format", "to_bon", "to_pair", "to_point", "to_processbench", "to_step"],
     "loading": ["LoadedData", "load_examples"],
+    "probes": ["VERBOSITY_PADDING", "chosen_shorter", "fitting", "split_by_instruction", "verbosity_attack"],
     "readers": ["DataError", "Row", "read_rows"],
     "steps": ["DEFAULT_SEPARATOR", "join_steps", "labels_from_first_error", "split_steps", "step_char_ends",
         "tokens_at_chars"],

@@ -10,17 +10,21 @@ responses only), DPO pairs ranked by the BT and by the ICRM reward model, one DP
 ranking, and the three policies judged by the task's true reward. And it reads process rewards: on
 the day-counting ``steps`` task, BT and ICRM trained on outcome labels and a PRM trained on step
 labels score every step of the same held-out chain, next to the chain's true step labels.
+``--real`` runs a separate stage instead (``real``): BT and ICRM from a real pretrained LLM
+(SmolLM2-135M-Instruct, offline) on real chat preferences.
 
 One module per part: ``settings`` (the modes and the methods compared), ``training`` (the models
 every stage trains), one module per stage (``preference``, ``verification``, ``policy``,
-``process``), ``figures`` and ``report`` (from the metrics alone), and ``run`` (the stages in turn).
+``process``), ``figures`` and ``report`` (from the metrics alone), ``run`` (the stages in turn), and
+``real`` (the real-model stage, its own report).
 """
 
 from ...exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "process": ["demo_chain"],
+    "real": ["run_real_demo"],
     "run": ["run_demo"],
-    "settings": ["DemoSettings", "FULL", "LABEL_FLIP", "QUICK"],
+    "settings": ["DemoSettings", "FULL", "LABEL_FLIP", "QUICK", "REAL", "RealDemoSettings"],
     "verification": ["run_verification"],
 })

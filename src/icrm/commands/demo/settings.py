@@ -51,3 +51,32 @@ LABEL_FLIP = {"noisy": 0.25}  # share of training labels flipped per task (label
 # Process-reward models the process stage compares on the steps task: name -> (preset, what it learns from)
 STEP_METHODS = {"BT": ("bt", "outcome labels"), "ICRM": ("icrm", "outcome labels"), "PRM": ("prm", "step labels")}
 STEP_METRICS = {"step_auroc": "step AUROC", "first_error_f1": "first-error F1", "localization": "localisation"}
+
+
+@dataclass(frozen=True)
+class RealDemoSettings:
+    """The real-model stage (``icrm demo --real``): SmolLM2-135M-Instruct with LoRA on a slice of real chat pairs.
+
+    Sized to run in minutes on a laptop CPU: the accuracies it reports rest on a few
+    dozen pairs each, a demonstration of the loop rather than a measurement
+    (``benchmarks/real_quality.py`` is the measurement).
+    """
+
+    model: str = "smollm2-135m"
+    n_train: int = 32
+    n_test: int = 32
+    llmbar_per_subset: int = 8  # the first pairs of each of LLMBar's five subsets
+    max_length: int = 256
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lr: float = 2e-4
+    batch_size: int = 8
+    epochs: float = 1.0
+    seed: int = 0
+
+
+REAL = RealDemoSettings()
+# BT against ICRM at the paper's λ; the generator is the instruct model as it is (no SFT step, to stay short)
+REAL_METHODS = {"BT": ("bt", None), "ICRM": ("icrm", None)}
+REAL_EVALS = {"heldout": "held-out instructions", "reversed": "chosen is the shorter",
+              "verbosity": "padding appended to rejected", "llmbar": "LLMBar (Chat Hard)"}
