@@ -33,7 +33,7 @@ from pathlib import Path
 from icrm.commands.evaluate import evaluate_pairs
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
-from icrm.data import load_examples
+from icrm.data import VERBOSITY_PADDING, fitting, load_examples, split_by_instruction
 from icrm.modeling import ModelSpec, RewardModel
 from icrm.training import ICRMConfig, TrainingOptions
 
@@ -42,12 +42,6 @@ from .harness import RESULTS, ResultsFile, mean_std, measured, paired, seeded_pa
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHAT = DATA / "alpacaeval-prefs" / "train.jsonl.gz"
 LLMBAR = DATA / "llmbar" / "llmbar.jsonl.gz"
-# The verbosity attack's paragraph: polite, long, and says nothing about the question.
-PADDING = (
-    "\n\nI hope this helps! Please let me know if you have any other questions or if there is anything else I can "
-    "do for you. It is always a pleasure to assist, and I am happy to provide further details, clarifications or "
-    "examples whenever you need them. Thank you for your patience, and have a wonderful day!"
-)
 EVALS = ("heldout", "reversed", "verbosity", "llmbar")
 
 
@@ -74,16 +68,6 @@ SETTINGS = {"model": "smollm2-135m", "train_pairs": 160, "test_pairs": 64, "max_
 # ---------------------------------------------------------------- data
 
 
-def fits(tokenizer, row: dict, max_length: int) -> bool:
-    """Whether prompt + each response fits ``max_length`` tokens through the chat template (no truncation)."""
-    for response in (row["chosen"], row["rejected"]):
-        chat = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": response}]
-        text = tokenizer.apply_chat_template(chat, tokenize=False)
-        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
-            return False
-    return True
-
-
 def make_data(work: Path) -> dict[str, int]:
     """Split the chat pairs by instruction, keep pairs that fit, write train/test files and the generator's data."""
     from transformers import AutoTokenizer
@@ -92,25 +76,19 @@ def make_data(work: Path) -> dict[str, int]:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(SETTINGS["model"]))
     rows = [json.loads(line) for line in gzip.open(CHAT, "rt")]
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    split = dict(zip(("train", "test"), split_by_instruction(rows, 0.2, SETTINGS["data_seed"])))
     rng = random.Random(SETTINGS["data_seed"])
-    prompts = sorted({r["prompt"] for r in rows})
-    rng.shuffle(prompts)
-    held = set(prompts[: len(prompts) // 5])
-    split = {"train": [r for r in rows if r["prompt"] not in held], "test": [r for r in rows if r["prompt"] in held]}
+    rng.shuffle(sorted({r["prompt"] for r in rows}))  # the state the recorded runs shuffled the pools from
     sizes = {"train": SETTINGS["train_pairs"], "test": SETTINGS["test_pairs"]}
     counts = {}
     for name, pool in split.items():
         rng.shuffle(pool)
-        kept = []
-        for row in pool:
-            if fits(tokenizer, row, SETTINGS["max_length"]):
-                kept.append({k: row[k] for k in ("prompt", "chosen", "rejected")})
-            if len(kept) == sizes[name]:
-                break
+        kept = [row for row, _ in zip(fitting(pool, tokenizer, SETTINGS["max_length"]), range(sizes[name]))]
         (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
         counts[name] = len(kept)
     counts["train_instructions"] = len({r["prompt"] for r in split["train"]})
-    counts["test_instructions"] = len(held)
+    counts["test_instructions"] = len({r["prompt"] for r in split["test"]})
     return counts
 
 
@@ -151,7 +129,7 @@ def evaluate(rm_dir: Path, work: Path) -> dict[str, float]:
     prompts = [ex.prompt for ex in pairs]
     chosen = rm.score(prompts, [ex.chosen for ex in pairs])
     rejected = rm.score(prompts, [ex.rejected for ex in pairs])
-    padded = rm.score(prompts, [ex.rejected + PADDING for ex in pairs])
+    padded = rm.score(prompts, [ex.rejected + VERBOSITY_PADDING for ex in pairs])
 
     def accuracy(keep) -> float:
         marks = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r, k in keep if k]
