@@ -119,7 +119,7 @@ def render_real_report(metrics: dict) -> str:
         f"generator is the instruct model as it is. {metrics['elapsed_s'] / 60:.1f} min with {metrics['threads']} "
         "torch thread(s).",
         "",
-        "| model | " + " | ".join(f"{name} ({REAL_EVALS[name]}, {n[name]} pairs)" for name in REAL_EVALS) + " |",
+        "| model | " + " | ".join(f"{name}: {REAL_EVALS[name]} ({n[name]} pairs)" for name in REAL_EVALS) + " |",
         "|---" * (len(REAL_EVALS) + 1) + "|",
     ]
     lines += [f"| {method} | " + " | ".join(f"{acc[method][name]:.3f}" for name in REAL_EVALS) + " |" for method in acc]
