@@ -28,6 +28,7 @@ FOLDER_COMMANDS = {  # kind (the command) -> arguments before --output
     "data synth": ["data", "synth", "--task", "noisy", "--n-train", "0"],  # a bad size fails after the check
     "data split": ["data", "split", "--data", D],
     "data gsm8k-bon": ["data", "gsm8k-bon", "--data", D],
+    "convert": ["convert", "--model", M],
 }
 FILE_COMMANDS = {
     "eval": ["eval", "--model", M, "--data", D],

@@ -17,9 +17,9 @@ from ..outputs import check_output, staged_directory
 
 def convert_model(model: str, output: str | Path, overwrite: bool = False, cache_dir: str | None = None) -> dict:
     """Copy the converted folder of GGUF ``model`` into ``output`` (all or nothing); return what was written."""
+    check_output(output, "convert", overwrite)
     if gguf_file(model) is None:
         raise UserError(f"--model {model}: not a .gguf file or a GGUF preset; only GGUF models need converting")
-    check_output(output, "convert", overwrite)
     converted = Path(resolve_model(model, cache_dir))
     with staged_directory(output, "convert", overwrite) as staging:
         for item in converted.iterdir():

@@ -20,7 +20,7 @@ from ...data import chosen_shorter, fitting, split_by_instruction, verbosity_att
 from ...errors import UserError
 from ...evaluation import plot_accuracy_bars
 from ...modeling import ModelSpec
-from ...outputs import note, staged_directory, write_json, write_jsonl
+from ...outputs import check_output, note, staged_directory, write_json, write_jsonl
 from ...training import ICRMConfig, TrainingOptions
 from ..evaluate import evaluate_pairs
 from ..train import train_reward_model
@@ -34,6 +34,7 @@ def run_real_demo(output: str | Path, data_dir: str | Path, overwrite: bool = Fa
     """Run the real-model stage into ``output`` (written atomically); returns its metrics."""
     import torch
 
+    check_output(output, "demo", overwrite)
     files = {name: Path(data_dir) / path for name, path in (("chat", CHAT), ("llmbar", LLMBAR))}
     for path in files.values():
         if not path.is_file():
