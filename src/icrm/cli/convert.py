@@ -18,7 +18,8 @@ def convert_cmd(
 ):
     """Write a GGUF model as a plain model folder.
 
-    Float32 safetensors, config and tokenizer. Every --model already takes a GGUF model (converted once into icrm's cache); this puts the folder where you ask.
+    Float32 safetensors, config and tokenizer. Every --model already takes a GGUF model (converted once
+    into icrm's cache); this puts the folder where you ask.
     """
     from ..commands.convert import convert_model
 

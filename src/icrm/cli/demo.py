@@ -37,10 +37,8 @@ def demo(
         if folder is None:
             raise UserError("--real needs --data-dir (or $ICRM_SHARED_DATA): the shared data folder")
         metrics = run_real_demo(output, folder, overwrite)
-        summary = {f"{m} {split}": round(acc, 3) for m, per in metrics["accuracy"].items() for split, acc in per.items()}
-        print_summary({**summary, "report": str(Path(output) / "report.md")})
-        return
-    metrics = run_demo(output, quick, overwrite)
+    else:
+        metrics = run_demo(output, quick, overwrite)
     summary = {f"{m} {split}": round(acc, 3) for m, per in metrics["accuracy"].items() for split, acc in per.items()}
     summary["report"] = str(Path(output) / "report.md")
     print_summary(summary)

@@ -21,9 +21,8 @@ def convert_model(model: str, output: str | Path, overwrite: bool = False, cache
     if gguf_file(model) is None:
         raise UserError(f"--model {model}: not a .gguf file or a GGUF preset; only GGUF models need converting")
     converted = Path(resolve_model(model, cache_dir))
+    files = sorted(p.name for p in converted.iterdir() if not p.name.startswith("."))  # not the cache's marker
     with staged_directory(output, "convert", overwrite) as staging:
-        for item in converted.iterdir():
-            if not item.name.startswith("."):
-                shutil.copyfile(item, staging / item.name)
-    files = sorted(p.name for p in converted.iterdir() if not p.name.startswith("."))
+        for name in files:
+            shutil.copyfile(converted / name, staging / name)
     return {"model": model, "files": files, "output": str(Path(output).absolute())}

@@ -67,16 +67,17 @@ def write_data(folder: Path, files: dict[str, Path], settings: RealDemoSettings)
     from ...modeling import load_tokenizer
 
     tokenizer = load_tokenizer(settings.model)
-    rows = [json.loads(line) for line in gzip.open(files["chat"], "rt")]
-    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    with gzip.open(files["chat"], "rt") as handle:
+        rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in map(json.loads, handle)]
     train, test = split_by_instruction(rows, 0.2, settings.seed)
     train = [r for r, _ in zip(fitting(train, tokenizer, settings.max_length), range(settings.n_train))]
     test = [r for r, _ in zip(fitting(test, tokenizer, settings.max_length), range(settings.n_test))]
     llmbar, taken = [], {}
-    for row in map(json.loads, gzip.open(files["llmbar"], "rt")):
-        if taken.get(row["subset"], 0) < settings.llmbar_per_subset:
-            taken[row["subset"]] = taken.get(row["subset"], 0) + 1
-            llmbar.append(row)
+    with gzip.open(files["llmbar"], "rt") as handle:
+        for row in map(json.loads, handle):
+            if taken.get(row["subset"], 0) < settings.llmbar_per_subset:
+                taken[row["subset"]] = taken.get(row["subset"], 0) + 1
+                llmbar.append(row)
     for name, split in (("train", train), ("heldout", test), ("reversed", chosen_shorter(test)),
                         ("verbosity", verbosity_attack(test)), ("llmbar", llmbar)):
         write_jsonl(folder / f"{name}.jsonl", split)
