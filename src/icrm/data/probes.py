@@ -6,7 +6,7 @@ probes on the same held-out pairs show whether it does: the pairs whose chosen
 response is the *shorter* one (a length-follower gets them wrong), and a
 verbosity attack that appends the same polite, content-free paragraph to every
 rejected response (a model that rewards padding then prefers the rejected one).
-Rows are plain dicts with string ``prompt``, ``chosen`` and ``rejected``.
+Rows are plain dicts with a ``prompt`` (a string or chat messages) and string ``chosen`` and ``rejected``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Iterable, Iterator
 
-from .chat import messages_of
+from .chat import first_user_turn, messages_of
 from .tokenize import encode
 
 VERBOSITY_PADDING = (
@@ -25,11 +25,16 @@ VERBOSITY_PADDING = (
 
 
 def split_by_instruction(rows: list[dict], test_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """``(train, test)`` with no instruction on both sides: a ``test_fraction`` of the instructions is held out."""
-    prompts = sorted({row["prompt"] for row in rows})
+    """``(train, test)`` with no instruction on both sides: a ``test_fraction`` of the instructions is held out.
+
+    An instruction is a prompt's first user turn, so dialogues that open with
+    the same question stay on one side.
+    """
+    prompts = sorted({first_user_turn(row["prompt"]) for row in rows})
     random.Random(seed).shuffle(prompts)
     held = set(prompts[: round(len(prompts) * test_fraction)])
-    return [r for r in rows if r["prompt"] not in held], [r for r in rows if r["prompt"] in held]
+    train = [r for r in rows if first_user_turn(r["prompt"]) not in held]
+    return train, [r for r in rows if first_user_turn(r["prompt"]) in held]
 
 
 def fitting(rows: Iterable[dict], tokenizer, max_length: int) -> Iterator[dict]:
