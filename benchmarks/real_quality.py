@@ -185,14 +185,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", choices=sorted(DATASETS), default=SETTINGS["dataset"], help="which real pairs")
     p.add_argument("--rows", default="BT,ICRM λ=0.1", help="comma-separated row names (see ROWS)")
     p.add_argument("--out", default=None, help="name of the results files under benchmarks/results/ "
-                   "[default: real-quality, real-quality-safety]")
+                   "[default: real-quality-<dataset>]")
     p.add_argument("--work", default=None, help="data, generator and checkpoints [default: results/<out>-work]")
     for key in ("train_pairs", "test_pairs", "max_length", "llmbar_limit"):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=SETTINGS[key])
     a = p.parse_args(argv)
     SETTINGS.update({key: getattr(a, key) for key in ("train_pairs", "test_pairs", "max_length", "llmbar_limit",
                                                       "dataset")})
-    a.out = a.out or ("real-quality" if a.dataset == "chat" else f"real-quality-{a.dataset}")
+    a.out = a.out or f"real-quality-{a.dataset}"
     os.environ["ICRM_THREADS"] = str(a.threads)  # icrm's commands pick their threads from it
     seeds = start(a)
     rows = [r for r in ROWS if r.name in a.rows.split(",")]
