@@ -144,3 +144,17 @@ def test_real_demo_without_its_data_is_one_line_exit_2(cli, tmp_path, monkeypatc
     result = cli("demo", "--real", "--output", tmp_path / "demo", *args)
     assert result.exit_code == 2 and result.stderr.strip().startswith("error: ") and message in result.stderr
     assert not (tmp_path / "demo").exists()
+
+
+def test_real_report_says_when_bt_and_icrm_rank_every_pair_alike():
+    from icrm.commands.demo.real import render_real_report
+    from icrm.commands.demo.settings import REAL, REAL_EVALS
+
+    scores = {name: 0.5 for name in REAL_EVALS}
+    metrics = {"settings": vars(REAL), "threads": 1, "elapsed_s": 60.0,
+               "pairs": {"train": 32, **{name: 8 for name in REAL_EVALS}},
+               "accuracy": {"BT": dict(scores), "ICRM": dict(scores)}}
+    assert "score alike on every column" in render_real_report(metrics)
+    metrics["accuracy"]["ICRM"]["llmbar"] = 0.625
+    text = render_real_report(metrics)
+    assert "score alike" not in text and "| ICRM | 0.500 | 0.500 | 0.500 | 0.625 |" in text and "1 epoch," in text

@@ -63,7 +63,7 @@ class RealDemoSettings:
     """
 
     model: str = "smollm2-135m"
-    n_train: int = 48
+    n_train: int = 32
     n_test: int = 32
     llmbar_per_subset: int = 8  # the first pairs of each of LLMBar's five subsets
     max_length: int = 256
@@ -71,7 +71,7 @@ class RealDemoSettings:
     lora_alpha: int = 32
     lr: float = 2e-4
     batch_size: int = 8
-    epochs: float = 2.0
+    epochs: float = 1.0
     seed: int = 0
 
 
