@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     write_text(RESULTS / f"{a.out}.json", json.dumps(result, indent=2) + "\n")
     body = "backbone" if a.full else "LoRA"
     lines = [f"λ = {a.lam}, {'full fine-tuning' if a.full else 'LoRA r 16'}, seed {seed}: gradient norm of each "
-             f"weighted term (value head / {body})", "", "| step | BT | ICRM | ICRM/BT | SFT |", "|---|---|---|---|---|"]
+             f"weighted term (value head / {body})", "", f"| step | BT | ICRM | ICRM/BT | SFT ({body}) |", "|---|---|---|---|---|"]
     for r in trainer.records:
         lines.append(f"| {r['step']} | {r['bt_head']:.3g} / {r['bt_body']:.3g} | {r['icrm_head']:.3g} / "
                      f"{r['icrm_body']:.3g} | {r['icrm_head'] / r['bt_head']:.3f} / "
                      f"{r['icrm_body'] / max(r['bt_body'], 1e-30):.3f} | "
-                     f"{r.get('sft_head', 0):.3g} / {r.get('sft_body', 0):.3g} |")
+                     f"{r.get('sft_body', 0):.3g} |")
     write_text(RESULTS / f"{a.out}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -7,7 +7,8 @@ from ..exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "answers": ["canonical_answer", "extract_answer"],
-    "chat": ["Message", "as_messages", "first_user_turn", "messages_of", "parse_hh_dialogue", "response_text", "without_open_turn"],
+    "chat": ["Message", "as_messages", "first_user_turn", "messages_of", "parse_hh_dialogue", "response_text",
+        "without_open_turn"],
     "collate": ["RewardCollator", "RewardDataset", "last_token_index"],
     "converters": ["check_test_fraction", "gsm8k_best_of_n_rows", "gsm8k_sft_rows", "pointwise_rows",
         "split_by_prompt_groups", "split_questions"],

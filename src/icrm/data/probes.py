@@ -30,11 +30,11 @@ def split_by_instruction(rows: list[dict], test_fraction: float, seed: int) -> t
     An instruction is a prompt's first user turn, so dialogues that open with
     the same question stay on one side.
     """
-    prompts = sorted({first_user_turn(row["prompt"]) for row in rows})
+    keys = [first_user_turn(row["prompt"]) for row in rows]
+    prompts = sorted(set(keys))
     random.Random(seed).shuffle(prompts)
     held = set(prompts[: round(len(prompts) * test_fraction)])
-    train = [r for r in rows if first_user_turn(r["prompt"]) not in held]
-    return train, [r for r in rows if first_user_turn(r["prompt"]) in held]
+    return [r for r, k in zip(rows, keys) if k not in held], [r for r, k in zip(rows, keys) if k in held]
 
 
 def fitting(rows: Iterable[dict], tokenizer, max_length: int) -> Iterator[dict]:
