@@ -61,6 +61,7 @@ ROWS = [
     Row("BT", "bt"),
     Row("ICRM λ=0.1", "icrm", 0.1),
     Row("ICRM λ=0.5", "icrm", 0.5),
+    Row("ICRM λ=0.9", "icrm", 0.9),  # where ICRM's gradient is as large as BT's (see term_gradients.py)
     Row("GRM", "grm"),
     Row("ICRM λ=0.1 base generator", "icrm", 0.1, "base"),
 ]
