@@ -74,12 +74,19 @@ SETTINGS = {"model": "smollm2-135m", "train_pairs": 160, "test_pairs": 64, "max_
 
 
 def read_pairs(dataset: str) -> list[dict]:
-    """Rows of a prompt (AlpacaEval's instruction text, HH's dialogue as messages) and two responses."""
+    """Rows of a prompt (AlpacaEval's instruction text, HH's dialogue as messages) and two responses.
+
+    HH pairs where either reply is empty are left out: in HH's whole-dialogue form
+    saying nothing is a reply, but as an explicit ``chosen``/``rejected`` column
+    (what the train and test files here hold) it is an error, and the last
+    response token, where the outcome reward is read, does not exist.
+    """
     path = DATASETS[dataset]
     if dataset == "chat":
         return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in map(json.loads, gzip.open(path, "rt"))]
     examples = load_examples(str(path)).examples
-    return [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in examples]
+    return [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in examples
+            if ex.chosen.strip() and ex.rejected.strip()]
 
 
 def make_data(work: Path) -> dict[str, int]:
