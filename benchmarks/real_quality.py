@@ -55,6 +55,7 @@ class Row:
     method: str
     lam: float | None = None
     generator: str = "sft"  # "sft" (the SFT-trained generator), "base" (the untrained instruct model) or "self"
+    lr_scale: float = 1.0  # times SETTINGS["lr"]
 
 
 ROWS = [
@@ -64,6 +65,10 @@ ROWS = [
     Row("ICRM λ=0.9", "icrm", 0.9),  # where ICRM's gradient is as large as BT's (see term_gradients.py)
     Row("GRM", "grm"),
     Row("ICRM λ=0.1 base generator", "icrm", 0.1, "base"),
+    Row("ICRM λ=0.9 base generator", "icrm", 0.9, "base"),
+    # λ=0.9 leaves BT a smaller share of each Adam step; BT with a smaller step is its control
+    Row("BT lr/2", "bt", lr_scale=0.5),
+    Row("BT lr/4", "bt", lr_scale=0.25),
 ]
 SETTINGS = {"model": "smollm2-135m", "train_pairs": 160, "test_pairs": 64, "max_length": 256, "lora_r": 16,
             "lora_alpha": 32, "lr": 2e-4, "epochs": 1.0, "batch_size": 8, "sft_lr": 1e-5, "sft_epochs": 1.0,
@@ -136,7 +141,7 @@ def train_row(row: Row, work: Path, seed: int) -> Path:
     out = work / "rm"
     config = ICRMConfig(output_dir=str(out), method=row.method, lambda_=row.lam, generator=generator,
                         max_length=SETTINGS["max_length"], activation_checkpointing=False,
-                        **training_options(seed, SETTINGS["lr"], SETTINGS["epochs"]))
+                        **training_options(seed, SETTINGS["lr"] * row.lr_scale, SETTINGS["epochs"]))
     spec = ModelSpec(SETTINGS["model"], lora_r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"])
     train_reward_model(str(work / "train.jsonl"), str(out), config, spec, overwrite=True)
     return out
