@@ -85,22 +85,25 @@ def mean_ci(xs: list[float]) -> tuple[float, float]:
 
 
 def mean_std(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """``mean ± sample std`` of ``scale * xs`` (percent by default); the std of one value is nan."""
+    """``mean ± sample std`` of ``scale * xs`` (percent by default); one value has no spread and says so."""
     if not xs:
         return "–"
-    sd = statistics.stdev(xs) * scale if len(xs) > 1 else float("nan")
-    return f"{statistics.mean(xs) * scale:.{digits}f} ± {sd:.{digits}f}"
+    if len(xs) == 1:
+        return f"{xs[0] * scale:.{digits}f} (1 seed)"
+    return f"{statistics.mean(xs) * scale:.{digits}f} ± {statistics.stdev(xs) * scale:.{digits}f}"
 
 
 def paired(xs: list[float], ys: list[float], scale: float = 100.0, digits: int = 1) -> str:
     """Mean of ``scale * (x − y)`` over seeds, its 95 % t-interval, and ``k/n`` seeds where x > y.
 
     Rows are paired by seed (same data, same generator), so the interval is on
-    the per-seed differences; fewer than two seeds give no interval ("–").
+    the per-seed differences; one seed gives its difference and no interval.
     """
     d = [scale * (x - y) for x, y in zip(xs, ys)]
-    if len(d) < 2:
+    if not d:
         return "–"
+    if len(d) == 1:
+        return f"{d[0]:+.{digits}f} (1 seed)"
     m, half = mean_ci(d)
     return f"{m:+.{digits}f} [{m - half:+.{digits}f}, {m + half:+.{digits}f}] {sum(x > 0 for x in d)}/{len(d)}"
 

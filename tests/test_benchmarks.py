@@ -62,7 +62,7 @@ def test_mean_std_is_the_sample_std_scaled(harness):
     # mean 3, sample variance (4 + 1 + 0 + 1 + 4) / 4 = 2.5, std 1.5811
     assert harness.mean_std([1, 2, 3, 4, 5], scale=1.0, digits=3) == "3.000 ± 1.581"
     assert harness.mean_std([0.25, 0.75]) == "50.0 ± 35.4"  # percent by default: std = 0.5 / √2
-    assert harness.mean_std([0.5]) == "50.0 ± nan"  # one seed has no spread
+    assert harness.mean_std([0.5]) == "50.0 (1 seed)"  # one seed has no spread
     assert harness.mean_std([]) == "–"
 
 
@@ -79,7 +79,8 @@ def test_paired_difference_interval_and_seed_count(harness):
     # differences 20, 0, 40 points: mean 20, sample std 20, half-width 4.303 × 20 / √3 = 49.7; a tie is no win
     assert harness.paired([0.8, 0.7, 0.9], [0.6, 0.7, 0.5]) == "+20.0 [-29.7, +69.7] 2/3"
     assert harness.paired([2.0, 3.0], [1.0, 1.0], scale=1.0, digits=2) == "+1.50 [-4.85, +7.85] 2/2"  # 12.706 × 0.5
-    assert harness.paired([0.8], [0.6]) == "–"
+    assert harness.paired([0.8], [0.6]) == "+20.0 (1 seed)"
+    assert harness.paired([], []) == "–"
 
 
 # ---------------------------------------------------------------- results file and machine info
