@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         store.parts["data"] = make_data(work)
         store.save()
         print(f"data: {store.parts['data']}", flush=True)
-    if any(r.generator == "sft" for r in rows) and not (work / "generator" / "config.json").exists():
+    needs_generator = any(r.method == "icrm" and r.generator == "sft" for r in rows)
+    if needs_generator and not (work / "generator" / "config.json").exists():
         t0 = time.time()
         train_generator(work)
         timings["generator_sft_s"] = round(time.time() - t0, 1)
