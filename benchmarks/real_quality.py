@@ -57,6 +57,15 @@ class Row:
     generator: str = "sft"  # "sft" (the SFT-trained generator), "base" (the untrained instruct model) or "self"
     lr_scale: float = 1.0  # times SETTINGS["lr"]
 
+    @property
+    def needs_sft_generator(self) -> bool:
+        """Whether the SFT-trained generator has to exist (it is trained once, for every seed) before this row."""
+        return self.method == "icrm" and self.generator == "sft"
+
+    def generator_path(self, work: Path) -> str:
+        """What ``ICRMConfig.generator`` gets (only ICRM reads it)."""
+        return {"sft": str(work / "generator"), "base": SETTINGS["model"], "self": "self"}[self.generator]
+
 
 ROWS = [
     Row("BT", "bt"),
@@ -137,9 +146,8 @@ def train_generator(work: Path) -> Path:
 
 
 def train_row(row: Row, work: Path, seed: int) -> Path:
-    generator = {"sft": str(work / "generator"), "base": SETTINGS["model"], "self": "self"}[row.generator]
     out = work / "rm"
-    config = ICRMConfig(output_dir=str(out), method=row.method, lambda_=row.lam, generator=generator,
+    config = ICRMConfig(output_dir=str(out), method=row.method, lambda_=row.lam, generator=row.generator_path(work),
                         max_length=SETTINGS["max_length"], activation_checkpointing=False,
                         **training_options(seed, SETTINGS["lr"] * row.lr_scale, SETTINGS["epochs"]))
     spec = ModelSpec(SETTINGS["model"], lora_r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"])
@@ -217,8 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         store.parts["data"] = make_data(work)
         store.save()
         print(f"data: {store.parts['data']}", flush=True)
-    needs_generator = any(r.method == "icrm" and r.generator == "sft" for r in rows)
-    if needs_generator and not (work / "generator" / "config.json").exists():
+    if any(r.needs_sft_generator for r in rows) and not (work / "generator" / "config.json").exists():
         t0 = time.time()
         train_generator(work)
         timings["generator_sft_s"] = round(time.time() - t0, 1)

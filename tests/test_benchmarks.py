@@ -149,6 +149,30 @@ def test_run_row_without_a_backbone_starts_from_the_sft_model(tmp_path, reproduc
     assert (tmp_path / "rm" / "model.safetensors").exists()
 
 
+def test_real_quality_trains_the_sft_generator_only_for_icrm_rows_that_use_it(benchmarks, tmp_path):
+    from benchmarks.real_quality import ROWS
+
+    rows = {r.name: r for r in ROWS}
+    needs = {name for name, r in rows.items() if r.needs_sft_generator}
+    assert needs == {"ICRM λ=0.1", "ICRM λ=0.5", "ICRM λ=0.9"}  # not BT, GRM, the lr controls or the base generator
+    assert rows["ICRM λ=0.9"].generator_path(tmp_path) == str(tmp_path / "generator")
+    assert rows["ICRM λ=0.9 base generator"].generator_path(tmp_path) == "smollm2-135m"
+
+
+def test_real_quality_table_pairs_rows_with_bt_by_seed(benchmarks):
+    from benchmarks.real_quality import ROWS, table
+
+    scores = {"heldout": 0.5, "reversed": 0.5, "verbosity": 0.5, "llmbar": 0.5}
+    results = {"0": {"BT": scores, "ICRM λ=0.9": {**scores, "llmbar": 0.6}},
+               "1": {"BT": scores, "ICRM λ=0.9": {**scores, "llmbar": 0.55}},
+               "2": {"BT": scores}}  # a seed without the row is left out of its pairs
+    text = table(results, ROWS)
+    assert "| BT | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |" in text
+    difference = next(line for line in text.splitlines() if line.startswith("| ICRM λ=0.9 |") and "[" in line)
+    assert difference.endswith("| +7.5 [-24.3, +39.3] 2/2 |")  # +10 and +5: mean 7.5, 12.706 × 3.54 / √2
+    assert "GRM" not in text
+
+
 # ---------------------------------------------------------------- import rules
 
 
