@@ -49,6 +49,11 @@ LLMBAR = DATA / "llmbar" / "llmbar.jsonl.gz"
 EVALS = ("heldout", "reversed", "verbosity", "llmbar")
 
 
+def generator_dir(work: Path) -> Path:
+    """Where the SFT-trained generator of a work folder lives (trained once, shared by every seed and row)."""
+    return work / "generator"
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
@@ -64,7 +69,7 @@ class Row:
 
     def generator_path(self, work: Path) -> str:
         """What ``ICRMConfig.generator`` gets (only ICRM reads it)."""
-        return {"sft": str(work / "generator"), "base": SETTINGS["model"], "self": "self"}[self.generator]
+        return {"sft": str(generator_dir(work)), "base": SETTINGS["model"], "self": "self"}[self.generator]
 
 
 ROWS = [
@@ -138,7 +143,7 @@ def train_generator(work: Path) -> Path:
     """SmolLM2 SFT-trained on both responses of the training pairs (full fine-tuning, one epoch)."""
     from transformers import TrainingArguments
 
-    out = work / "generator"
+    out = generator_dir(work)
     args = TrainingArguments(output_dir=str(out), **training_options(0, SETTINGS["sft_lr"], SETTINGS["sft_epochs"]))
     train_sft(str(work / "train.jsonl"), str(out), args, ModelSpec(SETTINGS["model"]),
               max_length=SETTINGS["max_length"], responses="both")
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         store.parts["data"] = make_data(work)
         store.save()
         print(f"data: {store.parts['data']}", flush=True)
-    if any(r.needs_sft_generator for r in rows) and not (work / "generator" / "config.json").exists():
+    if any(r.needs_sft_generator for r in rows) and not (generator_dir(work) / "config.json").exists():
         t0 = time.time()
         train_generator(work)
         timings["generator_sft_s"] = round(time.time() - t0, 1)

@@ -24,6 +24,7 @@ from icrm import ICRMConfig, ICRMTrainer
 from icrm.training.objective import batch_objective
 
 from .harness import RESULTS, machine, seeded_parser, start, write_text
+from .real_quality import generator_dir
 
 
 class TermGradientTrainer(ICRMTrainer):
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(a.work)
     rows = [json.loads(line) for line in (work / "train.jsonl").read_text().splitlines()]
     config = ICRMConfig(output_dir=str(RESULTS / f"{a.out}-run"), method="icrm", lambda_=a.lam,
-                        generator=str(work / "generator"), max_length=256, per_device_train_batch_size=8,
+                        generator=str(generator_dir(work)), max_length=256, per_device_train_batch_size=8,
                         learning_rate=1e-5 if a.full else 2e-4, max_steps=a.steps, seed=seed, use_cpu=True,
                         bf16=False, report_to=[], save_strategy="no", logging_steps=a.steps)
     lora = None if a.full else LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="SEQ_CLS")
