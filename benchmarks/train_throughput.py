@@ -86,7 +86,8 @@ from .harness import HERE, HH_DATA, RESULTS, machine, write_text
 
 SELF = [sys.executable, "-m", "benchmarks.train_throughput"]  # run from the repository root (cwd=HERE.parent)
 METHODS = ("trl", "bt", "icrm-nosft", "icrm")  # these all see identical batches
-PACKED = ("bt-packed", "icrm-nosft-packed", "icrm-packed")  # the same batches again, packed
+# the same batches again, packed (a pair's prompt runs once); -rows: rows end to end, each with its own prompt
+PACKED = ("bt-packed", "bt-packed-rows", "icrm-nosft-packed", "icrm-packed")
 GROUPED = ("bt-grouped",)  # icrm's length-grouped batch order: other batches than TRL's
 WHOLE_PROCESS = ("trl", "bt", "bt-grouped", "bt-packed", "icrm-packed")
 # icrm.modeling.PRESETS has tiny/small; "large" is for a later GPU run (bf16).
@@ -472,7 +473,7 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
 
     set_quiet(True)
     grouped, packed = spec["method"] in GROUPED, spec["method"] in PACKED
-    method = spec["method"].removesuffix("-grouped").removesuffix("-packed")
+    method = spec["method"].removesuffix("-grouped").removesuffix("-rows").removesuffix("-packed")
     config = training.ICRMConfig(
         output_dir=str(workdir / "icrm-trainer"),
         method=method,
@@ -488,6 +489,9 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
 
     def init_and_attach(self, *a, **k):
         original_init(self, *a, **k)
+        if spec["method"].endswith("-rows"):
+            self.data_collator.share_prefix = False
+        made["share_prefix"] = getattr(self.data_collator, "share_prefix", False)
         meter.attach(self)
         made["padding_free"] = self.reward_model.padding_free
 
@@ -513,7 +517,8 @@ def generator_pass(spec: dict, workdir: Path) -> dict:
     reset_peak_rss()
     for label, expect_hit in (("cold", False), ("warm", True)):
         start = time.perf_counter()
-        _, hit = cached_generation_weights(spec["generator"], tokenizer, sequences, cache_dir=cache, device=spec["device"])
+        _, hit = cached_generation_weights(spec["generator"], tokenizer, sequences, cache_dir=cache, device=spec["device"],
+                                           group_size=2)  # as the trainer passes pairs
         timings[f"{label}_seconds"] = time.perf_counter() - start
         assert hit == expect_hit
     return {
@@ -914,7 +919,8 @@ def summarize_runs(runs: list[dict], data_info: dict, real: bool = False) -> dic
             # compute is ~proportional to the tokens run (padded, or real when packed): project
             # the measured tokens/s onto a whole epoch of this trainer's sampler
             e = epoch["grouped" if r["method"] in GROUPED else "random"]
-            run = e["real_tokens"] if r["method"] in PACKED else e["padded_tokens"]
+            # packed: the real tokens less the shared prefixes, at the rate the timed batches shared them
+            run = e["real_tokens"] / (1 - r["padding_fraction"]) if r["method"] in PACKED else e["padded_tokens"]
             r["epoch_pairs_per_s"] = r["padded_tokens_per_s"] * e["pairs"] / run
     summary: dict = {"configs": {}, "ratios": {}}
     for (case, method), rs in by_config.items():
@@ -952,7 +958,8 @@ def summarize_runs(runs: list[dict], data_info: dict, real: bool = False) -> dic
         values = [a[k] / b[k] for k in a if k in b]
         return med(values) if values else None
 
-    speed_pairs = (("bt", "trl"), ("bt-packed", "trl"), ("bt-packed", "bt"), ("icrm-nosft", "bt"), ("icrm", "bt"),
+    speed_pairs = (("bt", "trl"), ("bt-packed", "trl"), ("bt-packed", "bt"), ("bt-packed-rows", "trl"),
+                   ("bt-packed", "bt-packed-rows"), ("icrm-nosft", "bt"), ("icrm", "bt"),
                    ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"), ("icrm-packed", "icrm"),
                    ("bt-grouped", "trl"), ("bt-grouped", "bt"), ("bt-packed", "bt-grouped"))
     memory_pairs = (("icrm-nosft", "bt"), ("icrm", "bt"), ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"),
@@ -975,7 +982,7 @@ def summarize_runs(runs: list[dict], data_info: dict, real: bool = False) -> dic
 
     if "flops_per_token" in data_info:
         for entry in summary["configs"].values():
-            entry["gflops"] = data_info["flops_per_token"] * entry["real_tokens_per_s"] / 1e9
+            entry["gflops"] = data_info["flops_per_token"] * entry["padded_tokens_per_s"] / 1e9  # the tokens run
             if "gemm_gflops" in summary:
                 entry["gemm_fraction"] = entry["gflops"] / summary["gemm_gflops"]
     bt = summary["configs"].get("hh/bt-packed") or summary["configs"].get("hh/bt")
@@ -1075,7 +1082,8 @@ def write_markdown(path: Path, report: dict) -> None:
         "",
         ("pairs/s = preference pairs (chosen + rejected) per second of train(); pairs/CPU-s = per second of the "
         "process's CPU time over train(); run tok/s = tokens the forward "
-        "ran on (padded, or only the real ones when packed); real = real tokens / run tokens; epoch pairs/s = run "
+        "ran on (padded, or only the real ones when packed, a shared prefix once); real = real tokens / run tokens "
+        "(over 100 % where shared prefixes ran once); GFLOP/s = the model's FLOPs on the run tokens; epoch pairs/s = run "
         "tokens/s projected onto one epoch of that trainer's batch order (hh only; see `epoch_tokens`). Peak RSS: "
         "Linux VmHWM over train() (reset at its start), and the process's `ru_maxrss`."),
         "",

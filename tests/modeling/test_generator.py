@@ -79,6 +79,32 @@ def test_generator_pass_matches_prefix_by_prefix_probabilities(lm_and_tokenizer,
         assert any(math.exp(v) == 0.0 for row in got for v in row[:-1])
 
 
+def test_pairs_sharing_a_prompt_get_the_prefix_by_prefix_probabilities(lm_and_tokenizer):
+    """group_size=2: a pair's common prefix runs once (and its LM head once), each row still gets its own weights."""
+    lm, tokenizer = lm_and_tokenizer
+    ids = lambda text: tokenizer(text)["input_ids"]
+    seqs = [Sequence(ids("the quick brown fox jumps"), 3), Sequence(ids("the quick brown dog"), 3),
+            Sequence(ids("hello world, how are you"), 2), Sequence(ids("hello world today"), 2)]
+    seen = []
+    hook = lm.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()),
+                                              with_kwargs=True)
+    try:
+        got = next_token_logprobs(lm, seqs, tokenizer.pad_token_id, batch_size=4, group_size=2)
+    finally:
+        hook.remove()
+    shared = 3 + 2  # "the quick brown" and "hello world," are one token per word here
+    assert seen == [sum(s.length for s in seqs) - shared]
+
+    def next_logits_of(prefix):
+        with torch.no_grad():
+            return lm(input_ids=torch.tensor([prefix])).logits[0, -1]
+
+    for seq, row in zip(seqs, got):
+        assert row.shape == (seq.length,) and row[-1] == -np.inf
+        for t in range(seq.length - 1):
+            assert math.exp(row[t]) == pytest.approx(hand_prob(next_logits_of, seq.input_ids, t), rel=1e-4, abs=1e-7)
+
+
 @pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.8)])
 def test_self_generator_weights_match_prefix_by_prefix_probabilities(lm_and_tokenizer, temperature, top_p):
     lm, tokenizer = lm_and_tokenizer

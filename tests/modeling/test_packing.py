@@ -14,7 +14,15 @@ import torch
 from helpers import write_jsonl
 
 from icrm.data import RewardCollator, Sequence
-from icrm.modeling import PACKED_ATTENTION, PackedRewardCollator, PackingError, pack, unpack, use_packed_attention
+from icrm.modeling import (
+    PACKED_ATTENTION,
+    PackedRewardCollator,
+    PackingError,
+    pack,
+    span_mask,
+    unpack,
+    use_packed_attention,
+)
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world, how are you today?"] * 20
 FAST = ["--max-steps", "3", "--batch-size", "4", "--max-length", "192", "--lr", "1e-3"]
@@ -54,6 +62,104 @@ def test_pack_lays_rows_end_to_end_with_positions_restarting():
     assert packed["max_length_q"] == packed["max_length_k"] == 3
     values = torch.arange(6.0)[None, :, None].expand(1, 6, 2)
     assert unpack(values, mask)[..., 0].tolist() == [[0, 1, 2], [3, 0, 0], [4, 5, 0]]
+
+
+def test_pack_puts_the_prefix_an_examples_rows_share_once_at_the_head_of_its_span():
+    """Rows are slot-major (chosen 0, chosen 1, rejected 0, rejected 1); example 1 shares nothing."""
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0], [5, 6, 12, 0], [13, 14, 0, 0]])
+    mask = (ids > 0).long()
+    packed = pack(ids, mask, group_size=2)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 12, 9, 10, 11, 13, 14]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 2, 0, 1, 2, 0, 1]]  # the rejected row goes on from 2
+    assert packed["prefix_segments"].tolist() == [0, 0, 1, 1, 2, 1, 1, 1, 1, 1]
+    assert packed["cu_seq_lens_q"].tolist() == [0, 5, 8, 10] and packed["max_length_q"] == 5
+    assert packed["index"][mask.bool()].tolist() == [0, 1, 2, 3, 5, 6, 7, 0, 1, 4, 8, 9]
+    values = torch.arange(10.0)[None, :, None]
+    assert unpack(values, mask, packed["index"])[..., 0].tolist() == [[0, 1, 2, 3], [5, 6, 7, 0], [0, 1, 4, 0],
+                                                                      [8, 9, 0, 0]]
+    # identical rows share all but their last token, which holds each row's outcome reward
+    same = pack(torch.tensor([[5, 6, 7], [5, 6, 7]]), torch.ones(2, 3, dtype=torch.long), group_size=2)
+    assert same["input_ids"].tolist() == [[5, 6, 7, 7]] and same["prefix_segments"].tolist() == [0, 0, 1, 2]
+    assert "prefix_segments" not in pack(ids, mask)  # one row per example: nothing to share
+
+
+def test_span_mask_lets_each_row_see_the_prefix_and_itself_only():
+    segments = torch.tensor([0, 0, 1, 1, 2])
+    assert span_mask(segments)[0, 0].long().tolist() == [
+        [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]]
+    # window 2 over positions [0, 1, 2, 3, 2]: the rejected token (position 2) sees positions 1 and 2
+    assert span_mask(segments, window=2)[0, 0].long().tolist() == [
+        [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 1, 0, 0, 1]]
+
+
+def pair_rows(seed: int = 0) -> list[dict]:
+    """Pairs whose rows share a prompt (of several lengths, one empty) and a pair of identical rows."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = lambda n: torch.randint(5, 300, (n,), generator=g).tolist()
+    items = []
+    for prompt, chosen, rejected in [(6, 5, 9), (0, 4, 3), (11, 1, 7), (3, 8, 8)]:
+        head = tokens(prompt)
+        items.append({"sequences": [Sequence(head + tokens(chosen), prompt), Sequence(head + tokens(rejected), prompt)]})
+    twin = tokens(6)
+    return items + [{"sequences": [Sequence(twin, 2), Sequence(twin, 2)]}]
+
+
+def test_shared_prefix_rewards_equal_padded_rewards_at_every_position(tokenizer):
+    rm = tiny_rm(tokenizer).use_padding_free()
+    items = pair_rows()
+    padded = RewardCollator(tokenizer.pad_token_id)(items)
+    collator = rm.collator()
+    assert collator.share_prefix
+    batch = collator(items)
+    real = padded["attention_mask"].bool()
+    assert batch["packed"]["input_ids"].shape[1] == int(real.sum()) - (6 + 0 + 11 + 3 + 5)
+    with torch.no_grad():
+        expected = rm(padded["input_ids"], padded["attention_mask"]).rewards
+        got = rm(batch["input_ids"], batch["attention_mask"], packed=batch["packed"]).rewards
+    assert torch.allclose(got[real], expected[real], atol=1e-5)
+    assert torch.all(got[~real] == 0)
+
+
+def test_shared_prefix_gradients_equal_padded_gradients(tokenizer):
+    """The prefix's states feed both rows: its gradient is the sum of theirs, as when each row runs it."""
+    rm = tiny_rm(tokenizer).use_padding_free()
+    items = pair_rows(1)
+    grads = []
+    for batch in (RewardCollator(tokenizer.pad_token_id)(items), rm.collator()(items)):
+        rm.zero_grad()
+        rewards = rm(batch["input_ids"], batch["attention_mask"], packed=batch.get("packed")).rewards
+        (rewards * torch.linspace(-1, 1, rewards.shape[1]) * batch["attention_mask"]).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
+    for name, grad in grads[0].items():
+        assert torch.allclose(grads[1][name], grad, atol=1e-4, rtol=1e-4), name
+
+
+def test_shared_prefixes_with_sliding_window_layers_keep_the_window():
+    from transformers import MistralConfig, MistralModel
+
+    config = MistralConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=4, pad_token_id=0)
+    torch.manual_seed(0)
+    model = MistralModel(config).eval()
+    model.set_attn_implementation("sdpa")
+    batch = RewardCollator(0)(pair_rows(2))
+    with torch.no_grad():
+        expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        use_packed_attention(model)
+        packed = pack(batch["input_ids"], batch["attention_mask"], group_size=2)
+        inputs = {k: v for k, v in packed.items() if k != "index"}
+        got = unpack(model(**inputs).last_hidden_state, batch["attention_mask"], packed["index"])
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(got[real], expected[real], atol=1e-5)
+
+
+def test_a_shared_prefix_batch_is_refused_by_attention_that_cannot_keep_rows_apart(tokenizer):
+    rm = tiny_rm(tokenizer, "eager").use_padding_free()
+    assert not rm.collator().share_prefix  # what icrm batches for it: rows end to end
+    batch = PackedRewardCollator(tokenizer.pad_token_id, share_prefix=True)(pair_rows())
+    with pytest.raises(PackingError, match="shares prefixes"):
+        rm(batch["input_ids"], batch["attention_mask"], packed=batch["packed"])
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -179,6 +285,8 @@ def test_packed_training_equals_padded_training(tmp_path, hh_slice, base, pointw
     padded, padded_terms = run(False)
     packed, packed_terms = run(True)
     assert isinstance(packed.data_collator, PackedRewardCollator) and type(padded.data_collator) is RewardCollator
+    first = packed.data_collator([packed.train_dataset[i] for i in range(4)])
+    assert ("prefix_segments" in first.get("packed", {})) is not pointwise  # a pair's rows share their prompt
     assert len(packed_terms) == 3 and set(packed_terms[0]) >= {"loss", "icrm", "sft", "bce" if pointwise else "bt"}
     for ours, theirs in zip(packed_terms, padded_terms):
         assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-5)

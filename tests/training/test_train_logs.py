@@ -28,8 +28,10 @@ def test_trl_reward_metrics_are_logged_beside_icrm_terms(tmp_path, base):  # noq
     held_out = [{"prompt": "Where is the sun?", "chosen": "Up.", "rejected": "Down there."},
                 {"prompt": "What color is the sky?", "chosen": "Four.", "rejected": "Blue, mostly."},
                 {"prompt": "How many legs has a dog?", "chosen": "In the sky.", "rejected": "Seven."}]
-    trainer = ICRMTrainer(str(base), config(tmp_path, max_steps=-1, num_train_epochs=2, logging_steps=1),
-                          train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(held_out))
+    # float32: evaluation batches a pair's rows with their prompt run once, rm.score runs each row alone, and
+    # under bf16 autocast the two would differ by rounding
+    args = config(tmp_path, max_steps=-1, num_train_epochs=2, logging_steps=1, bf16=False)
+    trainer = ICRMTrainer(str(base), args, train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(held_out))
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert [entry["step"] for entry in logged] == [1, 2, 3, 4]

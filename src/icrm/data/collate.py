@@ -105,4 +105,10 @@ class RewardDataset(torch.utils.data.Dataset):
         return [max(s.length for s in seqs) for seqs in self.items]
 
     def all_sequences(self) -> list[Sequence]:
+        """Every row, an example's rows consecutive (``group_size`` of them)."""
         return [seq for seqs in self.items for seq in seqs]
+
+    @property
+    def group_size(self) -> int:
+        """Rows per example: 2 for pairs, 1 for graded responses."""
+        return len(self.items[0]) if self.items else 1

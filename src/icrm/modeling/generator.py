@@ -1,7 +1,8 @@
 """Generation weights ``w_t = p_gen(tok_{t+1} | tok_{<=t})`` and their disk cache.
 
 The weights depend only on the frozen generator and the tokenized data, so
-they are computed once, in a separate no-grad pass batched by length, and
+they are computed once, in a separate no-grad pass batched by length (and
+packed, a pair's prompt run once, where the generator's attention allows), and
 stored on disk as one flat float16 array of *log*-probabilities plus row
 offsets (numpy ``.npy``, memory-mapped on load). Log-probabilities, because a
 float16 probability rounds everything below ~6e-8 to 0 while its logarithm
@@ -40,6 +41,7 @@ from ..data import RewardCollator, Sequence
 from ..errors import UserError
 from .gguf import resolve_model
 from .loading import load_causal_lm
+from .packing import PackedRewardCollator, example_batches, model_inputs, shares_prefix, to_device, use_packed_attention
 
 logger = logging.getLogger(__name__)
 
@@ -126,25 +128,36 @@ def next_token_logprobs(
     advance: Callable[[int], None] | None = None,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    group_size: int = 1,
 ) -> list[np.ndarray]:
-    """``log p(tok_{t+1} | tok_{<=t})`` for every position (-inf at the last), batched by length."""
+    """``log p(tok_{t+1} | tok_{<=t})`` for every position (-inf at the last), batched by length.
+
+    ``group_size``: consecutive sequences are one example's rows. Where the
+    generator's attention packs (:func:`~icrm.modeling.use_packed_attention`),
+    batches run padding-free, an example's common prefix once, and the
+    LM head runs on each packed token once.
+    """
     device = next(model.parameters()).device
-    collate = RewardCollator(pad_token_id)
-    order = sorted(range(len(sequences)), key=lambda i: sequences[i].length)
+    packs = use_packed_attention(model, None)
+    collate = PackedRewardCollator(pad_token_id, share_prefix=shares_prefix(model)) if packs else RewardCollator(pad_token_id)
     out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(sequences)
     model.eval()
-    for lo in range(0, len(order), batch_size):
-        chunk = order[lo : lo + batch_size]
-        batch = collate([{"sequences": [sequences[i]]} for i in chunk])
+    for items, rows in example_batches(sequences, batch_size, group_size):
+        batch = collate(items)
         ids = batch["input_ids"].to(device)
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
-        for row, i in enumerate(chunk):
+        packed = to_device(batch.get("packed"), device)
+        if packed is None:
+            logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+        else:
+            logits = model(**model_inputs(packed), use_cache=False).logits[0]
+        for row, i in enumerate(rows):
             n = sequences[i].length
+            row_logits = logits[row, : n - 1] if packed is None else logits[packed["index"][row, : n - 1]]
             w = np.full(n, -np.inf, dtype=np.float32)
-            w[: n - 1] = token_logprobs(logits[row, : n - 1], ids[row, 1:n], temperature, top_p).cpu().numpy()
+            w[: n - 1] = token_logprobs(row_logits, ids[row, 1:n], temperature, top_p).cpu().numpy()
             out[i] = w
         if advance is not None:
-            advance(len(chunk))
+            advance(len(rows))
     return out
 
 
@@ -253,8 +266,12 @@ def cached_generation_weights(
     progress_factory=None,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    group_size: int = 1,
 ) -> tuple[GenerationWeights, bool]:
     """Weights for ``sequences`` under the generator at ``generator``; reuses the cache.
+
+    ``group_size``: consecutive sequences are one example's rows (they may
+    share a prefix, computed once; the weights do not depend on it).
 
     Returns the weights and whether they came from the cache. A local
     generator directory is keyed by its files, so a hit loads nothing (the
@@ -282,7 +299,8 @@ def cached_generation_weights(
     advance = None
     if progress_factory is not None:
         advance = progress_factory("generator pass", len(sequences))
-    rows = next_token_logprobs(model, sequences, tokenizer.pad_token_id, batch_size, advance, temperature, top_p)
+    rows = next_token_logprobs(model, sequences, tokenizer.pad_token_id, batch_size, advance, temperature, top_p,
+                               group_size)
     meta = {
         "generator": str(generator),
         "temperature": temperature,

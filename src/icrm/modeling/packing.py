@@ -18,19 +18,34 @@ transformers' flash-attention names (``cu_seq_lens_q``/``cu_seq_lens_k``,
 * anything else (``eager``, ``flex_attention``): transformers' packed-sequence
   detection from ``position_ids`` builds that block-diagonal mask (correct, dense).
 
+Shared prefixes (icrm's SDPA attention only): the rows of one example (a
+pair's chosen and rejected) begin with the same tokens, the rendered prompt
+and often a system turn. With causal attention those tokens' states are the
+same in both rows, so they are packed once: the example becomes one span
+``[prefix, rest of row 1, rest of row 2]`` whose rows continue the prefix's
+positions, and inside it each row's tokens see the prefix and themselves,
+never the other row (:func:`span_mask`). The result is exact, not an
+approximation; it removes the prefix's share of every layer's compute. The
+flash kernels and transformers' position-id masks know only end-to-end rows,
+so only :func:`packed_sdpa_attention` is given such batches.
+
 Everything after the backbone keeps reading ``[N, L]`` rows: the packed
-hidden states are put back into the padded layout (:func:`unpack`, an
-elementwise scatter), so outcome rewards, per-token rewards, response masks,
-generator weights, the consistency pairs and the SFT targets are exactly
-those of a padded batch. The collator therefore returns both: the padded
-views (small integer tensors) and ``packed``, the model inputs.
+hidden states are put back into the padded layout (:func:`unpack`, a gather
+that reads a shared prefix into every row that shares it, so its gradient is
+the sum of the rows' as in a padded batch), and outcome rewards, per-token
+rewards, response masks, generator weights, the consistency pairs and the SFT
+targets are exactly those of a padded batch. The collator therefore returns
+both: the padded views (small integer tensors) and ``packed``, the model inputs
+plus the gather index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
-from ..data import RewardCollator
+from ..data import RewardCollator, Sequence
 from ..errors import UserError
 
 PACKED_ATTENTION = "icrm_packed_sdpa"
@@ -44,34 +59,102 @@ class PackingError(UserError):
 # ------------------------------------------------------------------ batches
 
 
-def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-    """The real tokens of a right-padded ``[N, L]`` batch as one ``[1, T]`` sequence (model inputs)."""
-    keep = attention_mask.bool()
-    lengths = keep.sum(-1)
-    cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-    longest = int(lengths.max())
-    positions = torch.arange(attention_mask.shape[-1], device=input_ids.device).expand_as(input_ids)
-    return {
-        "input_ids": input_ids[keep][None],
-        "position_ids": positions[keep][None],
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, group_size: int = 1) -> dict:
+    """The real tokens of a right-padded ``[N, L]`` batch as one ``[1, T]`` sequence (model inputs), and ``index``.
+
+    ``index`` (``[N, L]``) is each real token's place in the packed sequence,
+    what :func:`unpack` reads. ``group_size`` > 1: the rows are examples'
+    ``group_size`` rows in the collator's layout (all first rows, then all
+    second rows, ...), and the tokens an example's rows start with in common are
+    packed once (``prefix_segments``; see the module docstring). Each row keeps
+    at least its last token, whose state is its outcome reward.
+    """
+    device = input_ids.device
+    lengths = attention_mask.bool().sum(-1).tolist()
+    examples = input_ids.shape[0] // group_size
+    ids, positions, segments, spans = [], [], [], [0]
+    index = torch.zeros_like(input_ids)
+    offset, any_shared = 0, False  # tokens packed so far
+    for example in range(examples):
+        rows = [slot * examples + example for slot in range(group_size)]
+        shared = common_prefix(input_ids, rows, lengths) if group_size > 1 else 0
+        if shared:  # the prefix, once, at the head of the example's span
+            ids.append(input_ids[rows[0], :shared])
+            positions.append(torch.arange(shared, device=device))
+            segments.append(torch.zeros(shared, dtype=torch.long, device=device))
+            index[rows, :shared] = torch.arange(shared, device=device) + offset
+            offset, any_shared = offset + shared, True
+        for slot, row in enumerate(rows):
+            own = lengths[row] - shared
+            ids.append(input_ids[row, shared : lengths[row]])
+            positions.append(torch.arange(shared, lengths[row], device=device))
+            segments.append(torch.full((own,), slot + 1 if shared else 1, dtype=torch.long, device=device))
+            index[row, shared : lengths[row]] = torch.arange(own, device=device) + offset
+            offset += own
+            if not shared:
+                spans.append(offset)
+        if shared:
+            spans.append(offset)
+    cu = torch.tensor(spans, dtype=torch.int32, device=device)
+    longest = int(cu.diff().max())
+    packed = {
+        "input_ids": torch.cat(ids)[None],
+        "position_ids": torch.cat(positions)[None],
         "cu_seq_lens_q": cu,
         "cu_seq_lens_k": cu,
         "max_length_q": longest,
         "max_length_k": longest,
+        "index": index,
     }
+    if any_shared:
+        packed["prefix_segments"] = torch.cat(segments)
+    return packed
 
 
-def unpack(packed: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Packed ``[1, T, ...]`` values back in the ``[N, L, ...]`` layout of ``attention_mask`` (zeros at padding)."""
+def common_prefix(input_ids: torch.Tensor, rows: list[int], lengths: list[int]) -> int:
+    """How many leading tokens ``rows`` all have in common, leaving each row at least one of its own."""
+    limit = min(lengths[r] for r in rows) - 1
+    same = (input_ids[rows, :limit] == input_ids[rows[0], :limit]).all(0)
+    return int(same.long().cumprod(0).sum())
+
+
+def unpack(packed: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Packed ``[1, T, ...]`` values back in the ``[N, L]`` layout of ``attention_mask`` (zeros at padding).
+
+    ``index``: :func:`pack`'s; without it the rows lie end to end.
+    """
     keep = attention_mask.bool()
+    if index is None:
+        index = torch.zeros_like(keep, dtype=torch.long)
+        index[keep] = torch.arange(int(keep.sum()), device=keep.device)
     out = packed.new_zeros(*keep.shape, *packed.shape[2:])
-    out[keep] = packed[0]
+    out[keep] = packed[0][index[keep]]
     return out
 
 
+def model_inputs(packed: dict) -> dict:
+    """:func:`pack`'s dict less the gather index: what the backbone is called with."""
+    return {k: v for k, v in packed.items() if k != "index"}
+
+
 def to_device(packed: dict | None, device) -> dict | None:
-    """The tensors of :func:`pack`'s model inputs moved to ``device`` (None stays None)."""
+    """The tensors of :func:`pack`'s dict moved to ``device`` (None stays None)."""
     return None if packed is None else {k: v.to(device) if torch.is_tensor(v) else v for k, v in packed.items()}
+
+
+def example_batches(sequences: list[Sequence], batch_size: int, group_size: int = 1) -> Iterator[tuple[list[dict], list[int]]]:
+    """Collator items of about ``batch_size`` rows, shortest first, and the sequence index of each collated row.
+
+    ``group_size``: consecutive sequences are one example's rows (a pair's
+    chosen and rejected), kept in one item so that they can share a prefix.
+    Rows come out as the collator lays them: all first rows, then all second rows.
+    """
+    groups = [list(range(i, i + group_size)) for i in range(0, len(sequences), group_size)]
+    groups.sort(key=lambda g: max(sequences[i].length for i in g))
+    per_batch = max(1, batch_size // group_size)
+    for lo in range(0, len(groups), per_batch):
+        chunk = groups[lo : lo + per_batch]
+        yield [{"sequences": [sequences[i] for i in g]} for g in chunk], [g[s] for s in range(group_size) for g in chunk]
 
 
 class PackedRewardCollator(RewardCollator):
@@ -81,13 +164,21 @@ class PackedRewardCollator(RewardCollator):
     and the token ids the SFT term predicts are read per row); the model runs
     on ``packed``. A batch with no padding at all (rows of one length, or a
     single row) is left unpacked: packing could only cost there (the row-by-row
-    attention).
+    attention), unless its examples' rows share a prefix. ``share_prefix``:
+    pack those prefixes once (only for :func:`packed_sdpa_attention`; see
+    :attr:`icrm.modeling.RewardModel.shares_prefix`).
     """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, share_prefix: bool = False):
+        super().__init__(pad_token_id, pad_to_multiple_of)
+        self.share_prefix = share_prefix
 
     def __call__(self, items: list[dict]) -> dict:
         batch = super().__call__(items)
-        if not batch["attention_mask"].all():
-            batch["packed"] = pack(batch["input_ids"], batch["attention_mask"])
+        group_size = len(items[0]["sequences"]) if self.share_prefix else 1
+        packed = pack(batch["input_ids"], batch["attention_mask"], group_size)
+        if "prefix_segments" in packed or not batch["attention_mask"].all():
+            batch["packed"] = packed
         return batch
 
 
@@ -139,37 +230,61 @@ def use_packed_attention(model: torch.nn.Module, enabled: bool | None = True) ->
     return True
 
 
-def packed_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
-    """transformers' SDPA attention, one packed row at a time.
+def shares_prefix(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (a backbone or a peft wrapper) runs :func:`packed_sdpa_attention`, which can take shared prefixes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_attn_implementation", None) == PACKED_ATTENTION
 
-    With no padding mask and no cache, each row (the slices between
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention, one packed span at a time.
+
+    With no padding mask and no cache, each span (the slices between
     ``cu_seq_lens_q``, or the whole row of an unpacked batch) attends causally
-    within itself and within the layer's ``sliding_window``, if any. Otherwise
-    (padding, or decoding with a cache) this is plain SDPA attention.
+    within itself and within the layer's ``sliding_window``, if any; a span
+    whose rows share a prefix (``prefix_segments``) through :func:`span_mask`.
+    Otherwise (padding, or decoding with a cache) this is plain SDPA attention.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.pop("cu_seq_lens_q", None)
+    segments = kwargs.pop("prefix_segments", None)
     for name in BOUNDARY_KEYS[1:]:
         kwargs.pop(name, None)
     if attention_mask is not None or key.shape[2] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     lengths = bounds.diff().tolist() if bounds is not None else [query.shape[2]]
     window = kwargs.get("sliding_window")
+    spans = segments.split(lengths) if segments is not None else [None] * len(lengths)
     outputs = []
     # split, not slicing: its backward is one concatenation, where each slice's would fill a full-size gradient
-    for q, k, v in zip(*(x.split(lengths, dim=2) for x in (query, key, value))):
-        length = q.shape[2]
-        mask = _sliding_window_mask(length, window, q.device) if window and length > window else None
+    for q, k, v, span in zip(*(x.split(lengths, dim=2) for x in (query, key, value)), spans):
+        shared = span is not None and bool(span[0] == 0)
+        mask = None
+        if shared or (window and q.shape[2] > window):
+            mask = span_mask(span if shared else q.new_ones(q.shape[2], dtype=torch.long), window)
         outputs.append(sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0])
     return torch.cat(outputs, dim=1), None
 
 
-def _sliding_window_mask(length: int, window: int, device) -> torch.Tensor:
-    """Causal attention over the last ``window`` positions (transformers' ``sliding_window_overlay``)."""
-    q = torch.arange(length, device=device)[:, None]
-    kv = torch.arange(length, device=device)[None, :]
-    return ((kv <= q) & (kv > q - window))[None, None]
+def span_mask(segments: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """Which keys each query of a packed span sees, ``[1, 1, S, S]`` (bool).
+
+    ``segments``: 0 on a shared prefix, ``j`` on row ``j``'s own tokens (a
+    span of one row: all 1). Causal, and a row's token sees the prefix and its
+    own row only; with a ``window``, only keys fewer than ``window`` positions
+    back, as transformers' ``sliding_window_overlay`` (positions continue the
+    prefix in every row, as :func:`pack` numbers them).
+    """
+    order = torch.arange(len(segments), device=segments.device)
+    same = segments[:, None] == segments[None, :]
+    mask = (order[None, :] <= order[:, None]) & (same | (segments == 0)[None, :])
+    if window:
+        shared = int((segments == 0).sum())
+        rank = (same & (order[None, :] < order[:, None])).sum(-1)  # earlier tokens of the same segment
+        position = torch.where(segments == 0, order, shared + rank)
+        mask &= position[None, :] > position[:, None] - window
+    return mask[None, None]
 
 
 def _packed_attention_mask(*, q_length, kv_length, attention_mask=None, **kwargs):

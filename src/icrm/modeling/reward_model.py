@@ -37,7 +37,16 @@ from ..outputs import library_bars_off
 from ..threads import apply_default_threads
 from .checkpoint import linear_copy, model_kind, read_side_files, write_checkpoint
 from .loading import ModelError, fit_tokenizer, load_causal_lm, load_tokenizer, require_safetensors
-from .packing import PackedRewardCollator, to_device, unpack, use_packed_attention
+from .packing import (
+    PackedRewardCollator,
+    PackingError,
+    example_batches,
+    model_inputs,
+    shares_prefix,
+    to_device,
+    unpack,
+    use_packed_attention,
+)
 from .peft import is_peft
 
 
@@ -180,6 +189,12 @@ class RewardModel(nn.Module):
         self.padding_free = use_packed_attention(self.decoder, enabled)
         return self
 
+    def collator(self, pad_to_multiple_of: int | None = None) -> RewardCollator:
+        """What batches this model's rows: packed when padding-free, with shared prefixes where the attention allows."""
+        if not self.padding_free:
+            return RewardCollator(self.tokenizer.pad_token_id, pad_to_multiple_of)
+        return PackedRewardCollator(self.tokenizer.pad_token_id, pad_to_multiple_of, shares_prefix(self.decoder))
+
     @property
     def tied_lm_head(self) -> bool:
         """Whether the LM head's weight is the input embedding matrix (``tie_word_embeddings``)."""
@@ -205,13 +220,18 @@ class RewardModel(nn.Module):
         here, inside ``forward``, so DDP sees every parameter use.
         ``packed`` (:func:`icrm.modeling.pack` of the same rows): the backbone
         runs on it instead, and its states are put back in the ``[N, L]``
-        layout of ``attention_mask``, so everything after reads rows as usual.
+        layout of ``attention_mask``, so everything after reads rows as usual
+        (a shared prefix's states into every row that shares it).
         """
         if packed is None:
             out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
             hidden = out.last_hidden_state
         else:
-            hidden = unpack(self.decoder(**packed, use_cache=False, **kwargs).last_hidden_state, attention_mask)
+            if "prefix_segments" in packed and not shares_prefix(self.decoder):
+                raise PackingError(f"this batch shares prefixes, which {self.decoder.config._attn_implementation} "
+                                   "attention cannot keep apart; batch it with RewardModel.collator()")
+            out = self.decoder(**model_inputs(packed), use_cache=False, **kwargs)
+            hidden = unpack(out.last_hidden_state, attention_mask, packed["index"])
         rewards = self.score_head(self.head_dropout(hidden)).squeeze(-1).float()
         lm_logits = None
         if lm_positions is not None:
@@ -299,25 +319,25 @@ class RewardModel(nn.Module):
         return self.step_rewards_batch([prompt], [steps], separator, max_length=max_length)[0]
 
     @torch.no_grad()
-    def sequence_rewards(self, seqs: list[Sequence], batch_size: int = 16) -> list[torch.Tensor]:
+    def sequence_rewards(self, seqs: list[Sequence], batch_size: int = 16, group_size: int = 1) -> list[torch.Tensor]:
         """The reward of every prefix of each tokenized sequence (one row per sequence), batched by length.
 
         The entry point for callers that tokenize themselves (``icrm serve``
         scores already-rendered texts, ``icrm score`` fitted sequences).
-        Batches are packed when :meth:`use_padding_free` is on.
+        Batches are packed when :meth:`use_padding_free` is on; ``group_size``:
+        consecutive sequences are one example's rows, which share their prefix
+        where the attention allows (see :meth:`collator`).
         """
-        order = sorted(range(len(seqs)), key=lambda i: seqs[i].length)
-        collate = (PackedRewardCollator if self.padding_free else RewardCollator)(self.tokenizer.pad_token_id)
+        collate = self.collator()
         device = next(self.parameters()).device
         results: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
         was_training = self.training
         self.eval()
-        for lo in range(0, len(order), batch_size):
-            chunk = order[lo : lo + batch_size]
-            batch = collate([{"sequences": [seqs[i]]} for i in chunk])
+        for items, rows in example_batches(seqs, batch_size, group_size):
+            batch = collate(items)
             packed = to_device(batch.get("packed"), device)
             rewards = self(batch["input_ids"].to(device), batch["attention_mask"].to(device), packed=packed).rewards
-            for row, i in enumerate(chunk):
+            for row, i in enumerate(rows):
                 results[i] = rewards[row, : seqs[i].length].cpu()
         self.train(was_training)
         return results

@@ -19,9 +19,9 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import IntervalStrategy
 
-from ..data import LoadedData, RewardCollator, RewardDataset
+from ..data import LoadedData, RewardDataset
 from ..errors import TrainingStopped
-from ..modeling import PackedRewardCollator, RewardModel, add_peft, model_kind
+from ..modeling import RewardModel, add_peft, model_kind
 from ..outputs import progress_factory
 from ..threads import apply_default_threads
 from .callbacks import LogLastStep, use_rich_progress
@@ -140,8 +140,7 @@ class ICRMTrainer(Trainer):
             model=rm,
             args=args,
             data_collator=data_collator
-            or (PackedRewardCollator if rm.padding_free else RewardCollator)(rm.tokenizer.pad_token_id,
-                                                                             args.pad_to_multiple_of),
+            or rm.collator(args.pad_to_multiple_of),
             train_dataset=tokenize(train_data, "train_dataset"),
             eval_dataset=map_eval(eval_data, tokenize),
             processing_class=rm.tokenizer,
@@ -194,6 +193,7 @@ class ICRMTrainer(Trainer):
                     args.generator,
                     self.reward_model.tokenizer,
                     dataset.all_sequences(),
+                    group_size=dataset.group_size,
                     cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                     batch_size=args.generator_batch_size,
                     device=args.device,
@@ -416,10 +416,10 @@ def reward_stats(rm: RewardModel, dataset: RewardDataset) -> dict[str, float]:
     """Mean/std of the trained model's outcome rewards on the training rows, stored for ``score --normalize``.
 
     The rows are scored as tokenized for training (no second tokenization),
-    packed when training was.
+    packed (a pair's prompt once) when training was.
     """
     from ..evaluation import reward_normalizer
 
-    rewards = [float(r[-1]) for r in rm.sequence_rewards(dataset.all_sequences())]
+    rewards = [float(r[-1]) for r in rm.sequence_rewards(dataset.all_sequences(), group_size=dataset.group_size)]
     mean, std = reward_normalizer(rewards)
     return {"mean": mean, "std": std, "n": len(rewards)}
