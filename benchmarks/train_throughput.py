@@ -49,7 +49,7 @@ the whole-process ``resource.getrusage(...).ru_maxrss``; GPU --
 
     python -m benchmarks.train_throughput                       # CPU, preset small
     python -m benchmarks.train_throughput --device cuda --preset large --steps 50
-    python -m benchmarks.train_throughput --model-dir DIR --cases hh   # a real architecture and tokenizer (DIR: a causal-LM folder)
+    python -m benchmarks.train_throughput --model-dir DIR --cases hh   # a real architecture and tokenizer (DIR: a causal-LM folder or smollm2-135m)
     python -m benchmarks.train_throughput --cases hh --profile bt   # torch.profiler table of one train()
     python -m benchmarks.train_throughput --summarize benchmarks/results/throughput-cpu-small.json
     python -m benchmarks.train_throughput --whole-process --preset tiny --repeats 3   # `icrm train` vs a TRL script, wall time
@@ -107,14 +107,15 @@ def prepare(args, workdir: Path) -> dict:
 
     modeling.PRESETS.setdefault("large", LARGE_PRESET)  # only this process builds models by preset name
     loaded = load_examples(args.hh_data)
-    if args.model_dir:
+    model_dir = modeling.resolve_model(args.model_dir) if args.model_dir else None  # a folder, GGUF file or icrm name
+    if model_dir:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
     else:
         tokenizer = modeling.train_tokenizer(example_texts(loaded.examples), modeling.PRESETS[args.preset]["vocab_size"])
     for name, seed in (("model", 0), ("generator", 1)):  # the RM's initial backbone; a frozen generator
-        lm = model_of(args.model_dir, seed) if args.model_dir else modeling.build_causal_lm(args.preset, tokenizer, seed)
+        lm = model_of(model_dir, seed) if model_dir else modeling.build_causal_lm(args.preset, tokenizer, seed)
         lm.save_pretrained(workdir / name)
         tokenizer.save_pretrained(workdir / name)
 
@@ -663,7 +664,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small", choices=["tiny", "small", "large"])
     parser.add_argument("--model-dir", default=None,
-                        help="a causal LM folder (config.json and tokenizer; weights optional) instead of --preset")
+                        help="a causal LM folder (config.json and tokenizer; weights optional), a GGUF file or "
+                        "an offline model name (smollm2-135m) instead of --preset")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
