@@ -1085,7 +1085,7 @@ def write_markdown(path: Path, report: dict) -> None:
         ("pairs/s = preference pairs (chosen + rejected) per second of train(); pairs/CPU-s = per second of the "
         "process's CPU time over train(); run tok/s = tokens the forward "
         "ran on (padded, or only the real ones when packed, a shared prefix once); real = real tokens / run tokens "
-        "(over 100 % where shared prefixes ran once); GFLOP/s = the model's FLOPs on the run tokens; epoch pairs/s = run "
+        "(over 100 % where shared prefixes ran once); epoch pairs/s = run "
         "tokens/s projected onto one epoch of that trainer's batch order (hh only; see `epoch_tokens`). Peak RSS: "
         "Linux VmHWM over train() (reset at its start), and the process's `ru_maxrss`."),
         "",
@@ -1109,8 +1109,9 @@ def write_markdown(path: Path, report: dict) -> None:
             row += f" {c.get('cuda_peak_allocated_mb', float('nan')):.0f} |"
         lines.append(row)
     if "gemm_gflops" in s:
-        lines += ["", (f"GFLOP/s = {report['data']['flops_per_token'] / 1e6:.0f} MFLOP per real token (6 × the "
-                       f"backbone's weight matrices; attention's T² products and the LM head left out) × real tok/s; "
+        lines += ["", (f"GFLOP/s = {report['data']['flops_per_token'] / 1e6:.0f} MFLOP per token (6 × the "
+                       f"backbone's weight matrices; attention's T² products and the LM head left out) × run tok/s "
+                       f"(the work the CPU did, padding included); "
                        f"GEMM peak = float32 {2048}² matmul on the same threads, measured in the same run "
                        f"(interleaved): {s['gemm_gflops']:.1f} GFLOP/s.")]
     if "hh_epoch" in report["data"]:

@@ -135,7 +135,8 @@ def test_shared_prefix_gradients_equal_padded_gradients(tokenizer):
         assert torch.allclose(grads[1][name], grad, atol=1e-4, rtol=1e-4), name
 
 
-def test_shared_prefixes_with_sliding_window_layers_keep_the_window():
+def windowed_model():
+    """A tiny Mistral backbone whose layers attend within a sliding window of 4 positions (SDPA)."""
     from transformers import MistralConfig, MistralModel
 
     config = MistralConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -143,6 +144,11 @@ def test_shared_prefixes_with_sliding_window_layers_keep_the_window():
     torch.manual_seed(0)
     model = MistralModel(config).eval()
     model.set_attn_implementation("sdpa")
+    return model
+
+
+def test_shared_prefixes_with_sliding_window_layers_keep_the_window():
+    model = windowed_model()
     batch = RewardCollator(0)(pair_rows(2))
     with torch.no_grad():
         expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -187,20 +193,14 @@ def test_packed_rewards_equal_padded_rewards_at_every_position(tokenizer, attn):
 
 
 def test_sliding_window_layers_keep_their_window_inside_each_row():
-    from transformers import MistralConfig, MistralModel
-
-    config = MistralConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, sliding_window=4, pad_token_id=0)
-    torch.manual_seed(0)
-    model = MistralModel(config).eval()
-    model.set_attn_implementation("sdpa")
+    model = windowed_model()
     rows = random_rows([(9, 0), (3, 0), (7, 0)])
     batch = RewardCollator(0)([{"sequences": [s]} for s in rows])
     with torch.no_grad():
         expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         use_packed_attention(model)
         got = unpack(model(**pack(batch["input_ids"], batch["attention_mask"])).last_hidden_state, batch["attention_mask"])
-        config.sliding_window = None  # the window matters: without it row 0 reads otherwise
+        model.config.sliding_window = None  # the window matters: without it row 0 reads otherwise
         unwindowed = unpack(model(**pack(batch["input_ids"], batch["attention_mask"])).last_hidden_state,
                             batch["attention_mask"])
     real = batch["attention_mask"].bool()
@@ -389,3 +389,18 @@ def test_readme_no_packing_command_runs_as_written(tmp_path, cli, monkeypatch):
     result = cli(*shlex.split(command)[1:])
     assert result.exit_code == 0, result.output
     assert json.loads(Path("runs/rm-padded/icrm_config.json").read_text())["padding_free"] is False
+
+
+def test_scoring_batches_an_examples_responses_together_when_every_example_has_as_many(tmp_path):
+    """``Fitted.group_size``: what ``score``, ``eval`` and ``bon`` pass on, so that the responses share their prompt."""
+    from icrm.data import load_examples
+    from icrm.modeling import Fitted
+
+    def group_size(rows):
+        loaded = load_examples(str(write_jsonl(tmp_path / "rows.jsonl", rows)))
+        return Fitted(loaded.examples, list(range(len(rows))), [], None).group_size
+
+    assert group_size([{"prompt": "Hi", "chosen": "a", "rejected": "b"}] * 2) == 2
+    assert group_size([{"prompt": "Hi", "candidates": ["a", "b", "c"], "labels": [1, 0, 0]}] * 2) == 3
+    assert group_size([{"prompt": "Hi", "candidates": ["a", "b", "c"], "labels": [1, 0, 0]},
+                       {"prompt": "Hi", "candidates": ["a", "b"], "labels": [1, 0]}]) == 1

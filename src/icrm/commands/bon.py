@@ -88,7 +88,7 @@ def best_of_n(
     if all(ex.answer is not None for ex in examples):
         answers = [[extract_answer(c) for c in ex.candidates] for ex in examples]
     if aggregate_steps == "last":  # the last step's score is the outcome reward: no need to split
-        flat = score_sequences(rm, fitted.sequences, scoring.batch_size)
+        flat = score_sequences(rm, fitted.sequences, scoring.batch_size, fitted.group_size)
     else:
         prompts = [ex.prompt for ex in examples for _ in ex.candidates]
         chains = [split_steps(text, step_separator) for ex in examples for text in ex.candidates]

@@ -75,7 +75,7 @@ def evaluate_pairs(
         return evaluate_steps(rm, fitted.examples, output, threshold=step_threshold,
                               scoring=dataclasses.replace(scoring, max_length=fitted.max_length), extra=extra,
                               overwrite=overwrite)
-    scores = score_sequences(rm, fitted.sequences, scoring.batch_size)
+    scores = score_sequences(rm, fitted.sequences, scoring.batch_size, fitted.group_size)
     subsets = [ex.subset for ex in fitted.examples]
     named_subsets = subsets if any(s is not None for s in subsets) else None
     try:

@@ -51,7 +51,7 @@ def score_file(
     rm, fitted = load_and_fit(model, loaded, scoring)
     if normalize and not rm.reward_stats:
         raise UserError(f"{model}: --normalize needs reward statistics, which only icrm checkpoints store")
-    scores = score_sequences(rm, fitted.sequences, scoring.batch_size)
+    scores = score_sequences(rm, fitted.sequences, scoring.batch_size, fitted.group_size)
     mean, std = (rm.reward_stats["mean"], rm.reward_stats["std"]) if normalize else (0.0, 1.0)
     scores = [(s - mean) / std for s in scores]
     rows = [{**loaded.rows[i], **_score_columns(ex, row)}

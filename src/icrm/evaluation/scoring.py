@@ -33,14 +33,17 @@ def load_and_fit(model: str, loaded: LoadedData, scoring: ScoringOptions) -> tup
     return rm, fit_examples(rm.tokenizer, loaded, resolve_max_length(rm, scoring.max_length), scoring.skip_invalid)
 
 
-def score_sequences(rm: RewardModel, seqs: list[Sequence], batch_size: int = 16) -> list[float]:
-    """Outcome rewards of tokenized sequences, in chunks, with a progress bar."""
+def score_sequences(rm: RewardModel, seqs: list[Sequence], batch_size: int = 16, group_size: int = 1) -> list[float]:
+    """Outcome rewards of tokenized sequences, in chunks, with a progress bar.
+
+    ``group_size``: consecutive sequences are one example's (``Fitted.group_size``), batched together.
+    """
     scores: list[float] = []
-    chunk = max(batch_size * 8, 1)
+    chunk = max(batch_size * 8, 1) * group_size
     with progress("scoring", len(seqs)) as advance:
         for lo in range(0, len(seqs), chunk):
             part = seqs[lo : lo + chunk]
-            scores.extend(float(r[-1]) for r in rm.sequence_rewards(part, batch_size))
+            scores.extend(float(r[-1]) for r in rm.sequence_rewards(part, batch_size, group_size))
             advance(len(part))
     return scores
 

@@ -133,13 +133,15 @@ def next_token_logprobs(
     """``log p(tok_{t+1} | tok_{<=t})`` for every position (-inf at the last), batched by length.
 
     ``group_size``: consecutive sequences are one example's rows. Where the
-    generator's attention packs (:func:`~icrm.modeling.use_packed_attention`),
-    batches run padding-free, an example's common prefix once, and the
-    LM head runs on each packed token once.
+    generator's attention can share prefixes (SDPA, which becomes icrm's
+    packed attention: :func:`~icrm.modeling.shares_prefix`), batches run
+    padding-free with an example's common prefix once, LM head included;
+    otherwise padded, each row sorted by its own length.
     """
     device = next(model.parameters()).device
-    packs = use_packed_attention(model, None)
-    collate = PackedRewardCollator(pad_token_id, share_prefix=shares_prefix(model)) if packs else RewardCollator(pad_token_id)
+    share = use_packed_attention(model, None) and shares_prefix(model)
+    collate = PackedRewardCollator(pad_token_id, share_prefix=share) if share else RewardCollator(pad_token_id)
+    group_size = group_size if share else 1
     out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(sequences)
     model.eval()
     for items, rows in example_batches(sequences, batch_size, group_size):

@@ -73,6 +73,15 @@ class Fitted:
     def counts(self) -> dict:
         return {"max_length": self.max_length, "truncated": self.truncated, "dropped_over_length": self.dropped}
 
+    @property
+    def group_size(self) -> int:
+        """Sequences per example where every example has as many (a pair's 2, best-of-N's N), else 1.
+
+        Scoring keeps an example's sequences in one batch, where they can share their prompt.
+        """
+        sizes = {len(_response_fields(example)) for example in self.examples}
+        return sizes.pop() if len(sizes) == 1 else 1
+
 
 def _response_fields(example) -> list[tuple[str, str]]:
     """``(field, label)`` of each response, for error messages (the field names of the data format)."""

@@ -325,10 +325,12 @@ class RewardModel(nn.Module):
         The entry point for callers that tokenize themselves (``icrm serve``
         scores already-rendered texts, ``icrm score`` fitted sequences).
         Batches are packed when :meth:`use_padding_free` is on; ``group_size``:
-        consecutive sequences are one example's rows, which share their prefix
-        where the attention allows (see :meth:`collator`).
+        consecutive sequences are one example's rows, batched together to share
+        their prefix where the attention allows (see :meth:`collator`; elsewhere
+        each row is sorted by its own length, the least padding).
         """
         collate = self.collator()
+        group_size = group_size if getattr(collate, "share_prefix", False) else 1
         device = next(self.parameters()).device
         results: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
         was_training = self.training
