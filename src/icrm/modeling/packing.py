@@ -165,8 +165,8 @@ class PackedRewardCollator(RewardCollator):
     on ``packed``. A batch with no padding at all (rows of one length, or a
     single row) is left unpacked: packing could only cost there (the row-by-row
     attention), unless its examples' rows share a prefix. ``share_prefix``:
-    pack those prefixes once (only for :func:`packed_sdpa_attention`; see
-    :attr:`icrm.modeling.RewardModel.shares_prefix`).
+    pack those prefixes once (only for :func:`packed_sdpa_attention`: see
+    :func:`shares_prefix` and :meth:`icrm.modeling.RewardModel.collator`).
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, share_prefix: bool = False):
@@ -175,6 +175,8 @@ class PackedRewardCollator(RewardCollator):
 
     def __call__(self, items: list[dict]) -> dict:
         batch = super().__call__(items)
+        if not self.share_prefix and batch["attention_mask"].all():
+            return batch  # nothing to remove: no need to pack
         group_size = len(items[0]["sequences"]) if self.share_prefix else 1
         packed = pack(batch["input_ids"], batch["attention_mask"], group_size)
         if "prefix_segments" in packed or not batch["attention_mask"].all():
