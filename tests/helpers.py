@@ -131,12 +131,9 @@ def sft_embedding_grad(rm, batch, scale: float):
     """Gradient of the SFT term alone on the input embeddings, the backbone's share scaled by ``scale``."""
     import torch
 
-    from icrm import losses
-
     positions = torch.zeros_like(batch["response_mask"])
     positions[:, :-1] = batch["response_mask"][:, 1:]
     rm.zero_grad()
-    _, _, logits = rm(batch["input_ids"], batch["attention_mask"], lm_positions=positions, lm_grad_scale=scale)
-    targets = batch["input_ids"][:, 1:][positions[:, :-1]]
-    losses.sft_nll(logits, targets).backward()
+    _, _, sft = rm(batch["input_ids"], batch["attention_mask"], lm_positions=positions, lm_grad_scale=scale)
+    sft.backward()
     return rm.decoder.get_input_embeddings().weight.grad.clone()

@@ -203,20 +203,75 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGrad.apply(x, scale)
 
 
-def sft_nll(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """``-log π(y)`` averaged over each sequence's tokens, then over sequences.
+class _LinearCrossEntropy(torch.autograd.Function):
+    """``Σ_i w_i · CE(hidden_i · Wᵀ, y_i)``, its gradients computed in the forward pass chunk by chunk.
 
-    ``logits`` is ``[N, V]`` at the positions that predict each target token,
-    ``targets`` is ``[N]``, ``rows`` ``[N]`` the sequence each token belongs
-    to. Per-sequence means first (the reference's ``logps / valid_length``),
-    so a long response counts as much as a short one; without ``rows`` all
-    tokens form one sequence.
+    A ``[N, V]`` logits matrix is never held whole and none is kept for the
+    backward pass: each chunk's softmax becomes its gradient and is folded
+    into ``∂hidden`` and ``∂W`` at once, the way fused linear cross-entropy
+    kernels (Liger's, Apple's cut cross-entropy) spare memory. Same matmuls
+    as the plain head; ``∂W`` adds up over chunks in float32. The saved
+    gradients are scaled in place, so the graph cannot run backward twice.
     """
-    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, token_weights, chunk_rows: int):
+        need_hidden, need_weight = ctx.needs_input_grad[:2]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = None
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            h = hidden[start : start + chunk_rows]
+            y, w = targets[start : start + chunk_rows, None], token_weights[start : start + chunk_rows, None].float()
+            logits = (h @ weight.t()).float()
+            loss -= (torch.log_softmax(logits, dim=-1).gather(1, y) * w).sum()
+            if not (need_hidden or need_weight):
+                continue
+            grad = torch.softmax(logits, dim=-1)
+            del logits
+            grad.scatter_add_(1, y, -torch.ones_like(w)).mul_(w)
+            grad = grad.to(weight.dtype)
+            if need_hidden:
+                grad_hidden[start : start + chunk_rows] = grad @ weight
+            if need_weight:
+                part = (grad.t() @ h).float()  # chunks add up in float32
+                grad_weight = part if grad_weight is None else grad_weight.add_(part)
+        if need_weight:
+            grad_weight = torch.zeros_like(weight) if grad_weight is None else grad_weight.to(weight.dtype)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        for grad in (grad_hidden, grad_weight):
+            if grad is not None:
+                grad.mul_(grad_loss.to(grad.dtype))
+        return grad_hidden, grad_weight, None, None, None
+
+
+def sft_nll(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """``-log π(y)`` under the LM head ``weight``, averaged over each sequence's tokens, then over sequences.
+
+    ``hidden`` is ``[N, H]`` at the positions that predict each target token,
+    ``weight`` the head's ``[V, H]`` matrix, ``targets`` ``[N]``, ``rows``
+    ``[N]`` the sequence each token belongs to. Per-sequence means first (the
+    reference's ``logps / valid_length``), so a long response counts as much
+    as a short one; without ``rows`` all tokens form one sequence. Computed
+    in float32 whatever the inputs' dtype, in chunks of ``chunk_rows``
+    positions (by default as many as keep a chunk's logits near 2**24
+    values), without materializing the whole ``[N, V]`` logits.
+    """
     if rows is None:
-        return nll.mean()
+        rows = targets.new_zeros(targets.shape)
     _, index = torch.unique(rows, return_inverse=True)
-    n_rows = int(index.max()) + 1
-    sums = nll.new_zeros(n_rows).index_add(0, index, nll)
-    counts = nll.new_zeros(n_rows).index_add(0, index, torch.ones_like(nll))
-    return (sums / counts).mean()
+    counts = torch.bincount(index).float()
+    token_weights = 1.0 / (counts[index] * max(len(counts), 1))
+    chunk_rows = chunk_rows or max(1, 2**24 // weight.shape[0])
+    return _LinearCrossEntropy.apply(hidden, weight, targets, token_weights, chunk_rows)

@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from icrm.losses import (
     EMA_INIT,
@@ -473,9 +474,11 @@ def test_sft_nll():
         log_z = math.log(sum(math.exp(v) for v in row))
         expected += -(row[y] - log_z)
     expected /= len(targets)
+    # hidden states times an identity head are the logits
+    eye = torch.eye(3, dtype=DT)
+    assert sft_nll(t(logits), eye, torch.tensor(targets)).item() == pytest.approx(expected, rel=1e-6)
     # computed in float32 whatever the input dtype
-    assert sft_nll(t(logits), torch.tensor(targets)).item() == pytest.approx(expected, rel=1e-6)
-    got_half = sft_nll(torch.tensor(logits, dtype=torch.bfloat16), torch.tensor(targets))
+    got_half = sft_nll(torch.tensor(logits, dtype=torch.bfloat16), eye.bfloat16(), torch.tensor(targets))
     assert got_half.dtype == torch.float32
     assert got_half.item() == pytest.approx(expected, rel=2e-2)
 
@@ -488,9 +491,35 @@ def test_sft_nll_averages_per_sequence_first():
     for row, y in zip(logits, targets):
         nll.append(-(row[y] - math.log(sum(math.exp(v) for v in row))))
     expected = ((nll[0] + nll[1]) / 2 + nll[2]) / 2  # not (nll[0] + nll[1] + nll[2]) / 3
-    got = sft_nll(t(logits), torch.tensor(targets), torch.tensor([4, 4, 9]))
+    got = sft_nll(t(logits), torch.eye(3, dtype=DT), torch.tensor(targets), torch.tensor([4, 4, 9]))
     assert got.item() == pytest.approx(expected, rel=1e-6)
     assert got.item() != pytest.approx(sum(nll) / 3, rel=1e-3)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 3, 7])
+def test_sft_nll_gradients_equal_the_plain_heads(chunk_rows):
+    # the fused head computes its gradients in the forward pass, chunk by chunk;
+    # they must equal autograd's through materialized logits and cross-entropy
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(10, 4, requires_grad=True), torch.randn(11, 4, requires_grad=True)
+    targets, rows = torch.randint(0, 11, (10,)), torch.tensor([0, 0, 0, 2, 2, 5, 5, 5, 5, 5])
+    nll = F.cross_entropy(hidden @ weight.t(), targets, reduction="none")
+    plain = torch.stack([nll[rows == r].mean() for r in (0, 2, 5)]).mean()
+    (3.0 * plain).backward()
+    expected = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    fused = sft_nll(hidden, weight, targets, rows, chunk_rows=chunk_rows)
+    (3.0 * fused).backward()
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)
+    torch.testing.assert_close(hidden.grad, expected[0])
+    torch.testing.assert_close(weight.grad, expected[1])
+
+
+def test_sft_nll_of_no_tokens_is_zero_and_still_reaches_the_head():
+    weight = torch.randn(5, 4, requires_grad=True)
+    loss = sft_nll(torch.zeros(0, 4), weight, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(weight.grad, torch.zeros(5, 4))
 
 
 # ------------------------------------------------------------------ process (PRM) loss

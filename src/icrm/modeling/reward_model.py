@@ -32,7 +32,7 @@ from ..data import (
     messages_of,
     token_texts,
 )
-from ..losses import scale_grad
+from ..losses import scale_grad, sft_nll
 from ..outputs import library_bars_off
 from ..threads import apply_default_threads
 from .checkpoint import linear_copy, model_kind, read_side_files, write_checkpoint
@@ -53,7 +53,7 @@ from .peft import is_peft
 class RewardOutput(NamedTuple):
     rewards: torch.Tensor
     hidden: torch.Tensor
-    lm_logits: torch.Tensor | None
+    lm_loss: torch.Tensor | None
 
 
 def _decoder_of(model) -> nn.Module:
@@ -212,12 +212,14 @@ class RewardModel(nn.Module):
         packed: dict | None = None,
         **kwargs,
     ) -> RewardOutput:
-        """Per-token rewards ``[N, L]``, hidden states, and LM logits where asked.
+        """Per-token rewards ``[N, L]``, hidden states, and the SFT head's loss where asked.
 
-        ``lm_positions`` (bool ``[N, L]``) selects the positions whose next-token
-        logits the SFT regularizer needs, from the SFT head; the backbone
-        gradient through them is scaled by ``lm_grad_scale``. They are computed
-        here, inside ``forward``, so DDP sees every parameter use.
+        ``lm_positions`` (bool ``[N, L]``) selects the positions whose next
+        token the SFT regularizer predicts with the SFT head:
+        :func:`~icrm.losses.sft_nll` of those tokens, per-row means averaged;
+        the backbone gradient through them is scaled by ``lm_grad_scale``. It
+        is computed here, inside ``forward``, so DDP and FSDP see every
+        parameter use.
         ``packed`` (:func:`icrm.modeling.pack` of the same rows): the backbone
         runs on it instead, and its states are put back in the ``[N, L]``
         layout of ``attention_mask``, so everything after reads rows as usual
@@ -233,10 +235,12 @@ class RewardModel(nn.Module):
             out = self.decoder(**model_inputs(packed), use_cache=False, **kwargs)
             hidden = unpack(out.last_hidden_state, attention_mask, packed["index"])
         rewards = self.score_head(self.head_dropout(hidden)).squeeze(-1).float()
-        lm_logits = None
+        lm_loss = None
         if lm_positions is not None:
-            lm_logits = self.sft_head(scale_grad(hidden[lm_positions], lm_grad_scale))
-        return RewardOutput(rewards, hidden, lm_logits)
+            targets = input_ids[:, 1:][lm_positions[:, :-1]]
+            rows = lm_positions.nonzero()[:, 0]
+            lm_loss = sft_nll(scale_grad(hidden[lm_positions], lm_grad_scale), self.sft_head.weight, targets, rows)
+        return RewardOutput(rewards, hidden, lm_loss)
 
     @staticmethod
     def outcome(rewards: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ def batch_objective(model, rm: RewardModel, inputs, args: ICRMConfig) -> BatchOb
     lam, alpha = args.consistency_weight, args.sft_coef
     pairwise = "margin" in inputs
     positions = sft_positions(inputs, pairwise) if alpha > 0 else None
-    rewards, hidden, sft_logits = model(
+    rewards, hidden, sft_loss = model(
         inputs["input_ids"], mask, lm_positions=positions, lm_grad_scale=args.sft_backbone_grad,
         packed=inputs.get("packed"),
     )
@@ -69,7 +69,7 @@ def batch_objective(model, rm: RewardModel, inputs, args: ICRMConfig) -> BatchOb
         terms["icrm_ema"] = consistency.ema
         loss = loss + lam * consistency.loss
     if alpha > 0:
-        terms["sft"] = sft_term(inputs, positions, sft_logits, loss)
+        terms["sft"] = sft_loss
         loss = loss + alpha * terms["sft"]
     return BatchObjective(loss, terms, outcome, pairwise)
 
@@ -131,12 +131,3 @@ def sft_positions(inputs, pairwise: bool) -> torch.Tensor:
     positions = torch.zeros_like(response)
     positions[:, :-1] = response[:, 1:] & rows[:, None]
     return positions
-
-
-def sft_term(inputs, positions: torch.Tensor, logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``L_SFT``: ``-log π(y)`` of chosen (or correct) responses, per-sequence means averaged."""
-    if not positions.any():
-        return like.new_zeros(())
-    targets = inputs["input_ids"][:, 1:][positions[:, :-1]]
-    rows = positions.nonzero()[:, 0]
-    return losses.sft_nll(logits, targets, rows)
