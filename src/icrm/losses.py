@@ -210,7 +210,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     backward pass: each chunk's softmax becomes its gradient and is folded
     into ``∂hidden`` and ``∂W`` at once, the way fused linear cross-entropy
     kernels (Liger's, Apple's cut cross-entropy) spare memory. Same matmuls
-    as the plain head; ``∂W`` adds up over chunks in float32. The saved
+    as the plain head; ``∂W`` adds up over the chunks in place. The saved
     gradients are scaled in place, so the graph cannot run backward twice.
     """
 
@@ -234,10 +234,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_hidden:
                 grad_hidden[start : start + chunk_rows] = grad @ weight
             if need_weight:
-                part = (grad.t() @ h).float()  # chunks add up in float32
-                grad_weight = part if grad_weight is None else grad_weight.add_(part)
-        if need_weight:
-            grad_weight = torch.zeros_like(weight) if grad_weight is None else grad_weight.to(weight.dtype)
+                first = grad_weight is None
+                grad_weight = torch.empty_like(weight) if first else grad_weight
+                grad_weight.addmm_(grad.t(), h, beta=0 if first else 1)
+        if need_weight and grad_weight is None:
+            grad_weight = torch.zeros_like(weight)
         ctx.save_for_backward(grad_hidden, grad_weight)
         return loss
 
@@ -265,13 +266,13 @@ def sft_nll(
     reference's ``logps / valid_length``), so a long response counts as much
     as a short one; without ``rows`` all tokens form one sequence. Computed
     in float32 whatever the inputs' dtype, in chunks of ``chunk_rows``
-    positions (by default as many as keep a chunk's logits near 2**24
-    values), without materializing the whole ``[N, V]`` logits.
+    positions (by default as many as keep a chunk's logits near 2**23
+    values, small enough for the allocator to reuse), without materializing the whole ``[N, V]`` logits.
     """
     if rows is None:
         rows = targets.new_zeros(targets.shape)
     _, index = torch.unique(rows, return_inverse=True)
     counts = torch.bincount(index).float()
     token_weights = 1.0 / (counts[index] * max(len(counts), 1))
-    chunk_rows = chunk_rows or max(1, 2**24 // weight.shape[0])
+    chunk_rows = chunk_rows or max(1, 2**23 // weight.shape[0])
     return _LinearCrossEntropy.apply(hidden, weight, targets, token_weights, chunk_rows)
