@@ -267,7 +267,8 @@ def sft_nll(
     as a short one; without ``rows`` all tokens form one sequence. Computed
     in float32 whatever the inputs' dtype, in chunks of ``chunk_rows``
     positions (by default as many as keep a chunk's logits near 2**23
-    values, small enough for the allocator to reuse), without materializing the whole ``[N, V]`` logits.
+    values, small enough for the allocator to reuse), never materializing
+    the whole ``[N, V]`` logits.
     """
     if rows is None:
         rows = targets.new_zeros(targets.shape)
