@@ -276,4 +276,6 @@ def sft_nll(
     counts = torch.bincount(index).float()
     token_weights = 1.0 / (counts[index] * max(len(counts), 1))
     chunk_rows = chunk_rows or max(1, 2**23 // weight.shape[0])
+    if not torch.is_grad_enabled():  # a Function sees its inputs' requires_grad even under no_grad
+        hidden, weight = hidden.detach(), weight.detach()
     return _LinearCrossEntropy.apply(hidden, weight, targets, token_weights, chunk_rows)

@@ -515,6 +515,16 @@ def test_sft_nll_gradients_equal_the_plain_heads(chunk_rows):
     torch.testing.assert_close(weight.grad, expected[1])
 
 
+def test_sft_nll_under_no_grad_is_the_same_value_without_a_graph():
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(6, 4, requires_grad=True), torch.randn(9, 4, requires_grad=True)
+    targets = torch.randint(0, 9, (6,))
+    with torch.no_grad():
+        evaluated = sft_nll(hidden, weight, targets)
+    assert evaluated.grad_fn is None
+    assert evaluated.item() == pytest.approx(sft_nll(hidden, weight, targets).item(), rel=1e-6)
+
+
 def test_sft_nll_of_no_tokens_is_zero_and_still_reaches_the_head():
     weight = torch.randn(5, 4, requires_grad=True)
     loss = sft_nll(torch.zeros(0, 4), weight, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
