@@ -14,6 +14,8 @@ learning-rate schedule:
   icrm        same, method="icrm" (λ=0.1 and the α=1 SFT term), cache warm
   *-packed    the same three with padding_free=True: the same batches, each run
               as one packed sequence (icrm.modeling.packing)
+  bt-packed-bf16  bt-packed with bf16=True (bf16 autocast; on a CPU, worth it where
+              it has bf16 matmuls, e.g. avx512_bf16 or AMX); TRL stays float32
   bt-grouped  bt with length-grouped batches (TrainingOptions.trainer_kwargs(group_by_length=True));
               different batches from the rest
   genpass     the one-time generator pass: icrm.modeling.generator.cached_generation_weights
@@ -87,7 +89,7 @@ from .harness import HERE, HH_DATA, RESULTS, machine, write_text
 SELF = [sys.executable, "-m", "benchmarks.train_throughput"]  # run from the repository root (cwd=HERE.parent)
 METHODS = ("trl", "bt", "icrm-nosft", "icrm")  # these all see identical batches
 # the same batches again, packed (a pair's prompt runs once); -rows: rows end to end, each with its own prompt
-PACKED = ("bt-packed", "bt-packed-rows", "icrm-nosft-packed", "icrm-packed")
+PACKED = ("bt-packed", "bt-packed-rows", "icrm-nosft-packed", "icrm-packed", "bt-packed-bf16")  # -bf16: bf16 autocast
 GROUPED = ("bt-grouped",)  # icrm's length-grouped batch order: other batches than TRL's
 WHOLE_PROCESS = ("trl", "bt", "bt-grouped", "bt-packed", "icrm-packed")
 # icrm.modeling.PRESETS has tiny/small; "large" is for a later GPU run (bf16).
@@ -474,7 +476,7 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
 
     set_quiet(True)
     grouped, packed = spec["method"] in GROUPED, spec["method"] in PACKED
-    method = spec["method"].removesuffix("-grouped").removesuffix("-rows").removesuffix("-packed")
+    method = spec["method"].removesuffix("-bf16").removesuffix("-grouped").removesuffix("-rows").removesuffix("-packed")
     config = training.ICRMConfig(
         output_dir=str(workdir / "icrm-trainer"),
         method=method,
@@ -499,7 +501,8 @@ def train_icrm(spec: dict, meter, workdir: Path) -> dict:
     training.ICRMTrainer.__init__ = init_and_attach
     metrics = train_reward_model(spec["data"], str(workdir / "icrm-out"), config, ModelSpec(spec["model_dir"]))
     assert made["padding_free"] == packed
-    return {"generator_cache": metrics["generator_cache"], "train_examples": metrics["train_examples"], **made}
+    return {"generator_cache": metrics["generator_cache"], "train_examples": metrics["train_examples"],
+            "train_loss": metrics["train_loss"], **made}
 
 
 def generator_pass(spec: dict, workdir: Path) -> dict:
@@ -656,6 +659,7 @@ def run_spec(base: dict, workdir: Path, case: str, method: str, **extra) -> dict
         "cache_dir": str(workdir / f"cache-{case}"),
         # bt and trl ignore the generator; icrm methods read it from the warm cache
         "generator": base["generator"] if method.startswith("icrm") or method == "genpass" else "self",
+        "bf16": base["bf16"] or method.endswith("-bf16"),
         **extra,
     }
 
@@ -963,9 +967,10 @@ def summarize_runs(runs: list[dict], data_info: dict, real: bool = False) -> dic
     speed_pairs = (("bt", "trl"), ("bt-packed", "trl"), ("bt-packed", "bt"), ("bt-packed-rows", "trl"),
                    ("bt-packed", "bt-packed-rows"), ("icrm-nosft", "bt"), ("icrm", "bt"),
                    ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"), ("icrm-packed", "icrm"),
-                   ("bt-grouped", "trl"), ("bt-grouped", "bt"), ("bt-packed", "bt-grouped"))
+                   ("bt-grouped", "trl"), ("bt-grouped", "bt"), ("bt-packed", "bt-grouped"),
+                   ("bt-packed-bf16", "trl"), ("bt-packed-bf16", "bt-packed"))
     memory_pairs = (("icrm-nosft", "bt"), ("icrm", "bt"), ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"),
-                    ("bt-packed", "bt"), ("bt", "trl"))
+                    ("bt-packed", "bt"), ("bt", "trl"), ("bt-packed-bf16", "bt-packed"))
     for case in dict.fromkeys(c for c, _ in by_config):
         for num, den in speed_pairs:
             for key, unit in (("pairs_per_s", "pairs/s"), ("pairs_per_cpu_s", "pairs/CPU-s")):
