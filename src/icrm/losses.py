@@ -222,7 +222,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_rows):
             h = hidden[start : start + chunk_rows]
-            y, w = targets[start : start + chunk_rows, None], token_weights[start : start + chunk_rows, None].float()
+            y, w = targets[start : start + chunk_rows, None], token_weights[start : start + chunk_rows, None]
             logits = (h @ weight.t()).float()
             loss -= (torch.log_softmax(logits, dim=-1).gather(1, y) * w).sum()
             if not (need_hidden or need_weight):

@@ -237,7 +237,7 @@ def test_rewardbench2_scores_by_hand(tmp_path, cli, twin_rm, fmt):
     assert len(set(four_way)) == 1  # a four-way tie
 
     for ties in ("half", "loss"):
-        metrics = evaluated(cli, twin_rm, data, tmp_path / f"m-{ties}.json", "--no-packing", "--ties", ties)
+        metrics = evaluated(cli, twin_rm, data, tmp_path / f"m-{ties}.json", "--ties", ties)
         expected = expected_rb2(rows, ties)
         assert metrics["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-12)
         assert_entries(metrics["subsets"], expected["subsets"])
