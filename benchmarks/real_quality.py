@@ -61,6 +61,7 @@ class Row:
     lam: float | None = None
     generator: str = "sft"  # "sft" (the SFT-trained generator), "base" (the untrained instruct model) or "self"
     lr_scale: float = 1.0  # times SETTINGS["lr"]
+    bf16: bool = False  # bf16 autocast in training (scoring stays float32)
 
     @property
     def needs_sft_generator(self) -> bool:
@@ -83,6 +84,8 @@ ROWS = [
     # λ=0.9 leaves BT a smaller share of each Adam step; BT with a smaller step is its control
     Row("BT lr/2", "bt", lr_scale=0.5),
     Row("BT lr/4", "bt", lr_scale=0.25),
+    # does bf16 training (the speed lever on CPUs with bf16 matmuls) cost accuracy?
+    Row("BT bf16", "bt", bf16=True),
 ]
 SETTINGS = {"model": "smollm2-135m", "train_pairs": 160, "test_pairs": 64, "max_length": 256, "lora_r": 16,
             "lora_alpha": 32, "lr": 2e-4, "epochs": 1.0, "batch_size": 8, "sft_lr": 1e-5, "sft_epochs": 1.0,
@@ -134,9 +137,9 @@ def make_data(work: Path) -> dict[str, int]:
 # ---------------------------------------------------------------- models
 
 
-def training_options(seed: int, lr: float, epochs: float) -> dict:
+def training_options(seed: int, lr: float, epochs: float, bf16: bool = False) -> dict:
     return TrainingOptions(num_train_epochs=epochs, per_device_train_batch_size=SETTINGS["batch_size"],
-                           learning_rate=lr, seed=seed, logging_steps=5).trainer_kwargs()
+                           learning_rate=lr, seed=seed, bf16=bf16, logging_steps=5).trainer_kwargs()
 
 
 def train_generator(work: Path) -> Path:
@@ -154,7 +157,7 @@ def train_row(row: Row, work: Path, seed: int) -> Path:
     out = work / "rm"
     config = ICRMConfig(output_dir=str(out), method=row.method, lambda_=row.lam, generator=row.generator_path(work),
                         max_length=SETTINGS["max_length"], activation_checkpointing=False,
-                        **training_options(seed, SETTINGS["lr"] * row.lr_scale, SETTINGS["epochs"]))
+                        **training_options(seed, SETTINGS["lr"] * row.lr_scale, SETTINGS["epochs"], row.bf16))
     spec = ModelSpec(SETTINGS["model"], lora_r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"])
     train_reward_model(str(work / "train.jsonl"), str(out), config, spec, overwrite=True)
     return out

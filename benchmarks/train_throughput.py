@@ -15,7 +15,8 @@ learning-rate schedule:
   *-packed    the same three with padding_free=True: the same batches, each run
               as one packed sequence (icrm.modeling.packing)
   bt-packed-bf16  bt-packed with bf16=True (bf16 autocast; on a CPU, worth it where
-              it has bf16 matmuls, e.g. avx512_bf16 or AMX); TRL stays float32
+              it has bf16 matmuls, e.g. avx512_bf16 or AMX)
+  trl-bf16    trl with bf16=True (TRL's own default), the like-for-like baseline of bt-packed-bf16
   bt-grouped  bt with length-grouped batches (TrainingOptions.trainer_kwargs(group_by_length=True));
               different batches from the rest
   genpass     the one-time generator pass: icrm.modeling.generator.cached_generation_weights
@@ -87,7 +88,7 @@ from icrm.outputs import write_json, write_jsonl
 from .harness import HERE, HH_DATA, RESULTS, machine, write_text
 
 SELF = [sys.executable, "-m", "benchmarks.train_throughput"]  # run from the repository root (cwd=HERE.parent)
-METHODS = ("trl", "bt", "icrm-nosft", "icrm")  # these all see identical batches
+METHODS = ("trl", "bt", "icrm-nosft", "icrm", "trl-bf16")  # these all see identical batches
 # the same batches again, packed (a pair's prompt runs once); -rows: rows end to end, each with its own prompt
 PACKED = ("bt-packed", "bt-packed-rows", "icrm-nosft-packed", "icrm-packed", "bt-packed-bf16")  # -bf16: bf16 autocast
 GROUPED = ("bt-grouped",)  # icrm's length-grouped batch order: other batches than TRL's
@@ -599,7 +600,7 @@ def run_worker(spec: dict) -> dict:
         else:
             marker = response_marker(AutoTokenizer.from_pretrained(spec["model_dir"]))
             meter = make_meter(spec["device"], marker, profile=spec.get("profile", False))
-            train = train_trl if spec["method"] == "trl" else train_icrm
+            train = train_trl if spec["method"].startswith("trl") else train_icrm
             extra = train(spec, meter, workdir)
             result = {**summarize(meter, spec), **extra}
             if meter.profiler:
@@ -677,7 +678,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every run (1 is the most stable on a shared machine)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cases", default="hh,synthetic")
-    parser.add_argument("--methods", default=",".join(METHODS + PACKED + GROUPED))
+    parser.add_argument("--methods", default=",".join(m for m in METHODS + PACKED + GROUPED if not m.endswith("-bf16")),
+                        help="comma-separated trainers [default: all but the -bf16 ones, which need bf16 matmuls]")
     parser.add_argument("--no-genpass", action="store_true", help="skip the one-time generator pass measurement")
     parser.add_argument("--no-scoring", action="store_true", help="skip the reward-statistics scoring measurement")
     parser.add_argument("--scoring-pairs", type=int, default=800, help="hh pairs the scoring measurement scores")
@@ -968,9 +970,11 @@ def summarize_runs(runs: list[dict], data_info: dict, real: bool = False) -> dic
                    ("bt-packed", "bt-packed-rows"), ("icrm-nosft", "bt"), ("icrm", "bt"),
                    ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"), ("icrm-packed", "icrm"),
                    ("bt-grouped", "trl"), ("bt-grouped", "bt"), ("bt-packed", "bt-grouped"),
-                   ("bt-packed-bf16", "trl"), ("bt-packed-bf16", "bt-packed"))
+                   ("bt-packed-bf16", "trl"), ("bt-packed-bf16", "bt-packed"), ("bt-packed-bf16", "trl-bf16"),
+                   ("trl-bf16", "trl"))
     memory_pairs = (("icrm-nosft", "bt"), ("icrm", "bt"), ("icrm-nosft-packed", "bt-packed"), ("icrm-packed", "bt-packed"),
-                    ("bt-packed", "bt"), ("bt", "trl"), ("bt-packed-bf16", "bt-packed"))
+                    ("bt-packed", "bt"), ("bt", "trl"), ("bt-packed-bf16", "bt-packed"),
+                    ("bt-packed-bf16", "trl-bf16"))
     for case in dict.fromkeys(c for c, _ in by_config):
         for num, den in speed_pairs:
             for key, unit in (("pairs_per_s", "pairs/s"), ("pairs_per_cpu_s", "pairs/CPU-s")):

@@ -159,6 +159,17 @@ def test_real_quality_trains_the_sft_generator_only_for_icrm_rows_that_use_it(be
     assert rows["ICRM λ=0.9 base generator"].generator_path(tmp_path) == "smollm2-135m"
 
 
+def test_bf16_rows_and_trainers_train_in_bf16_and_only_they_do(benchmarks, tmp_path):
+    from benchmarks.real_quality import ROWS, training_options
+    from benchmarks.train_throughput import run_spec
+
+    assert [r.name for r in ROWS if r.bf16] == ["BT bf16"]
+    assert training_options(0, 1e-4, 1.0, bf16=True)["bf16"] and not training_options(0, 1e-4, 1.0)["bf16"]
+    base = {"generator": "g", "bf16": False}
+    runs = {m: run_spec(base, tmp_path, "hh", m)["bf16"] for m in ("trl", "trl-bf16", "bt-packed", "bt-packed-bf16")}
+    assert runs == {"trl": False, "trl-bf16": True, "bt-packed": False, "bt-packed-bf16": True}
+
+
 def test_real_quality_table_pairs_rows_with_bt_by_seed(benchmarks):
     from benchmarks.real_quality import ROWS, table
 

@@ -77,7 +77,7 @@ class TrainingOptions:
         "cosine", "Learning-rate schedule: cosine, linear, constant, ...", flag="--scheduler"
     )
     seed: int = setting(0, "Random seed (the same seed gives the same result).")
-    bf16: bool = setting(False, "bf16 mixed precision (GPU).")
+    bf16: bool = setting(False, "bf16 mixed precision (a GPU, or a CPU with bf16 matmuls: avx512_bf16 or AMX).")
     logging_steps: int = setting(10, "Log the loss terms every K optimizer steps.")
     save_steps: int = setting(0, "Checkpoint every K steps (for --resume); 0 = only at the end.")
 
