@@ -41,7 +41,7 @@ def set_quiet(quiet: bool) -> None:
 def note(message: str) -> None:
     """An informational line on stderr (silent under ``--quiet``)."""
     if not QUIET["value"]:
-        console.print(message)
+        console.print(message, soft_wrap=True)  # one line, as a log reader expects
 
 
 def warn(message: str) -> None:

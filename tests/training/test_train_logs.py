@@ -82,6 +82,16 @@ def test_logged_loss_weighs_rows_and_every_curve_ends_at_the_last_step(tmp_path,
     assert all([step for step, _ in curve] == list(windows) for curve in plotted.values())  # panels share steps
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_bf16_on_a_cpu_without_bf16_matmuls_says_it_is_slow(tmp_path, monkeypatch, capsys, fast):
+    monkeypatch.setattr(icrm.training.config, "_bf16_cpu_fast", lambda: fast)
+    monkeypatch.setitem(outputs.QUIET, "value", False)
+    ICRMConfig(output_dir=str(tmp_path / "out"), bf16=True, use_cpu=True, report_to=[])
+    ICRMConfig(output_dir=str(tmp_path / "out"), bf16=False, use_cpu=True, report_to=[])
+    note = capsys.readouterr().err.strip()
+    assert (note.count("slower than float32") == 1) != fast and note.count("\n") == 0
+
+
 def test_config_defaults_warn_about_nothing_and_train_without_bf16(tmp_path, base, monkeypatch, capsys):  # noqa: F811
     """TRL's bf16 default stops transformers where there is no bf16 device; icrm trains in float32 after one line."""
     monkeypatch.setattr(icrm.training.config, "_bf16_device_available", lambda: False)  # as on a CPU-only machine
@@ -99,6 +109,7 @@ def test_config_defaults_warn_about_nothing_and_train_without_bf16(tmp_path, bas
         trainer.train()
     assert trainer.state.global_step == 1
     capsys.readouterr()
+    monkeypatch.setattr(icrm.training.config, "_bf16_cpu_fast", lambda: True)  # a CPU with bf16 matmuls
     assert ICRMConfig(output_dir=str(tmp_path), use_cpu=True).bf16  # TRL's default, where it can run: unchanged
     assert capsys.readouterr().err == ""
     with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # the deprecated name still works
