@@ -197,7 +197,7 @@ class ICRMConfig(ICRMArguments, RewardConfig):
 
 
 def _bf16_cpu_fast() -> bool:
-    """Whether oneDNN runs bf16 matmuls in hardware here; without AVX-512 it falls back to a far slower path."""
+    """Whether oneDNN has its AVX-512 bf16 kernels here (native with avx512_bf16/AMX); without, a far slower path."""
     import torch
 
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
